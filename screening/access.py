@@ -1,0 +1,35 @@
+"""Who may see which batches and studies: the one place that decides.
+
+Submitters see what they submitted; radiologists and auditors (the
+``view_all_studies`` permission) see every study. Views turn "not visible"
+into 404, never 403, so that ids do not reveal what exists.
+"""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+
+from screening.models import Batch, Study
+
+VIEW_ALL = "screening.view_all_studies"
+SUBMIT = "screening.submit_studies"
+
+
+def visible_batches(user) -> QuerySet[Batch]:
+    if not user.is_authenticated:
+        return Batch.objects.none()
+    if user.has_perm(VIEW_ALL):
+        return Batch.objects.all()
+    return Batch.objects.filter(submitted_by=user)
+
+
+def visible_studies(user) -> QuerySet[Study]:
+    if not user.is_authenticated:
+        return Study.objects.none()
+    if user.has_perm(VIEW_ALL):
+        return Study.objects.all()
+    return Study.objects.filter(batch__submitted_by=user)
+
+
+def can_submit(user) -> bool:
+    return user.is_authenticated and user.has_perm(SUBMIT)

@@ -1,0 +1,164 @@
+"""JSON API, version 1: submit studies and batches, follow their progress.
+
+Clients authenticate with a per-user token (``Authorization: Token <key>``);
+GET requests also accept the web session so the site's pages can poll.
+Anonymous calls get 401; objects the caller may not see get 404, exactly as
+objects that do not exist.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from django.core.exceptions import RequestDataTooBig, TooManyFilesSent
+from django.db.models import Count, Prefetch
+from django.http import JsonResponse
+from django.shortcuts import get_object_or_404
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+
+from screening import access, tokens
+from screening.models import Batch, Result, Study
+from screening.submission import NothingAccepted, SubmissionOutcome, submit
+
+
+def _error(status: int, message: str, **extra) -> JsonResponse:
+    return JsonResponse({"error": message, **extra}, status=status)
+
+
+def api_view(view):
+    """Authenticate by token (or session, for GET) and answer 401 otherwise."""
+
+    @functools.wraps(view)
+    def wrapper(request, *args, **kwargs):
+        user = tokens.user_for_request(request)
+        if user is None and request.method == "GET" and request.user.is_authenticated:
+            user = request.user
+        if user is None:
+            response = _error(401, "Authentication required: send 'Authorization: Token <your API token>'.")
+            response["WWW-Authenticate"] = "Token"
+            return response
+        request.user = user
+        return view(request, *args, **kwargs)
+
+    return csrf_exempt(wrapper)
+
+
+def result_json(result: Result | None) -> dict | None:
+    if result is None:
+        return None
+    return {
+        "model_version": result.model_version,
+        "probability": round(result.probability, 6),
+        "label": result.label,
+        "threshold": result.threshold,
+        "viral_probability": None if result.viral_probability is None else round(result.viral_probability, 6),
+        "created_at": result.created_at.isoformat(),
+    }
+
+
+def study_json(study: Study) -> dict:
+    return {
+        "id": study.pk,
+        "batch": study.batch_id,
+        "file": study.original_name,
+        "format": study.format,
+        "sha256": study.sha256,
+        "status": study.status,
+        "error": study.status_message if study.status in (Study.Status.FAILED, Study.Status.REJECTED) else None,
+        "note": study.status_message if study.status == Study.Status.DONE and study.status_message else None,
+        "duplicate_of": study.duplicate_of_id,
+        "result": result_json(study.latest_result()),
+        "created_at": study.created_at.isoformat(),
+        "finished_at": study.finished_at.isoformat() if study.finished_at else None,
+    }
+
+
+def studies_with_results():
+    return Study.objects.select_related("duplicate_of").prefetch_related(
+        "results", Prefetch("duplicate_of__results")
+    )
+
+
+def _outcome_json(outcome: SubmissionOutcome) -> dict:
+    return {
+        "batch": outcome.batch.pk,
+        "studies": [{"id": s.pk, "file": s.original_name, "status": s.status} for s in outcome.studies],
+        "refused": [{"file": r.name, "error": r.error} for r in outcome.refusals],
+        "notes": outcome.notes,
+    }
+
+
+def _uploaded(request, field: str):
+    try:
+        return request.FILES.getlist(field)
+    except TooManyFilesSent:
+        return _error(400, "Too many files in one request; send a zip or split the batch.")
+    except RequestDataTooBig:
+        return _error(400, "Request is too large.")
+
+
+def _submit(request, files) -> JsonResponse:
+    if not access.can_submit(request.user):
+        return _error(403, "Your account may not submit studies.")
+    try:
+        outcome = submit(request.user, Batch.Source.API, ((f.name, f) for f in files))
+    except NothingAccepted as exc:
+        return _error(400, "No file could be accepted.", refused=[{"file": r.name, "error": r.error} for r in exc.refusals])
+    return JsonResponse(_outcome_json(outcome), status=202)
+
+
+@api_view
+@require_POST
+def submit_study(request):
+    files = _uploaded(request, "file")
+    if isinstance(files, JsonResponse):
+        return files
+    if len(files) != 1:
+        return _error(400, "Send exactly one file in the multipart field 'file' (use /api/v1/batches for several).")
+    return _submit(request, files)
+
+
+@api_view
+@require_POST
+def submit_batch(request):
+    files = _uploaded(request, "files")
+    if isinstance(files, JsonResponse):
+        return files
+    if not files:
+        return _error(400, "Send files (or one zip) in the multipart field 'files'.")
+    return _submit(request, files)
+
+
+def batch_progress(batch: Batch) -> dict[str, int]:
+    counts = dict(batch.studies.values_list("status").annotate(n=Count("pk")).order_by())
+    progress = {status.value: counts.get(status.value, 0) for status in Study.Status}
+    progress["total"] = sum(counts.values())
+    progress["finished"] = sum(counts.get(s, 0) for s in Study.FINISHED)
+    return progress
+
+
+@api_view
+@require_GET
+def batch_detail(request, batch_id: int):
+    batch = get_object_or_404(access.visible_batches(request.user), pk=batch_id)
+    studies = studies_with_results().filter(batch=batch).order_by("pk")
+    return JsonResponse(
+        {
+            "id": batch.pk,
+            "source": batch.source,
+            "name": batch.name,
+            "created_at": batch.created_at.isoformat(),
+            "files_received": batch.files_received,
+            "progress": batch_progress(batch),
+            "upload_report": batch.upload_report,
+            "studies": [study_json(s) for s in studies],
+        }
+    )
+
+
+@api_view
+@require_GET
+def study_detail(request, study_id: int):
+    study = get_object_or_404(studies_with_results().filter(pk__in=access.visible_studies(request.user)), pk=study_id)
+    return JsonResponse(study_json(study))

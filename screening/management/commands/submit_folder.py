@@ -1,0 +1,83 @@
+"""Submit every file under a folder as one batch; optionally wait and report.
+
+With --json and --wait it prints one JSON line per file: file, status,
+probability, label, error. Files refused at upload appear with status
+REFUSED, so the output accounts for every file in the folder.
+"""
+
+import json
+import time
+from pathlib import Path
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+
+from screening import access
+from screening.api import studies_with_results
+from screening.intake import folder_sources
+from screening.models import Batch, Study
+from screening.submission import NothingAccepted, submit
+
+
+class Command(BaseCommand):
+    help = "Submit every JPEG, PNG and DICOM file under DIR as one batch."
+
+    def add_arguments(self, parser):
+        parser.add_argument("directory")
+        parser.add_argument("--user", default="submitter", help="Submitting account (default: submitter).")
+        parser.add_argument("--wait", action="store_true", help="Wait until every study is finished.")
+        parser.add_argument("--json", action="store_true", dest="as_json", help="One JSON line per file.")
+        parser.add_argument("--timeout", type=float, default=3600, help="Seconds to wait at most (default 3600).")
+
+    def handle(self, *args, directory, user, wait, as_json, timeout, **options):
+        root = Path(directory)
+        if not root.is_dir():
+            raise CommandError(f"{directory} is not a folder.")
+        account = get_user_model().objects.filter(username=user, is_active=True).first()
+        if account is None:
+            raise CommandError(f"No active user named {user!r}; pass --user.")
+        if not access.can_submit(account):
+            raise CommandError(f"User {user!r} may not submit studies (add them to the Submitter group).")
+        try:
+            outcome = submit(account, Batch.Source.CLI, folder_sources(root), name=root.name)
+        except NothingAccepted as exc:
+            self._report_refusals(exc.refusals, as_json)
+            raise CommandError("No file could be accepted.") from None
+        batch = outcome.batch
+        if not as_json:
+            self.stdout.write(f"Batch {batch.pk}: {len(outcome.studies)} studies accepted, {len(outcome.refusals)} refused.")
+        if not wait:
+            self._report_refusals(outcome.refusals, as_json)
+            if as_json:
+                for study in outcome.studies:
+                    self._emit(as_json, study.original_name, study.status, study=study.pk, batch=batch.pk)
+            return
+        deadline = time.monotonic() + timeout
+        while batch.studies.filter(status__in=Study.UNFINISHED).exists():
+            if time.monotonic() > deadline:
+                raise CommandError(f"Timed out after {timeout:.0f} s; batch {batch.pk} is still being processed.")
+            time.sleep(1)
+        self._report_refusals(outcome.refusals, as_json)
+        for study in studies_with_results().filter(batch=batch).order_by("pk"):
+            result = study.latest_result()
+            self._emit(
+                as_json,
+                study.original_name,
+                study.status,
+                probability=None if result is None else round(result.probability, 6),
+                label=None if result is None else result.label,
+                error=study.status_message if study.status in (Study.Status.FAILED, Study.Status.REJECTED) else None,
+                study=study.pk,
+                batch=batch.pk,
+            )
+
+    def _report_refusals(self, refusals, as_json):
+        for refusal in refusals:
+            self._emit(as_json, refusal.name, "REFUSED", probability=None, label=None, error=refusal.error)
+
+    def _emit(self, as_json, file, status, **fields):
+        if as_json:
+            self.stdout.write(json.dumps({"file": file, "status": status, **fields}))
+        else:
+            extra = "  ".join(f"{k}={v}" for k, v in fields.items() if v is not None and k not in ("batch",))
+            self.stdout.write(f"{status:9} {file}  {extra}")

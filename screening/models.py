@@ -1,0 +1,245 @@
+"""What the screening service stores: batches of studies, model results,
+radiologists' reviews and the audit trail.
+
+Results, reviews and audit events are append-only: a re-run with another model
+adds a result, a second opinion adds a review, and nothing that was shown to a
+person is ever overwritten.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
+
+
+class TimeStamped(models.Model):
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        abstract = True
+
+
+class Batch(TimeStamped):
+    """One submission: a single file, many files, a zip or a folder."""
+
+    class Source(models.TextChoices):
+        WEB = "web", _("Web form")
+        API = "api", _("API")
+        CLI = "cli", _("Command line")
+
+    submitted_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="batches")
+    source = models.CharField(max_length=8, choices=Source.choices)
+    name = models.CharField(max_length=255, blank=True, help_text=_("Zip or folder name, when there was one."))
+    files_received = models.PositiveIntegerField(default=0)
+    # Per-file outcomes at upload that have no study row: refusals ("error")
+    # and notes such as an in-batch duplicate ("note"). [{"file": ..., "error"|"note": ...}]
+    upload_report = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        verbose_name_plural = "batches"
+        indexes = [
+            # Serves a submitter's own batch list, newest first.
+            models.Index(fields=["submitted_by", "-created_at"], name="batch_by_submitter_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Batch {self.pk}"
+
+
+class StudyStatus(models.TextChoices):
+    RECEIVED = "RECEIVED", _("Received")  # stored; message not yet confirmed on the queue
+    QUEUED = "QUEUED", _("Queued")
+    RUNNING = "RUNNING", _("Running")
+    DONE = "DONE", _("Done")
+    FAILED = "FAILED", _("Failed")  # could not be read or scored
+    REJECTED = "REJECTED", _("Rejected")  # readable, but not an image we may score
+
+
+
+class Study(TimeStamped):
+    """One image file, from upload to its model result."""
+
+    Status = StudyStatus
+
+    UNFINISHED = (Status.RECEIVED, Status.QUEUED, Status.RUNNING)
+    FINISHED = (Status.DONE, Status.FAILED, Status.REJECTED)
+
+    class Format(models.TextChoices):
+        JPEG = "jpeg", "JPEG"
+        PNG = "png", "PNG"
+        DICOM = "dicom", "DICOM"
+
+    batch = models.ForeignKey(Batch, on_delete=models.PROTECT, related_name="studies")
+    file = models.FileField(max_length=255)
+    original_name = models.CharField(max_length=255)
+    sha256 = models.CharField(max_length=64)
+    size_bytes = models.PositiveBigIntegerField()
+    format = models.CharField(max_length=8, choices=Format.choices)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RECEIVED)
+    status_message = models.TextField(blank=True, help_text=_("Why the study failed or was rejected."))
+    attempts = models.PositiveSmallIntegerField(default=0)
+    duplicate_of = models.ForeignKey(
+        "self",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="duplicates",
+        help_text=_("An earlier study of the same file whose result this one shows."),
+    )
+    queued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    image_width = models.PositiveIntegerField(null=True, blank=True)
+    image_height = models.PositiveIntegerField(null=True, blank=True)
+    # DICOM attributes, when the file had them. No patient name or id is kept.
+    study_instance_uid = models.CharField(max_length=64, blank=True)
+    accession_number = models.CharField(max_length=64, blank=True)
+    modality = models.CharField(max_length=16, blank=True)
+    view_position = models.CharField(max_length=16, blank=True)
+    body_part = models.CharField(max_length=64, blank=True)
+    patient_age = models.CharField(max_length=8, blank=True)
+
+    class Meta:
+        verbose_name_plural = "studies"
+        permissions = [
+            ("submit_studies", "Can submit studies"),
+            ("view_all_studies", "Can see every study, not only their own"),
+            ("review_study", "Can review studies"),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["batch", "sha256"], name="study_unique_file_per_batch"),
+            models.CheckConstraint(condition=Q(size_bytes__gt=0), name="study_size_positive"),
+            models.CheckConstraint(
+                condition=Q(status__in=StudyStatus.values), name="study_status_valid"
+            ),
+        ]
+        indexes = [
+            # Serves the stuck-study sweep: only unfinished rows, by age.
+            models.Index(
+                fields=["status", "updated_at"],
+                name="study_unfinished_idx",
+                condition=Q(status__in=[StudyStatus.RECEIVED, StudyStatus.QUEUED, StudyStatus.RUNNING]),
+            ),
+            # Serves the "already scored in an earlier batch?" look-up at upload.
+            models.Index(fields=["sha256", "status"], name="study_sha256_idx"),
+            # Serves batch progress counts.
+            models.Index(fields=["batch", "status"], name="study_batch_status_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Study {self.pk}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINISHED
+
+    def latest_result(self) -> Result | None:
+        """The newest result of this study, or of the earlier study it duplicates.
+
+        Uses prefetched ``results`` when the caller prefetched them.
+        """
+        source = self.duplicate_of if self.duplicate_of_id else self
+        results = list(source.results.all())
+        return max(results, key=lambda r: (r.created_at, r.pk)) if results else None
+
+
+class Result(TimeStamped):
+    """What one model version said about one study."""
+
+    class Label(models.TextChoices):
+        NORMAL = "NORMAL", _("Normal")
+        PNEUMONIA = "PNEUMONIA", _("Pneumonia")
+
+    study = models.ForeignKey(Study, on_delete=models.PROTECT, related_name="results")
+    model_version = models.CharField(max_length=64)
+    probability = models.FloatField(help_text=_("Calibrated probability of pneumonia."))
+    label = models.CharField(max_length=10, choices=Label.choices)
+    threshold = models.FloatField(help_text=_("The model's operating threshold when it scored."))
+    viral_probability = models.FloatField(null=True, blank=True, help_text=_("P(viral | pneumonia)."))
+    inference_ms = models.FloatField(help_text=_("Model time per study in its chunk, milliseconds."))
+
+    class Meta:
+        constraints = [
+            # A task that runs twice cannot add a second result.
+            models.UniqueConstraint(fields=["study", "model_version"], name="result_unique_per_study_model"),
+            models.CheckConstraint(condition=Q(probability__gte=0) & Q(probability__lte=1), name="result_probability_range"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.label} {self.probability:.3f} ({self.model_version})"
+
+
+class Review(TimeStamped):
+    """A radiologist's reading of a study. Append-only: the latest one counts."""
+
+    class Finding(models.TextChoices):
+        NORMAL = "normal", _("Normal")
+        PNEUMONIA = "pneumonia", _("Pneumonia")
+        OTHER = "other", _("Other finding")
+        UNREADABLE = "unreadable", _("Unreadable")
+
+    study = models.ForeignKey(Study, on_delete=models.PROTECT, related_name="reviews")
+    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="reviews")
+    result = models.ForeignKey(
+        Result, on_delete=models.PROTECT, null=True, blank=True, help_text=_("The model result the reviewer saw.")
+    )
+    agrees_with_model = models.BooleanField(null=True)
+    finding = models.CharField(max_length=12, choices=Finding.choices)
+    comment = models.TextField(blank=True)
+    needs_second_read = models.BooleanField(default=False)
+
+    class Meta:
+        indexes = [models.Index(fields=["study", "-created_at"], name="review_latest_per_study_idx")]
+
+
+class AuditEvent(models.Model):
+    """Who did what to which object, and when. Append-only."""
+
+    class Action(models.TextChoices):
+        LOGIN = "login", _("Logged in")
+        LOGOUT = "logout", _("Logged out")
+        LOGIN_FAILED = "login_failed", _("Failed login")
+        SUBMIT = "submit", _("Submitted a batch")
+        TOKEN_CREATED = "token_created", _("Created an API token")
+        STUDY_VIEWED = "study_viewed", _("Viewed a study")
+        REVIEW_SAVED = "review_saved", _("Saved a review")
+        EXPORT = "export", _("Exported data")
+        RERUN = "rerun", _("Re-ran inference")
+        ADMIN_CHANGE = "admin_change", _("Changed data in the admin")
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="audit_events"
+    )
+    # Kept as written at the time, so the trail reads the same after a rename.
+    actor_username = models.CharField(max_length=150, blank=True)
+    action = models.CharField(max_length=20, choices=Action.choices)
+    object_type = models.CharField(max_length=40, blank=True)
+    object_id = models.CharField(max_length=40, blank=True)
+    details = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        indexes = [
+            # Serves "everything that happened to this object" in the admin.
+            models.Index(fields=["object_type", "object_id"], name="audit_object_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor_username or '-'} {self.action}"
+
+
+class ApiToken(models.Model):
+    """A per-user API key. Only its SHA-256 is stored; the key is shown once."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    key_hash = models.CharField(max_length=64, unique=True)
+    prefix = models.CharField(max_length=8, help_text=_("First characters of the key, to tell tokens apart."))
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.user})"

@@ -1,0 +1,108 @@
+"""Handing studies to the workers, and taking back the ones a worker lost.
+
+``enqueue_studies_on_commit`` is the only function that sends scoring tasks:
+it waits for the transaction that created the studies to commit, so a worker
+never looks for a row that does not exist yet. The database stays the source
+of truth: ``requeue_stuck_studies`` (run periodically by the worker's beat)
+re-sends studies whose message was lost, so neither a broker outage nor a
+killed worker loses a study.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from screening.models import Study
+
+log = logging.getLogger(__name__)
+
+
+def chunked(ids: Sequence[int], size: int) -> list[list[int]]:
+    return [list(ids[i : i + size]) for i in range(0, len(ids), size)]
+
+
+def enqueue_studies_on_commit(study_ids: Sequence[int]) -> None:
+    """Send scoring tasks for these studies, in chunks, once the current transaction commits."""
+    ids = [int(i) for i in study_ids]
+    if ids:
+        transaction.on_commit(lambda: _publish_rollback_unsafe(ids))
+
+
+def _publish_rollback_unsafe(study_ids: list[int]) -> None:
+    """Publish now, whatever the transaction state: only ``enqueue_studies_on_commit`` may call this.
+
+    A chunk that cannot be published stays RECEIVED and is re-sent by the sweep.
+    """
+    from worker.tasks import score_studies_task
+
+    for chunk in chunked(study_ids, settings.SCREENING_CHUNK_SIZE):
+        try:
+            score_studies_task.apply_async(args=[chunk])
+        except Exception:  # broker unreachable: the sweep re-sends; never fail the upload
+            log.exception("could not publish a scoring task for %d studies; the sweep will retry", len(chunk))
+            continue
+        Study.objects.filter(pk__in=chunk, status=Study.Status.RECEIVED).update(
+            status=Study.Status.QUEUED, queued_at=timezone.now()
+        )
+
+
+def requeue_stuck_studies(now=None) -> dict[str, int]:
+    """Re-send studies whose message was lost; fail those that keep getting lost.
+
+    - RECEIVED for a minute: the publish after commit failed.
+    - QUEUED for longer than a broker redelivery takes: the message is gone.
+    - RUNNING for longer than a task may run: its worker died mid-chunk.
+    """
+    now = now or timezone.now()
+    counts = {"requeued": 0, "failed": 0}
+    with transaction.atomic():
+        received = Study.objects.filter(status=Study.Status.RECEIVED, created_at__lt=now - timedelta(seconds=60))
+        queued = Study.objects.filter(
+            status=Study.Status.QUEUED,
+            queued_at__lt=now - timedelta(seconds=settings.SCREENING_STUCK_QUEUED_SECONDS),
+        )
+        running = Study.objects.filter(
+            status=Study.Status.RUNNING,
+            started_at__lt=now - timedelta(seconds=settings.SCREENING_STUCK_RUNNING_SECONDS),
+        )
+        exhausted = running.filter(attempts__gte=settings.SCREENING_MAX_ATTEMPTS)
+        counts["failed"] = exhausted.update(
+            status=Study.Status.FAILED,
+            status_message=(
+                f"Scoring was interrupted {settings.SCREENING_MAX_ATTEMPTS} times (worker stopped or timed out); "
+                "the file may be too demanding to process. Re-submit it or ask an administrator."
+            ),
+            finished_at=now,
+        )
+        ids = sorted(
+            set(received.values_list("pk", flat=True))
+            | set(queued.values_list("pk", flat=True))
+            | set(running.values_list("pk", flat=True))
+        )
+        if ids:
+            Study.objects.filter(pk__in=ids, status__in=Study.UNFINISHED).update(
+                status=Study.Status.QUEUED, queued_at=now
+            )
+            enqueue_studies_on_commit(ids)
+        counts["requeued"] = len(ids)
+    if counts["requeued"] or counts["failed"]:
+        log.warning("sweep: re-queued %(requeued)d stuck studies, failed %(failed)d", counts)
+    return counts
+
+
+def release_unfinished(study_ids: Sequence[int], reason: str) -> None:
+    """Give claimed studies back to the queue after an interrupted run, or fail them once attempts run out."""
+    with transaction.atomic():
+        claimed = Study.objects.filter(pk__in=study_ids, status=Study.Status.RUNNING)
+        claimed.filter(attempts__gte=settings.SCREENING_MAX_ATTEMPTS).update(
+            status=Study.Status.FAILED, status_message=reason, finished_at=timezone.now()
+        )
+        retry = list(claimed.values_list("pk", flat=True))
+        Study.objects.filter(pk__in=retry).update(status=Study.Status.QUEUED, queued_at=timezone.now())
+        enqueue_studies_on_commit(retry)

@@ -1,0 +1,36 @@
+"""The three roles, as Django groups with permissions.
+
+Permissions are granted only through these groups. A data migration calls
+``sync_role_groups``; a later change of a role's permissions ships as a new
+migration that calls it again.
+"""
+
+from __future__ import annotations
+
+SUBMITTER = "Submitter"
+RADIOLOGIST = "Radiologist"
+AUDITOR = "Auditor"
+
+ROLE_PERMISSIONS: dict[str, list[str]] = {
+    SUBMITTER: ["screening.submit_studies"],
+    RADIOLOGIST: ["screening.view_all_studies", "screening.review_study"],
+    AUDITOR: [
+        "screening.view_all_studies",
+        "screening.view_batch",
+        "screening.view_study",
+        "screening.view_result",
+        "screening.view_review",
+        "screening.view_auditevent",
+    ],
+}
+
+
+def sync_role_groups(group_model, permission_model) -> None:
+    """Make each role group hold exactly its permissions (models may be historical)."""
+    for role, names in ROLE_PERMISSIONS.items():
+        group, _ = group_model.objects.get_or_create(name=role)
+        permissions = []
+        for name in names:
+            app_label, codename = name.split(".")
+            permissions.append(permission_model.objects.get(content_type__app_label=app_label, codename=codename))
+        group.permissions.set(permissions)

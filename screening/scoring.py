@@ -1,0 +1,193 @@
+"""Scoring a chunk of studies: claim, decode, one forward pass, write results.
+
+Run by the worker's task. Each step is safe to repeat: the claim is a
+conditional update (a study another run already took is skipped), and a
+result is unique per study and model version. One unreadable file fails only
+its own study; the rest of the chunk is still scored.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+from django.conf import settings
+from celery.exceptions import SoftTimeLimitExceeded
+from django.db import InterfaceError, OperationalError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from ml.decode import DecodedImage, UnscorableInput, decode
+from ml.preprocess import squash_to_input
+from screening.models import Result, Study
+from screening.queue import release_unfinished
+
+log = logging.getLogger(__name__)
+
+_DICOM_FIELDS = {
+    "StudyInstanceUID": "study_instance_uid",
+    "AccessionNumber": "accession_number",
+    "Modality": "modality",
+    "ViewPosition": "view_position",
+    "BodyPartExamined": "body_part",
+    "PatientAge": "patient_age",
+}
+_INTERNAL_ERROR = "The file could not be processed because of an internal error; an administrator has been notified in the logs."
+
+
+class Predictor(Protocol):
+    """What scoring needs of a model (``ml.inference.Screener`` provides it)."""
+
+    version: str
+    threshold: float
+    input_size: int
+
+    def predict(self, images: np.ndarray) -> list: ...
+
+
+@dataclass
+class ChunkSummary:
+    claimed: list[int] = field(default_factory=list)
+    done: int = 0
+    failed: int = 0
+    rejected: int = 0
+
+
+def claim(study_ids: Sequence[int]) -> list[Study]:
+    """Mark the still-waiting studies among ``study_ids`` RUNNING and return them.
+
+    Row locks (skipped when held) make two workers that got the same ids take
+    disjoint sets; on SQLite, whose writers are serialised, the conditional
+    update alone does it.
+    """
+    with transaction.atomic():
+        rows = list(
+            Study.objects.select_for_update(skip_locked=True)
+            .filter(pk__in=list(study_ids), status__in=[Study.Status.RECEIVED, Study.Status.QUEUED])
+            .values_list("pk", flat=True)
+        )
+        if not rows:
+            return []
+        Study.objects.filter(pk__in=rows, status__in=[Study.Status.RECEIVED, Study.Status.QUEUED]).update(
+            status=Study.Status.RUNNING, started_at=timezone.now(), attempts=F("attempts") + 1
+        )
+    return list(Study.objects.filter(pk__in=rows, status=Study.Status.RUNNING).order_by("pk"))
+
+
+def _finish_unscored(study: Study, status: str, message: str) -> None:
+    Study.objects.filter(pk=study.pk, status=Study.Status.RUNNING).update(
+        status=status, status_message=message, finished_at=timezone.now()
+    )
+
+
+def _record_image_facts(study: Study, decoded: DecodedImage) -> None:
+    study.image_width = decoded.width
+    study.image_height = decoded.height
+    for attribute, column in _DICOM_FIELDS.items():
+        value = decoded.attributes.get(attribute)
+        if value:
+            max_length = Study._meta.get_field(column).max_length
+            setattr(study, column, str(value)[:max_length])
+
+
+def _prepare(study: Study, input_size: int) -> np.ndarray | None:
+    """The model input for ``study``, or None after finishing it as FAILED/REJECTED."""
+    try:
+        path = study.file.path
+        decoded = decode(
+            path,
+            target_size=input_size,
+            max_bytes=settings.SCREENING_MAX_FILE_BYTES,
+            max_pixels=settings.SCREENING_MAX_IMAGE_PIXELS,
+        )
+    except FileNotFoundError:
+        _finish_unscored(study, Study.Status.FAILED, "The stored file is missing; please submit it again.")
+        return None
+    except UnscorableInput as exc:
+        _finish_unscored(study, exc.status, exc.reason)
+        return None
+    except Exception:
+        log.exception("decoding study %s failed unexpectedly", study.pk)
+        _finish_unscored(study, Study.Status.FAILED, _INTERNAL_ERROR)
+        return None
+    _record_image_facts(study, decoded)
+    return squash_to_input(decoded.pixels, input_size)
+
+
+def score_chunk(study_ids: Sequence[int], predictor: Predictor) -> ChunkSummary:
+    """Score whichever of ``study_ids`` are still waiting; every claimed study ends finished or back in the queue."""
+    studies = claim(study_ids)
+    summary = ChunkSummary(claimed=[s.pk for s in studies])
+    if not studies:
+        return summary
+    try:
+        _score_claimed(studies, predictor)
+    except SoftTimeLimitExceeded:
+        release_unfinished(summary.claimed, "Scoring took longer than the time limit, several times over.")
+        raise
+    except (OperationalError, InterfaceError):
+        # The database went away: hand the studies back if we still can
+        # (else the sweep will) and let the task retry with backoff.
+        try:
+            release_unfinished(summary.claimed, "The database was unavailable while scoring, several times over.")
+        except (OperationalError, InterfaceError):
+            log.warning("could not release %d claimed studies; the sweep will re-queue them", len(studies))
+        raise
+    except Exception:
+        log.exception("scoring a chunk of %d studies failed unexpectedly", len(studies))
+        Study.objects.filter(pk__in=summary.claimed, status=Study.Status.RUNNING).update(
+            status=Study.Status.FAILED, status_message=_INTERNAL_ERROR, finished_at=timezone.now()
+        )
+
+    statuses = list(Study.objects.filter(pk__in=summary.claimed).values_list("status", flat=True))
+    summary.done = statuses.count(Study.Status.DONE)
+    summary.failed = statuses.count(Study.Status.FAILED)
+    summary.rejected = statuses.count(Study.Status.REJECTED)
+    return summary
+
+
+def _score_claimed(studies: list[Study], predictor: Predictor) -> None:
+    ready: list[Study] = []
+    inputs: list[np.ndarray] = []
+    for study in studies:
+        image = _prepare(study, predictor.input_size)
+        if image is not None:
+            ready.append(study)
+            inputs.append(image)
+    if not ready:
+        return
+    started = time.perf_counter()
+    predictions = predictor.predict(np.stack(inputs))
+    per_study_ms = (time.perf_counter() - started) * 1000 / len(ready)
+    _write_results(ready, predictions, predictor, per_study_ms)
+
+
+def _write_results(studies: list[Study], predictions: list, predictor: Predictor, per_study_ms: float) -> None:
+    now = timezone.now()
+    with transaction.atomic():
+        for study, prediction in zip(studies, predictions, strict=True):
+            Result.objects.get_or_create(
+                study=study,
+                model_version=predictor.version,
+                defaults={
+                    "probability": float(prediction.probability),
+                    "label": prediction.label,
+                    "threshold": float(predictor.threshold),
+                    "viral_probability": (
+                        None if prediction.viral_probability is None else float(prediction.viral_probability)
+                    ),
+                    "inference_ms": per_study_ms,
+                },
+            )
+            Study.objects.filter(pk=study.pk, status=Study.Status.RUNNING).update(
+                status=Study.Status.DONE,
+                status_message="",
+                finished_at=now,
+                image_width=study.image_width,
+                image_height=study.image_height,
+                **{column: getattr(study, column) for column in _DICOM_FIELDS.values()},
+            )

@@ -1,0 +1,137 @@
+"""Submitting files: one transaction creates the batch and its studies, stores
+their files, and hands them to the queue after commit.
+
+Files are stored content-addressed (``studies/ab/abcdef….jpeg``): names that
+users chose never become paths, the same bytes are stored once, and a file
+written before a rolled-back transaction is simply reused next time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from django.core.files import File
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.utils import timezone
+
+from screening import audit
+from screening.intake import Incoming, Limits, Refusal, expand
+from screening.models import AuditEvent, Batch, Study
+from screening.queue import enqueue_studies_on_commit
+
+log = logging.getLogger(__name__)
+
+_EXTENSIONS = {"jpeg": "jpg", "png": "png", "dicom": "dcm"}
+
+
+class NothingAccepted(Exception):
+    """No file of the submission could be accepted; nothing was stored."""
+
+    def __init__(self, refusals: list[Refusal]):
+        super().__init__("no file could be accepted")
+        self.refusals = refusals
+
+
+@dataclass
+class SubmissionOutcome:
+    batch: Batch
+    studies: list[Study] = field(default_factory=list)
+    refusals: list[Refusal] = field(default_factory=list)
+    notes: list[dict] = field(default_factory=list)
+
+
+def storage_path(sha256: str, file_format: str) -> str:
+    return f"studies/{sha256[:2]}/{sha256}.{_EXTENSIONS[file_format]}"
+
+
+def _store(incoming: Incoming) -> str:
+    path = storage_path(incoming.sha256, incoming.format)
+    if default_storage.exists(path):
+        return path
+    return default_storage.save(path, File(incoming.spool))
+
+
+def _earlier_scored_study(sha256: str) -> Study | None:
+    earlier = (
+        Study.objects.filter(sha256=sha256, status=Study.Status.DONE, duplicate_of__isnull=True)
+        .order_by("-created_at")
+        .first()
+    )
+    return earlier
+
+
+def submit(user, source: str, files: Iterable[tuple[str, BinaryIO]], *, name: str = "", limits: Limits | None = None) -> SubmissionOutcome:
+    """Accept what can be accepted from ``files`` as one new batch.
+
+    Raises ``NothingAccepted`` (and stores nothing) when every file is refused.
+    """
+    limits = limits or Limits.from_settings()
+    with transaction.atomic():
+        batch = Batch.objects.create(submitted_by=user, source=source, name=name[:255])
+        outcome = SubmissionOutcome(batch=batch)
+        first_name_by_sha: dict[str, str] = {}
+        received = 0
+        for item in expand(files, limits):
+            received += 1
+            if isinstance(item, Refusal):
+                outcome.refusals.append(item)
+                continue
+            try:
+                if item.sha256 in first_name_by_sha:
+                    outcome.notes.append(
+                        {"file": item.name, "note": f"Same content as {first_name_by_sha[item.sha256]}; stored once."}
+                    )
+                    continue
+                first_name_by_sha[item.sha256] = item.name
+                outcome.studies.append(_create_study(batch, item))
+            finally:
+                item.spool.close()
+
+        if not outcome.studies:
+            transaction.set_rollback(True)
+            raise NothingAccepted(outcome.refusals)
+
+        batch.files_received = received
+        batch.upload_report = [{"file": r.name, "error": r.error} for r in outcome.refusals] + outcome.notes
+        batch.save(update_fields=["files_received", "upload_report", "updated_at"])
+        audit.record(
+            AuditEvent.Action.SUBMIT,
+            actor=user,
+            obj=batch,
+            source=source,
+            studies=len(outcome.studies),
+            refused=len(outcome.refusals),
+        )
+        enqueue_studies_on_commit([s.pk for s in outcome.studies if s.status == Study.Status.RECEIVED])
+    log.info("batch %s submitted: %d studies, %d refused", batch.pk, len(outcome.studies), len(outcome.refusals))
+    return outcome
+
+
+def _create_study(batch: Batch, item: Incoming) -> Study:
+    study = Study(
+        batch=batch,
+        original_name=item.name,
+        sha256=item.sha256,
+        size_bytes=item.size,
+        format=item.format,
+    )
+    earlier = _earlier_scored_study(item.sha256)
+    if earlier is not None:
+        study.file.name = earlier.file.name
+        study.status = Study.Status.DONE
+        study.duplicate_of = earlier
+        study.finished_at = timezone.now()
+        study.status_message = (
+            f"Identical to study {earlier.pk} (batch {earlier.batch_id}), already scored; its result is shown."
+        )
+        for attribute in ("image_width", "image_height", "study_instance_uid", "accession_number", "modality",
+                          "view_position", "body_part", "patient_age"):
+            setattr(study, attribute, getattr(earlier, attribute))
+    else:
+        study.file.name = _store(item)
+    study.save()
+    return study

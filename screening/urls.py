@@ -1,0 +1,16 @@
+from django.urls import path
+
+from screening import api, views
+
+app_name = "screening"
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("batches/", views.batch_list, name="batch_list"),
+    path("batches/new/", views.batch_new, name="batch_new"),
+    path("batches/<int:batch_id>/", views.batch_detail, name="batch_detail"),
+    path("api/v1/studies", api.submit_study, name="api_submit_study"),
+    path("api/v1/batches", api.submit_batch, name="api_submit_batch"),
+    path("api/v1/batches/<int:batch_id>", api.batch_detail, name="api_batch_detail"),
+    path("api/v1/studies/<int:study_id>", api.study_detail, name="api_study_detail"),
+]

@@ -1,0 +1,67 @@
+"""Shared fixtures: personas for each role, API clients, real fixture images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import Group, User
+from django.test import Client
+
+from screening import roles, tokens
+
+FIXTURES = Path(__file__).parent / "fixtures"
+XRAYS = sorted((FIXTURES / "xray").rglob("*.jpeg"))
+ORIGINALS = sorted((FIXTURES / "originals").glob("*.jpeg"))
+
+
+def make_user(username: str, role: str | None = None, **extra) -> User:
+    user = User.objects.create_user(username=username, password="pw-" + username, **extra)
+    if role:
+        user.groups.add(Group.objects.get(name=role))
+    return user
+
+
+@pytest.fixture
+def submitter(db):
+    return make_user("sam", roles.SUBMITTER)
+
+
+@pytest.fixture
+def other_submitter(db):
+    return make_user("olga", roles.SUBMITTER)
+
+
+@pytest.fixture
+def radiologist(db):
+    return make_user("rita", roles.RADIOLOGIST)
+
+
+@pytest.fixture
+def auditor(db):
+    return make_user("abe", roles.AUDITOR, is_staff=True)
+
+
+@pytest.fixture
+def outsider(db):
+    """Logged in, but in no group: must be refused everything."""
+    return make_user("otto")
+
+
+def token_client(user) -> Client:
+    return Client(HTTP_AUTHORIZATION=f"Token {tokens.create_token(user)}")
+
+
+@pytest.fixture
+def api(submitter) -> Client:
+    return token_client(submitter)
+
+
+@pytest.fixture(autouse=True)
+def _media_root(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path / "media"
+
+
+@pytest.fixture
+def xray_bytes() -> bytes:
+    return XRAYS[0].read_bytes()

@@ -1,0 +1,70 @@
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from webapp.env import env_bool, env_int, env_list, env_secret
+
+
+@pytest.mark.parametrize("raw, expected", [("1", True), ("true", True), ("Yes", True), ("0", False), ("off", False)])
+def test_env_bool_reads_common_spellings(monkeypatch, raw, expected):
+    monkeypatch.setenv("FLAG", raw)
+    assert env_bool("FLAG", not expected) is expected
+
+
+def test_env_bool_refuses_a_typo(monkeypatch):
+    monkeypatch.setenv("FLAG", "ture")
+    with pytest.raises(ImproperlyConfigured, match="FLAG"):
+        env_bool("FLAG", False)
+
+
+def test_env_int_refuses_units_and_out_of_range(monkeypatch):
+    monkeypatch.setenv("SIZE", "10MB")
+    with pytest.raises(ImproperlyConfigured, match="SIZE"):
+        env_int("SIZE", 1)
+    monkeypatch.setenv("SIZE", "0")
+    with pytest.raises(ImproperlyConfigured, match="minimum"):
+        env_int("SIZE", 1, minimum=1)
+
+
+def test_env_int_default_when_unset(monkeypatch):
+    monkeypatch.delenv("SIZE", raising=False)
+    assert env_int("SIZE", 7) == 7
+
+
+def test_env_list_refuses_empty_items(monkeypatch):
+    monkeypatch.setenv("HOSTS", "a.example,,b.example")
+    with pytest.raises(ImproperlyConfigured):
+        env_list("HOSTS", [])
+    monkeypatch.setenv("HOSTS", "a.example, b.example")
+    assert env_list("HOSTS", []) == ["a.example", "b.example"]
+
+
+def test_env_secret_from_file(monkeypatch, tmp_path):
+    secret = tmp_path / "key"
+    secret.write_text("s3cret\n")
+    monkeypatch.delenv("KEY", raising=False)
+    monkeypatch.setenv("KEY_FILE", str(secret))
+    assert env_secret("KEY") == "s3cret"
+
+
+def test_env_secret_refuses_both_and_missing_file(monkeypatch, tmp_path):
+    monkeypatch.setenv("KEY", "a")
+    monkeypatch.setenv("KEY_FILE", str(tmp_path / "key"))
+    with pytest.raises(ImproperlyConfigured, match="not both"):
+        env_secret("KEY")
+    monkeypatch.delenv("KEY")
+    with pytest.raises(ImproperlyConfigured, match="cannot be read"):
+        env_secret("KEY")
+
+
+def test_settings_refuse_to_start_without_a_secret_key(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
+    env["DJANGO_SETTINGS_MODULE"] = "webapp.settings"
+    done = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"], env=env, capture_output=True, text=True, cwd=os.getcwd()
+    )
+    assert done.returncode != 0
+    assert "DJANGO_SECRET_KEY" in done.stderr

@@ -1,0 +1,88 @@
+"""Web pages for submitters: login, upload form, batch pages."""
+
+import io
+from unittest import mock
+
+import pytest
+from django.test import Client
+
+from screening.models import AuditEvent, Batch, Study
+from tests.conftest import XRAYS
+
+
+@pytest.fixture(autouse=True)
+def no_broker():
+    with mock.patch("worker.tasks.score_studies_task.apply_async"):
+        yield
+
+
+def logged_in(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def named(name, data):
+    handle = io.BytesIO(data)
+    handle.name = name
+    return handle
+
+
+@pytest.mark.parametrize("url", ["/batches/", "/batches/new/", "/batches/1/"])
+def test_anonymous_visitors_are_sent_to_login(db, url):
+    response = Client().get(url)
+    assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
+
+
+def test_login_page_renders_with_intended_use(db):
+    response = Client().get("/accounts/login/")
+    assert response.status_code == 200
+    assert b"not a diagnosis" in response.content
+
+
+def test_login_and_logout_are_audited(submitter):
+    client = Client()
+    assert client.post("/accounts/login/", {"username": "sam", "password": "pw-sam"}).status_code == 302
+    client.post("/accounts/logout/")
+    client.post("/accounts/login/", {"username": "sam", "password": "wrong"})
+    actions = list(AuditEvent.objects.order_by("pk").values_list("action", "actor_username"))
+    assert actions == [("login", "sam"), ("logout", "sam"), ("login_failed", "")]
+    assert AuditEvent.objects.last().details == {"username": "sam"}
+
+
+def test_submitter_uploads_files_and_sees_the_batch(submitter):
+    client = logged_in(submitter)
+    response = client.post("/batches/new/", {"files": [named("a.jpeg", XRAYS[0].read_bytes()), named("bad.jpeg", b"")]})
+    batch = Batch.objects.get()
+    assert response.status_code == 302 and response["Location"] == f"/batches/{batch.pk}/"
+    page = client.get(response["Location"])
+    assert page.status_code == 200
+    assert b"a.jpeg" in page.content and b"bad.jpeg" in page.content and b"File is empty." in page.content
+    assert AuditEvent.objects.filter(action="submit", actor=submitter, object_id=str(batch.pk)).exists()
+
+
+def test_an_upload_with_nothing_acceptable_shows_the_errors(submitter):
+    response = logged_in(submitter).post("/batches/new/", {"files": [named("n.jpg", b"nope")]}, follow=True)
+    assert b"Not a JPEG, PNG or DICOM" in response.content and Study.objects.count() == 0
+
+
+def test_users_without_submit_permission_get_403_on_the_upload_page(radiologist, outsider):
+    assert logged_in(radiologist).get("/batches/new/").status_code == 403
+    assert logged_in(outsider).get("/batches/new/").status_code == 403
+
+
+def test_batch_pages_hide_other_peoples_batches(submitter, other_submitter, radiologist):
+    logged_in(other_submitter).post("/batches/new/", {"files": [named("t.jpeg", XRAYS[0].read_bytes())]})
+    batch = Batch.objects.get()
+    assert logged_in(submitter).get(f"/batches/{batch.pk}/").status_code == 404
+    assert b"#%d" % batch.pk not in logged_in(submitter).get("/batches/").content
+    assert logged_in(radiologist).get(f"/batches/{batch.pk}/").status_code == 200
+
+
+def test_batch_list_query_count_is_pinned(submitter, django_assert_num_queries):
+    client = logged_in(submitter)
+    for p in XRAYS[:4]:
+        client.post("/batches/new/", {"files": [named(p.name, p.read_bytes())]})
+    # session, user, 2x permissions, batches with counts, session save (savepoint, update, release)
+    with django_assert_num_queries(8):
+        assert client.get("/batches/").status_code == 200

@@ -1,0 +1,48 @@
+"""The Celery application, configured from Django settings (``CELERY_*``).
+
+Reliability settings live here rather than in the environment because the
+service depends on them: results go to our own tables (no result backend), a
+message is acknowledged only after its task finished (a killed worker's chunk
+is redelivered), and each worker process reserves one message at a time.
+"""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
+
+import django  # noqa: E402
+from django.apps import apps  # noqa: E402
+
+if not apps.ready:  # a worker or beat process; the web app has set Django up already
+    django.setup()
+
+from django.conf import settings  # noqa: E402
+
+app = Celery("screening", include=["worker.tasks"])
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.conf.update(
+    task_serializer="json",
+    accept_content=["json"],
+    task_ignore_result=True,
+    task_acks_late=True,
+    worker_prefetch_multiplier=1,
+    task_soft_time_limit=settings.CELERY_TASK_SOFT_TIME_LIMIT,
+    task_time_limit=settings.CELERY_TASK_TIME_LIMIT,
+    broker_transport_options={"visibility_timeout": settings.CELERY_BROKER_VISIBILITY_TIMEOUT},
+    broker_connection_retry_on_startup=True,
+    # A web request that enqueues must not hang for long when the broker is
+    # down: the studies stay RECEIVED and the sweep re-sends them.
+    broker_connection_timeout=3,
+    task_publish_retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1},
+    worker_hijack_root_logger=False,
+    beat_schedule={
+        "requeue-stuck-studies": {
+            "task": "worker.tasks.requeue_stuck_studies_task",
+            "schedule": float(settings.SCREENING_SWEEP_INTERVAL_SECONDS),
+        },
+    },
+)

@@ -1,0 +1,36 @@
+"""Celery tasks: thin wrappers that take ids and leave the work to ``screening``."""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import InterfaceError, OperationalError
+
+from screening.queue import requeue_stuck_studies
+from screening.scoring import score_chunk
+from worker.app import app
+from worker.screener import get_screener
+
+log = logging.getLogger(__name__)
+
+
+@app.task(
+    acks_late=True,
+    ignore_result=True,
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=2,
+    retry_backoff_max=60,
+    max_retries=5,
+)
+def score_studies_task(study_ids: list[int]) -> None:
+    """Score a chunk of studies in one forward pass. Safe to run twice."""
+    summary = score_chunk(study_ids, get_screener())
+    log.info(
+        "chunk of %d: claimed %d, done %d, failed %d, rejected %d",
+        len(study_ids), len(summary.claimed), summary.done, summary.failed, summary.rejected,
+    )
+
+
+@app.task(ignore_result=True, acks_late=False)
+def requeue_stuck_studies_task() -> None:
+    requeue_stuck_studies()
