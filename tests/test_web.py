@@ -86,3 +86,8 @@ def test_batch_list_query_count_is_pinned(submitter, django_assert_num_queries):
     # session, user, 2x permissions, batches with counts, session save (savepoint, update, release)
     with django_assert_num_queries(8):
         assert client.get("/batches/").status_code == 200
+
+
+def test_healthz_answers_without_login(db):
+    response = Client().get("/healthz")
+    assert response.status_code == 200 and response.json() == {"status": "ok"}

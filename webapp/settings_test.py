@@ -51,6 +51,7 @@ else:
     CELERY_BROKER_URL = f"sqla+sqlite:///{tempfile.gettempdir()}/screening-test-broker.sqlite3"
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed only; never in production
-MEDIA_ROOT = Path(tempfile.mkdtemp(prefix="screening-test-media-"))  # noqa: F405
+# A worker process started by a test is handed the test's MEDIA_ROOT.
+MEDIA_ROOT = Path(env_str("MEDIA_ROOT") or tempfile.mkdtemp(prefix="screening-test-media-"))  # noqa: F405
 STATIC_ROOT = Path(tempfile.mkdtemp(prefix="screening-test-static-"))  # noqa: F405
 STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}  # noqa: F405

@@ -22,6 +22,16 @@ if not apps.ready:  # a worker or beat process; the web app has set Django up al
 
 from django.conf import settings  # noqa: E402
 
+
+
+def _transport_options(broker_url: str) -> dict:
+    # Only Redis has a visibility timeout; the SQLAlchemy transport passes
+    # its options to create_engine, which refuses unknown ones.
+    if broker_url.startswith(("redis://", "rediss://", "redis+socket://")):
+        return {"visibility_timeout": settings.CELERY_BROKER_VISIBILITY_TIMEOUT}
+    return {}
+
+
 app = Celery("screening", include=["worker.tasks"])
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.update(
@@ -32,7 +42,7 @@ app.conf.update(
     worker_prefetch_multiplier=1,
     task_soft_time_limit=settings.CELERY_TASK_SOFT_TIME_LIMIT,
     task_time_limit=settings.CELERY_TASK_TIME_LIMIT,
-    broker_transport_options={"visibility_timeout": settings.CELERY_BROKER_VISIBILITY_TIMEOUT},
+    broker_transport_options=_transport_options(settings.CELERY_BROKER_URL),
     broker_connection_retry_on_startup=True,
     # A web request that enqueues must not hang for long when the broker is
     # down: the studies stay RECEIVED and the sweep re-sends them.

@@ -1,0 +1,18 @@
+# One image for web, worker and beat (docker-compose.yml picks the command).
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /app
+
+COPY requirements.txt .
+RUN pip install --no-cache-dir -r requirements.txt
+
+COPY . .
+RUN DJANGO_SECRET_KEY=collectstatic-only STATIC_ROOT=/app/static python manage.py collectstatic --noinput --verbosity 0 \
+ && useradd --system --uid 1000 --home /app app \
+ && mkdir -p /data/media && chown app /data/media
+
+USER app
+ENV STATIC_ROOT=/app/static MEDIA_ROOT=/data/media
+EXPOSE 8000
+CMD ["gunicorn", "webapp.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3", "--timeout", "120", "--access-logfile", "-"]

@@ -1,0 +1,92 @@
+"""Scoring a chunk with the shipped model: claim, decode, one forward pass, results."""
+
+import io
+from unittest import mock
+
+import numpy as np
+import pytest
+
+from screening.models import Batch, Result, Study
+from screening.scoring import claim, score_chunk
+from screening.submission import submit
+from tests.conftest import ORIGINALS, XRAYS
+
+
+@pytest.fixture(scope="session")
+def screener():
+    from worker.screener import get_screener
+
+    return get_screener()
+
+
+@pytest.fixture(autouse=True)
+def no_broker():
+    with mock.patch("worker.tasks.score_studies_task.apply_async") as publish:
+        yield publish
+
+
+def submit_files(user, *pairs):
+    return submit(user, Batch.Source.API, [(name, io.BytesIO(data)) for name, data in pairs]).studies
+
+
+def test_it_scores_a_chunk_and_records_the_model_version(submitter, screener):
+    studies = submit_files(submitter, *[(p.name, p.read_bytes()) for p in XRAYS + ORIGINALS])
+    summary = score_chunk([s.pk for s in studies], screener)
+    assert summary.done == len(studies) and summary.failed == summary.rejected == 0
+    for study in Study.objects.filter(pk__in=summary.claimed):
+        assert study.status == Study.Status.DONE and study.finished_at and study.attempts == 1
+        result = study.results.get()
+        assert 0.0 <= result.probability <= 1.0
+        assert result.model_version == screener.version and result.threshold == screener.threshold
+        assert result.label == ("PNEUMONIA" if result.probability >= screener.threshold else "NORMAL")
+        assert study.image_width and study.image_height
+
+
+def test_running_the_same_chunk_twice_gives_one_result_each(submitter, screener):
+    ids = [s.pk for s in submit_files(submitter, *[(p.name, p.read_bytes()) for p in XRAYS[:3]])]
+    first = score_chunk(ids, screener)
+    second = score_chunk(ids, screener)
+    assert len(first.claimed) == 3 and second.claimed == []
+    assert Result.objects.filter(study_id__in=ids).count() == 3
+
+
+def test_a_second_worker_cannot_claim_what_the_first_took(submitter):
+    ids = [s.pk for s in submit_files(submitter, *[(p.name, p.read_bytes()) for p in XRAYS[:2]])]
+    assert [s.pk for s in claim(ids)] == ids
+    assert claim(ids) == []
+
+
+def test_one_bad_file_fails_only_its_own_study(submitter, screener):
+    good = XRAYS[0].read_bytes()
+    truncated = ORIGINALS[0].read_bytes()[:5000]
+    studies = submit_files(submitter, ("good.jpeg", good), ("truncated.jpeg", truncated))
+    summary = score_chunk([s.pk for s in studies], screener)
+    assert summary.done == 1 and summary.failed == 1
+    bad = Study.objects.get(original_name="truncated.jpeg")
+    assert bad.status == Study.Status.FAILED and bad.status_message and not bad.results.exists()
+    assert "Traceback" not in bad.status_message
+
+
+def test_a_missing_stored_file_fails_with_a_clear_message(submitter, screener, settings):
+    study = submit_files(submitter, ("gone.jpeg", XRAYS[0].read_bytes()))[0]
+    (settings.MEDIA_ROOT / study.file.name).unlink()
+    score_chunk([study.pk], screener)
+    study.refresh_from_db()
+    assert study.status == Study.Status.FAILED and study.status_message
+
+
+def test_an_unexpected_model_error_fails_the_chunk_with_its_message(submitter, screener):
+    studies = submit_files(submitter, *[(p.name, p.read_bytes()) for p in XRAYS[:2]])
+    with mock.patch.object(type(screener), "predict", side_effect=RuntimeError("boom")):
+        summary = score_chunk([s.pk for s in studies], screener)
+    assert summary.failed == 2
+    assert set(Study.objects.values_list("status", flat=True)) == {Study.Status.FAILED}
+
+
+def test_scores_depend_on_the_image(screener):
+    from ml.decode import decode
+    from ml.preprocess import squash_to_input
+
+    images = np.stack([squash_to_input(decode(p).pixels) for p in XRAYS])
+    probabilities = [p.probability for p in screener.predict(images)]
+    assert len(set(round(p, 6) for p in probabilities)) > 1

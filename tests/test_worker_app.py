@@ -1,0 +1,25 @@
+"""Celery configuration that the service's reliability depends on."""
+
+import worker.tasks  # noqa: F401  (registers the tasks)
+from worker.app import _transport_options, app
+
+
+def test_reliability_settings():
+    conf = app.conf
+    assert conf.task_acks_late is True and conf.worker_prefetch_multiplier == 1
+    assert conf.task_serializer == "json" and conf.accept_content == ["json"]
+    assert conf.task_ignore_result is True
+    assert conf.task_soft_time_limit < conf.task_time_limit
+
+
+def test_only_redis_gets_a_visibility_timeout(settings):
+    assert _transport_options("redis://127.0.0.1:6379/0") == {"visibility_timeout": settings.CELERY_BROKER_VISIBILITY_TIMEOUT}
+    assert settings.CELERY_BROKER_VISIBILITY_TIMEOUT > settings.CELERY_TASK_TIME_LIMIT
+    # The SQLAlchemy transport hands its options to create_engine, which refuses unknown keys.
+    assert _transport_options("sqla+sqlite:///var/broker.sqlite3") == {}
+
+
+def test_the_sweep_is_scheduled():
+    entry = app.conf.beat_schedule["requeue-stuck-studies"]
+    assert entry["task"] == "worker.tasks.requeue_stuck_studies_task"
+    assert entry["task"] in app.tasks
