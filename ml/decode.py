@@ -26,8 +26,9 @@ import numpy as np
 import pydicom
 import pydicom.config
 import pydicom.errors
+import pydicom.multival
 from PIL import Image, ImageFile
-from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_windowing, get_decoder
+from pydicom.pixels import apply_color_lut, apply_modality_lut, get_decoder
 
 logger = logging.getLogger(__name__)
 
@@ -428,7 +429,7 @@ def _dicom_to_gray8(stored: np.ndarray, dataset: pydicom.Dataset) -> np.ndarray:
     grey = _apply_display_transform(values, dataset)
     if photometric == "MONOCHROME1":
         grey = 255.0 - grey
-    return np.clip(np.rint(grey), 0, 255).astype(np.uint8)
+    return np.rint(grey).astype(np.uint8)  # already within [0, 255]
 
 
 def _apply_display_transform(values: np.ndarray, dataset: pydicom.Dataset) -> np.ndarray:
@@ -440,11 +441,47 @@ def _apply_display_transform(values: np.ndarray, dataset: pydicom.Dataset) -> np
             logger.info("ignoring an unusable VOI LUT (%s)", type(exc).__name__)
     if "WindowCenter" in dataset and "WindowWidth" in dataset:
         try:
-            out = apply_windowing(values.astype(np.float64), dataset, index=0)
-            return _scale_to(out, *_window_output_range(dataset))
+            return _apply_window(values, dataset)
         except (ValueError, TypeError, IndexError, AttributeError, KeyError) as exc:
             logger.info("ignoring an unusable window (%s)", type(exc).__name__)
-    return _stretch(values.astype(np.float64))
+    return _stretch(values)
+
+
+def _apply_window(values: np.ndarray, dataset: pydicom.Dataset) -> np.ndarray:
+    """The first window of the file (PS3.3 C.11.2.1.2), mapped straight onto 0..255.
+
+    Same formulas as pydicom's ``apply_windowing``, which maps onto the stored
+    value range that we would then have to map onto 0..255 again; doing it in
+    one float32 pass is 5-10x faster on a 2k x 2k radiograph.
+    """
+    center = float(_first(dataset.WindowCenter))
+    width = float(_first(dataset.WindowWidth))
+    function = str(dataset.get("VOILUTFunction") or "LINEAR").upper()
+    grey = values.astype(np.float32)
+    if function == "SIGMOID":
+        if width <= 0:
+            raise ValueError("SIGMOID window width must be positive")
+        return 255.0 / (1.0 + np.exp(-4.0 * (grey - center) / width))
+    if function == "LINEAR":
+        if width < 1:
+            raise ValueError("LINEAR window width must be at least 1")
+        low, span = center - 0.5 - (width - 1) / 2, width - 1
+    elif function == "LINEAR_EXACT":
+        if width <= 0:
+            raise ValueError("LINEAR_EXACT window width must be positive")
+        low, span = center - width / 2, width
+    else:
+        raise ValueError("unknown VOI LUT function")
+    if span == 0:  # a width-1 LINEAR window is a threshold
+        return np.where(grey > low, np.float32(255), np.float32(0))
+    grey -= low
+    grey *= 255.0 / span
+    return np.clip(grey, 0.0, 255.0, out=grey)
+
+
+def _first(value):
+    """Window Center/Width may hold several alternatives (VM 1-n); the first is the default."""
+    return value[0] if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else value
 
 
 def _apply_voi_lut_sequence(values: np.ndarray, item: pydicom.Dataset, dataset: pydicom.Dataset) -> np.ndarray:
@@ -466,30 +503,19 @@ def _apply_voi_lut_sequence(values: np.ndarray, item: pydicom.Dataset, dataset: 
     if table.size != entries:
         raise ValueError("VOI LUT data shorter than its descriptor")
     # A LUT is indexed by integers; a rescale may have produced floats.
-    indices = np.clip(np.rint(values.astype(np.float64)) - first_mapped, 0, entries - 1).astype(np.intp)
-    out = table.astype(np.float64)[indices]
-    return _scale_to(out, 0.0, max(float(2**bits - 1), float(table.max())))
-
-
-def _window_output_range(dataset: pydicom.Dataset) -> tuple[float, float]:
-    """The range pydicom's ``apply_windowing`` maps a window onto (PS3.3 C.11.2.1.2)."""
-    bits = int(dataset.BitsStored)
-    if dataset.get("ModalityLUTSequence"):
-        low, high = 0.0, float(2 ** int(dataset.ModalityLUTSequence[0].LUTDescriptor[2]) - 1)
-    elif int(dataset.get("PixelRepresentation", 0)) == 0:
-        low, high = 0.0, float(2**bits - 1)
-    else:
-        low, high = float(-(2 ** (bits - 1))), float(2 ** (bits - 1) - 1)
-    slope, intercept = dataset.get("RescaleSlope"), dataset.get("RescaleIntercept")
-    if slope is not None and intercept is not None:
-        low, high = low * float(slope) + float(intercept), high * float(slope) + float(intercept)
-    return min(low, high), max(low, high)
+    if values.dtype.kind not in "iu":
+        values = np.rint(values)
+    indices = np.clip(values.astype(np.int64) - first_mapped, 0, entries - 1)
+    return _scale_to(table[indices], 0.0, max(float(2**bits - 1), float(table.max())))
 
 
 def _scale_to(values: np.ndarray, low: float, high: float) -> np.ndarray:
     if high <= low:
-        return np.zeros_like(values, dtype=np.float64)
-    return np.clip((values - low) * (255.0 / (high - low)), 0.0, 255.0)
+        return np.zeros(values.shape, dtype=np.float32)
+    grey = values.astype(np.float32)
+    grey -= low
+    grey *= 255.0 / (high - low)
+    return np.clip(grey, 0.0, 255.0, out=grey)
 
 
 def _stretch(values: np.ndarray) -> np.ndarray:

@@ -19,6 +19,7 @@ import pydicom.data
 import pytest
 from PIL import Image, ImageFile
 from pydicom.dataset import Dataset
+from pydicom.pixels import apply_modality_lut, apply_windowing
 
 from ml.decode import (
     DEFAULT_MAX_BYTES,
@@ -44,7 +45,7 @@ def _load_corpus_module():
 
 
 corpus = _load_corpus_module()
-EXPECTED = list(csv.DictReader(open(BAD / "EXPECTED.csv", newline="")))
+EXPECTED = list(csv.DictReader(io.StringIO((BAD / "EXPECTED.csv").read_text())))
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +64,8 @@ def model_input(source) -> np.ndarray:
     return squash_to_input(decode(source).pixels).astype(np.int16)
 
 
-def png(array: np.ndarray, mode: str | None = None) -> bytes:
-    return corpus.encode(Image.fromarray(array, mode) if mode else Image.fromarray(array), "PNG")
+def png(array: np.ndarray) -> bytes:
+    return corpus.encode(Image.fromarray(array), "PNG")
 
 
 def dcm(ds: Dataset) -> bytes:
@@ -166,6 +167,18 @@ def test_monochrome1_without_window_is_inverted(plain):
 
 def test_rescale_and_window_give_the_displayed_pixels(plain):
     np.testing.assert_array_equal(decode(dcm(corpus.twelve_bit_dicom(plain))).pixels, plain)
+
+
+@pytest.mark.parametrize("function", ["LINEAR", "LINEAR_EXACT", "SIGMOID"])
+def test_window_functions_match_pydicom(plain, function):
+    """Our one-pass window against pydicom's apply_windowing, rescaled to 0..255 by hand."""
+    stored = plain.astype(np.uint16) * 16 + 3
+    ds = corpus.dicom_dataset(stored, name=function, bits_stored=12, window=(700, 1500), rescale=(0.5, -100))
+    ds.VOILUTFunction = function
+    low, high = -100.0, 4095 * 0.5 - 100  # the output range pydicom maps onto
+    windowed = apply_windowing(apply_modality_lut(stored, ds), ds)
+    expected = np.rint((windowed - low) * (255.0 / (high - low)))
+    assert np.abs(decode(dcm(ds)).pixels.astype(int) - expected).max() <= 1
 
 
 def test_dicom_without_window_is_stretched_min_to_max(plain):
