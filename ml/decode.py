@@ -136,6 +136,8 @@ def decode(
 ) -> DecodedImage:
     """Decode ``source`` to a ``DecodedImage`` or raise ``UnscorableInput``.
 
+    A path that cannot be opened raises the usual ``OSError`` (see ``_read_limited``).
+
     ``target_size`` lets JPEG decoding skip detail the model never sees (DCT
     scaling in libjpeg, several times faster); the result is never smaller
     than ``target_size`` on either side.
@@ -178,17 +180,18 @@ _CORRUPT_REASON = {
 
 
 def _read_limited(source: bytes | str | os.PathLike, max_bytes: int) -> bytes:
-    """Read the whole file, refusing before reading when it is over ``max_bytes``."""
+    """Read the whole file, refusing before reading when it is over ``max_bytes``.
+
+    ``OSError`` (a missing or unreadable stored file) is not wrapped: that is
+    the storage's fault, not the upload's, and the caller may retry it.
+    """
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
     else:
-        try:
-            if os.stat(source).st_size > max_bytes:
-                raise DecodeFailed(_too_big_reason(max_bytes))
-            with open(source, "rb") as f:
-                data = f.read(max_bytes + 1)
-        except OSError as exc:
-            raise DecodeFailed("The stored file could not be read.") from exc
+        if os.stat(source).st_size > max_bytes:
+            raise DecodeFailed(_too_big_reason(max_bytes))
+        with open(source, "rb") as f:
+            data = f.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise DecodeFailed(_too_big_reason(max_bytes))
     if not data:
@@ -206,7 +209,8 @@ def _too_big_reason(max_bytes: int) -> str:
 def _decode_pillow(data: bytes, kind: str, target_size: int | None, max_pixels: int) -> DecodedImage:
     with warnings.catch_warnings():
         # Pillow only warns between MAX_IMAGE_PIXELS and twice that; a warning
-        # is as much a bomb to us as the error above it.
+        # is as much a bomb to us as the error above it. (catch_warnings is
+        # process-wide; workers decode one file at a time per process.)
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             image = Image.open(io.BytesIO(data), formats=[kind.upper()])

@@ -359,8 +359,8 @@ def test_file_size_is_limited(source):
         decode(path.read_bytes() if source == "bytes" else path, max_bytes=1000)
 
 
-def test_missing_file_fails_cleanly(tmp_path):
-    with pytest.raises(DecodeFailed):
+def test_a_missing_stored_file_is_the_storage_problem_not_the_uploads(tmp_path):
+    with pytest.raises(FileNotFoundError):
         decode(tmp_path / "gone.jpeg")
 
 
