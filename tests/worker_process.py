@@ -48,7 +48,13 @@ class WorkerProcess:
 
 
 def base_env(**overrides: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "CELERY_", "SCREENING_", "MEDIA_ROOT"))}
+    # The worker gets the test's settings, not the developer's shell's; only
+    # the model to serve may be chosen from outside.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k == "SCREENING_MODEL_DIR" or not k.startswith(("DATABASE_URL", "CELERY_", "SCREENING_", "MEDIA_ROOT"))
+    }
     env.update(overrides)
     return env
 
