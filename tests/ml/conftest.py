@@ -1,0 +1,55 @@
+"""Shared fixtures for the ML tests: real fixture X-rays and a tiny saved model.
+
+Nothing here reads ../shared; the tiny model is a randomly initialised
+compact CNN, so tests exercise the real save/load/serve path in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+FIXTURES = REPO / "tests" / "fixtures"
+XRAY = FIXTURES / "xray"
+ORIGINALS = FIXTURES / "originals"
+
+
+@pytest.fixture(scope="session")
+def fixture_records():
+    from ml.data import scan_folder
+
+    return scan_folder(XRAY)
+
+
+@pytest.fixture(scope="session")
+def fixture_images(fixture_records):
+    from ml.data import load_inputs
+
+    return load_inputs(XRAY, fixture_records)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A saved model folder (model.keras + card.json) with a 4-filter CNN, threshold 0.5, temperature 2."""
+    import keras
+
+    from ml.model import build_small_cnn
+
+    keras.utils.set_random_seed(0)
+    model = build_small_cnn(width=4)
+    folder = tmp_path_factory.mktemp("models") / "tiny-v0"
+    folder.mkdir()
+    model.save(folder / "model.keras")
+    card = {
+        "version": "tiny-v0",
+        "architecture": "small_cnn",
+        "input_size": 224,
+        "threshold": 0.5,
+        "temperature": 2.0,
+        "feature_layer": "last_conv",
+    }
+    (folder / "card.json").write_text(json.dumps(card))
+    return folder
