@@ -13,6 +13,7 @@ from screening.models import Batch, Study
 
 VIEW_ALL = "screening.view_all_studies"
 SUBMIT = "screening.submit_studies"
+REVIEW = "screening.review_study"
 
 
 def visible_batches(user) -> QuerySet[Batch]:

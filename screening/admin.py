@@ -2,9 +2,37 @@
 say, who reviewed, what did they decide". Model results, reviews and audit
 events are evidence, so they are read-only here."""
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
+from screening import audit, exports
 from screening.models import ApiToken, AuditEvent, Batch, Result, Review, Study
+from screening.rerun import rerun_with_current_model
+from screening.serving import current_model_version
+
+
+@admin.action(description=_("Export selected studies as CSV"), permissions=["view"])
+def export_studies_csv(modeladmin, request, queryset):
+    audit.record(AuditEvent.Action.EXPORT, actor=request.user, what="admin studies", count=queryset.count())
+    return exports.csv_response(queryset.order_by("pk"), "studies.csv")
+
+
+@admin.action(description=_("Re-run inference with the current model"), permissions=["rerun"])
+def rerun_inference(modeladmin, request, queryset):
+    outcome = rerun_with_current_model(queryset, request.user)
+    version = current_model_version()
+    if outcome.queued:
+        modeladmin.message_user(request, ngettext(
+            "%(n)d study queued for the current model %(v)s.", "%(n)d studies queued for the current model %(v)s.",
+            len(outcome.queued)) % {"n": len(outcome.queued), "v": version}, messages.SUCCESS)
+    if outcome.same_model:
+        modeladmin.message_user(request, _(
+            "Refused for %(n)d studies: model %(v)s already scored them; a re-run would change nothing.")
+            % {"n": len(outcome.same_model), "v": version}, messages.WARNING)
+    if outcome.not_finished:
+        modeladmin.message_user(request, _("Skipped %(n)d studies that are still being processed.")
+                                % {"n": len(outcome.not_finished)}, messages.WARNING)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -60,16 +88,20 @@ class ReviewInline(ResultInline):
 
 @admin.register(Study)
 class StudyAdmin(admin.ModelAdmin):
-    list_display = ("id", "batch", "original_name", "format", "status", "modality", "accession_number", "created_at")
-    list_filter = ("status", "format", "modality", "created_at")
+    list_display = ("id", "batch", "original_name", "format", "status", "score", "model_label", "review_status", "created_at")
+    list_filter = ("status", "review_status", "model_label", "format", "modality", "created_at")
     search_fields = ("original_name", "sha256", "accession_number", "study_instance_uid")
     date_hierarchy = "created_at"
     list_select_related = ("batch",)
     readonly_fields = [f.name for f in Study._meta.fields]
     inlines = [ResultInline, ReviewInline]
+    actions = [export_studies_csv, rerun_inference]
 
     def has_add_permission(self, request):
         return False
+
+    def has_rerun_permission(self, request):
+        return request.user.is_superuser
 
 
 @admin.register(Result)

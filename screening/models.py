@@ -59,10 +59,17 @@ class StudyStatus(models.TextChoices):
 
 
 
+class ReviewStatus(models.TextChoices):
+    UNREVIEWED = "unreviewed", _("Not reviewed")
+    REVIEWED = "reviewed", _("Reviewed")
+    SECOND_READ = "second_read", _("Needs second read")
+
+
 class Study(TimeStamped):
     """One image file, from upload to its model result."""
 
     Status = StudyStatus
+    ReviewStatus = ReviewStatus
 
     UNFINISHED = (Status.RECEIVED, Status.QUEUED, Status.RUNNING)
     FINISHED = (Status.DONE, Status.FAILED, Status.REJECTED)
@@ -92,6 +99,13 @@ class Study(TimeStamped):
     queued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+
+    # Copied from the latest result and review when they are written, so the
+    # worklist sorts and filters 10,000 studies with one indexed query.
+    score = models.FloatField(null=True, blank=True, help_text=_("Latest model probability of pneumonia."))
+    model_label = models.CharField(max_length=10, blank=True)
+    review_status = models.CharField(max_length=12, choices=ReviewStatus.choices, default=ReviewStatus.UNREVIEWED)
+    reviewed_at = models.DateTimeField(null=True, blank=True)
 
     image_width = models.PositiveIntegerField(null=True, blank=True)
     image_height = models.PositiveIntegerField(null=True, blank=True)
@@ -128,6 +142,8 @@ class Study(TimeStamped):
             models.Index(fields=["sha256", "status"], name="study_sha256_idx"),
             # Serves batch progress counts.
             models.Index(fields=["batch", "status"], name="study_batch_status_idx"),
+            # Serves the radiologists' worklist: scored studies by review state, highest score first.
+            models.Index(fields=["status", "review_status", "-score", "id"], name="study_worklist_idx"),
         ]
 
     def __str__(self) -> str:

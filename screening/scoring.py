@@ -187,6 +187,8 @@ def _write_results(studies: list[Study], predictions: list, predictor: Predictor
                 status=Study.Status.DONE,
                 status_message="",
                 finished_at=now,
+                score=float(prediction.probability),
+                model_label=prediction.label,
                 image_width=study.image_width,
                 image_height=study.image_height,
                 **{column: getattr(study, column) for column in _DICOM_FIELDS.values()},

@@ -128,8 +128,8 @@ def _create_study(batch: Batch, item: Incoming) -> Study:
         study.status_message = (
             f"Identical to study {earlier.pk} (batch {earlier.batch_id}), already scored; its result is shown."
         )
-        for attribute in ("image_width", "image_height", "study_instance_uid", "accession_number", "modality",
-                          "view_position", "body_part", "patient_age"):
+        for attribute in ("score", "model_label", "image_width", "image_height", "study_instance_uid",
+                          "accession_number", "modality", "view_position", "body_part", "patient_age"):
             setattr(study, attribute, getattr(earlier, attribute))
     else:
         study.file.name = _store(item)

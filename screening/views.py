@@ -1,26 +1,38 @@
-"""Web pages for submitters: upload a batch, follow it, read its results.
-
-The radiologists' worklist and review pages are built on these (issue 5).
-"""
+"""Web pages: submitters upload and follow batches; radiologists work the
+triage worklist and review studies; everyone sees only what they may."""
 
 from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, TooManyFilesSent
+from django.core.paginator import Paginator
 from django.db.models import Count, Q
+from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.translation import gettext as _
 
-from screening import access
+from ml.decode import UnscorableInput
+from screening import access, audit, exports, previews, triage
 from screening.api import batch_progress, studies_with_results
 from screening.forms import UploadForm
-from screening.models import Batch, Study
+from screening.models import AuditEvent, Batch, Study
+from screening.review import ReviewForm, save_review
 from screening.submission import NothingAccepted, submit
+
+
+def _require(request, *permissions: str) -> None:
+    """403 unless the user holds one of ``permissions``; object visibility is checked separately (404)."""
+    if not any(request.user.has_perm(p) for p in permissions):
+        raise PermissionDenied
+
+
+SEES_STUDIES = (access.SUBMIT, access.VIEW_ALL)
 
 
 @login_required
 def batch_list(request):
+    _require(request, *SEES_STUDIES)
     batches = (
         access.visible_batches(request.user)
         .select_related("submitted_by")
@@ -36,8 +48,7 @@ def batch_list(request):
 
 @login_required
 def batch_new(request):
-    if not access.can_submit(request.user):
-        raise PermissionDenied
+    _require(request, access.SUBMIT)
     form = UploadForm()
     if request.method == "POST":
         try:
@@ -60,6 +71,7 @@ def batch_new(request):
 
 @login_required
 def batch_detail(request, batch_id: int):
+    _require(request, *SEES_STUDIES)
     batch = get_object_or_404(access.visible_batches(request.user).select_related("submitted_by"), pk=batch_id)
     studies = studies_with_results().filter(batch=batch).order_by("pk")
     progress = batch_progress(batch)
@@ -77,5 +89,108 @@ def batch_detail(request, batch_id: int):
     )
 
 
+@login_required
 def home(request):
+    if request.user.has_perm(access.REVIEW):
+        return redirect("screening:worklist")
     return redirect("screening:batch_list")
+
+
+@login_required
+def worklist(request):
+    _require(request, access.REVIEW)
+    tab = triage.TABS_BY_SLUG.get(request.GET.get("tab", "to-review"), triage.TABS[0])
+    filters = triage.WorklistFilter(request.GET or None)
+    studies = triage.worklist(request.user, tab, filters).select_related("batch")
+    page = Paginator(studies, 50).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(
+        request,
+        "screening/worklist.html",
+        {
+            "tabs": triage.TABS,
+            "tab": tab,
+            "counts": triage.tab_counts(request.user, filters),
+            "filters": filters,
+            "page": page,
+            "query": query.urlencode(),
+        },
+    )
+
+
+@login_required
+def worklist_export(request):
+    _require(request, access.REVIEW)
+    tab = triage.TABS_BY_SLUG.get(request.GET.get("tab", "to-review"), triage.TABS[0])
+    studies = triage.worklist(request.user, tab, triage.WorklistFilter(request.GET or None))
+    audit.record(AuditEvent.Action.EXPORT, actor=request.user, what="worklist", tab=tab.slug, filters=request.GET.dict())
+    return exports.csv_response(studies, f"worklist-{tab.slug}.csv")
+
+
+@login_required
+def batch_export(request, batch_id: int):
+    _require(request, *SEES_STUDIES)
+    batch = get_object_or_404(access.visible_batches(request.user), pk=batch_id)
+    audit.record(AuditEvent.Action.EXPORT, actor=request.user, obj=batch, what="batch")
+    return exports.csv_response(batch.studies.order_by("pk"), f"batch-{batch.pk}.csv")
+
+
+@login_required
+def study_detail(request, study_id: int):
+    _require(request, *SEES_STUDIES)
+    study = get_object_or_404(
+        access.visible_studies(request.user).select_related("batch", "batch__submitted_by", "duplicate_of"),
+        pk=study_id,
+    )
+    can_review = request.user.has_perm(access.REVIEW)
+    form = ReviewForm()
+    if request.method == "POST":
+        if not can_review:
+            raise PermissionDenied
+        form = ReviewForm(request.POST)
+        if form.is_valid():
+            save_review(study, request.user, form)
+            messages.success(request, _("Review saved for study %(id)s.") % {"id": study.pk})
+            following = triage.next_study(request.user, after=study)
+            if following is not None:
+                return redirect("screening:study_detail", study_id=following.pk)
+            return redirect("screening:worklist")
+    else:
+        audit.record(AuditEvent.Action.STUDY_VIEWED, actor=request.user, obj=study)
+    reviews = study.reviews.select_related("reviewer").order_by("-created_at")
+    return render(
+        request,
+        "screening/study_detail.html",
+        {
+            "study": study,
+            "result": study.latest_result(),
+            "reviews": reviews,
+            "form": form if can_review else None,
+            "dicom": [
+                (label, value)
+                for label, value in [
+                    (_("Accession number"), study.accession_number),
+                    (_("Modality"), study.modality),
+                    (_("View position"), study.view_position),
+                    (_("Body part"), study.body_part),
+                    (_("Patient age"), study.patient_age),
+                    (_("Study instance UID"), study.study_instance_uid),
+                ]
+                if value
+            ],
+        },
+    )
+
+
+@login_required
+def study_image(request, study_id: int):
+    _require(request, *SEES_STUDIES)
+    study = get_object_or_404(access.visible_studies(request.user), pk=study_id)
+    try:
+        path = previews.preview_file(study)
+    except (UnscorableInput, OSError):
+        raise Http404(_("This study has no displayable image."))
+    response = FileResponse(path.open("rb"), content_type="image/png")
+    response["Cache-Control"] = "private, max-age=3600"
+    return response

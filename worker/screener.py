@@ -9,23 +9,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from pathlib import Path
 
 from celery.signals import worker_process_init
-from django.conf import settings
+
+from screening.serving import model_dir
 
 log = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _screener = None
-
-
-def model_dir() -> Path:
-    if settings.SCREENING_MODEL_DIR:
-        return Path(settings.SCREENING_MODEL_DIR)
-    from ml.inference import current_model_dir
-
-    return current_model_dir()
 
 
 def get_screener():

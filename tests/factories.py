@@ -1,0 +1,46 @@
+"""Rows for tests that need studies in a given state without running the model."""
+
+from __future__ import annotations
+
+import io
+import itertools
+
+from django.utils import timezone
+from PIL import Image
+
+from screening.models import Batch, Result, Study
+from screening.submission import storage_path
+
+_counter = itertools.count(1)
+
+
+def batch_for(user, **fields) -> Batch:
+    return Batch.objects.create(submitted_by=user, source=Batch.Source.API, **fields)
+
+
+def scored_study(batch: Batch, probability: float, *, threshold: float = 0.5, media_root=None, **fields) -> Study:
+    """A DONE study with a result; with ``media_root`` it also gets a real PNG on disk."""
+    n = next(_counter)
+    sha = f"{n:064x}"
+    label = "PNEUMONIA" if probability >= threshold else "NORMAL"
+    study = Study.objects.create(
+        batch=batch, file=storage_path(sha, "png"), original_name=f"study-{n}.png", sha256=sha, size_bytes=100,
+        format="png", status=Study.Status.DONE, score=probability, model_label=label, finished_at=timezone.now(), **fields,
+    )
+    Result.objects.create(study=study, model_version="v-test", probability=probability, label=label,
+                          threshold=threshold, inference_ms=2.0)
+    if media_root is not None:
+        path = media_root / study.file.name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()
+        Image.new("L", (64, 48), color=n % 256).save(buffer, format="PNG")
+        path.write_bytes(buffer.getvalue())
+    return study
+
+
+def unscored_study(batch: Batch, status: str, message: str = "Could not be read.") -> Study:
+    n = next(_counter)
+    return Study.objects.create(
+        batch=batch, file=storage_path(f"{n:064x}", "jpeg"), original_name=f"bad-{n}.jpeg", sha256=f"{n:064x}",
+        size_bytes=10, format="jpeg", status=status, status_message=message, finished_at=timezone.now(),
+    )
