@@ -8,7 +8,9 @@ STAMP  := $(VENV)/.installed
 # SQL broker unless DATABASE_URL / CELERY_BROKER_URL say otherwise.
 export DJANGO_SECRET_KEY_FILE ?= var/secret_key
 
-.PHONY: install run test migrate worker web clean-var
+CHROMIUM ?= /usr/bin/chromium
+
+.PHONY: install run test migrate browser clean-var
 
 install: $(STAMP)
 
@@ -31,7 +33,18 @@ run: migrate
 	@echo "Open http://127.0.0.1:8000 — Ctrl-C stops the web server and the worker."
 	$(VENV)/bin/honcho --no-colour -f Procfile.local start
 
-test: install
+# The browser tests drive Debian's Chromium (Playwright cannot download its own
+# here). Installed when missing and we are root (as in CI); otherwise those
+# tests are skipped with a loud reason.
+browser:
+	@if [ ! -x "$(CHROMIUM)" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "Installing Debian's chromium for the browser tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "WARNING: no $(CHROMIUM) and not root: browser tests will be skipped"; fi; \
+	fi
+
+test: install browser
 	$(PY) -m pytest
 
 clean-var:

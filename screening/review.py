@@ -25,10 +25,12 @@ class ReviewForm(forms.ModelForm):
         empty_value=None,
     )
 
+    finding = forms.ChoiceField(label=_("Finding"), choices=Review.Finding.choices, widget=forms.RadioSelect)
+
     class Meta:
         model = Review
         fields = ["agrees_with_model", "finding", "comment", "needs_second_read"]
-        widgets = {"finding": forms.RadioSelect, "comment": forms.Textarea(attrs={"rows": 3})}
+        widgets = {"comment": forms.Textarea(attrs={"rows": 3})}
 
 
 def save_review(study: Study, reviewer, form: ReviewForm) -> Review:

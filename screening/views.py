@@ -8,8 +8,9 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, TooManyFilesSent
 from django.core.paginator import Paginator
 from django.db.models import Count, Q
-from django.http import FileResponse, Http404
+from django.http import FileResponse, Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils.translation import gettext as _
 
 from ml.decode import UnscorableInput
@@ -46,8 +47,14 @@ def batch_list(request):
     return render(request, "screening/batch_list.html", {"batches": batches, "can_submit": access.can_submit(request.user)})
 
 
+def _wants_json(request) -> bool:
+    return "application/json" in request.headers.get("Accept", "")
+
+
 @login_required
 def batch_new(request):
+    """Upload form. The page's script posts with ``Accept: application/json`` to
+    show upload and processing progress; without script it is a plain form."""
     _require(request, access.SUBMIT)
     form = UploadForm()
     if request.method == "POST":
@@ -56,16 +63,34 @@ def batch_new(request):
             valid = form.is_valid()
         except (TooManyFilesSent, RequestDataTooBig):
             form, valid = UploadForm(), False
-            messages.error(request, _("Too many files in one upload; send a zip or split the batch."))
+            form.add_error(None, _("Too many files in one upload; send a zip or split the batch."))
         if valid:
             files = form.cleaned_data["files"]
             try:
                 outcome = submit(request.user, Batch.Source.WEB, ((f.name, f) for f in files))
             except NothingAccepted as exc:
-                for refusal in exc.refusals:
-                    messages.error(request, f"{refusal.name}: {refusal.error}")
+                refused = [{"file": r.name, "error": r.error} for r in exc.refusals]
+                if _wants_json(request):
+                    return JsonResponse({"error": _("No file could be accepted."), "refused": refused}, status=400)
+                for item in refused:
+                    messages.error(request, f"{item['file']}: {item['error']}")
             else:
-                return redirect("screening:batch_detail", batch_id=outcome.batch.pk)
+                url = reverse("screening:batch_detail", kwargs={"batch_id": outcome.batch.pk})
+                if _wants_json(request):
+                    return JsonResponse(
+                        {
+                            "batch": outcome.batch.pk,
+                            "url": url,
+                            "progress_url": reverse("screening:api_batch_detail", kwargs={"batch_id": outcome.batch.pk}),
+                            "accepted": len(outcome.studies),
+                            "refused": [{"file": r.name, "error": r.error} for r in outcome.refusals],
+                        },
+                        status=202,
+                    )
+                return redirect(url)
+        elif _wants_json(request):
+            errors = [str(e) for errors in form.errors.values() for e in errors]
+            return JsonResponse({"error": " ".join(errors) or _("Nothing to upload.")}, status=400)
     return render(request, "screening/batch_new.html", {"form": form})
 
 

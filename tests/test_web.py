@@ -91,3 +91,20 @@ def test_batch_list_query_count_is_pinned(submitter, django_assert_num_queries):
 def test_healthz_answers_without_login(db):
     response = Client().get("/healthz")
     assert response.status_code == 200 and response.json() == {"status": "ok"}
+
+
+def test_the_upload_page_answers_json_for_its_script(submitter):
+    client = logged_in(submitter)
+    response = client.post(
+        "/batches/new/", {"files": [named("a.jpeg", XRAYS[0].read_bytes()), named("e.png", b"")]}, HTTP_ACCEPT="application/json"
+    )
+    assert response.status_code == 202
+    body = response.json()
+    assert body["url"] == f"/batches/{body['batch']}/" and body["accepted"] == 1
+    assert body["refused"] == [{"file": "e.png", "error": "File is empty."}]
+    assert client.get(body["progress_url"]).json()["progress"]["total"] == 1
+
+
+def test_the_upload_page_json_error_when_nothing_is_acceptable(submitter):
+    response = logged_in(submitter).post("/batches/new/", {"files": [named("n.jpg", b"nope")]}, HTTP_ACCEPT="application/json")
+    assert response.status_code == 400 and response.json()["refused"][0]["file"] == "n.jpg"

@@ -1,0 +1,138 @@
+"""The three everyday journeys, in a real browser (Playwright driving Debian's Chromium).
+
+A submitter uploads a 5-image batch and watches it reach 100 %; a
+radiologist works the worklist with the keyboard and reviews two studies; an
+auditor finds both reviews in the audit trail. Screenshots of each main page
+go to ``test-artifacts/``. Skipped, loudly, where no Chromium is installed
+(``make test`` installs it when it runs as root).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from django.conf import settings as django_settings
+
+from screening.models import AuditEvent, Review, Study
+from tests.conftest import ORIGINALS, XRAYS
+from tests.test_worker_e2e import postgres_worker_env
+from tests.worker_process import ROOT, WorkerProcess
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = ROOT / "test-artifacts"
+LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+               "--no-first-run", "--disable-sync"]
+
+pytestmark = [
+    pytest.mark.worker,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}: browser tests skipped (run `make test` as root to install it)"),
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"  # Playwright's sync API runs an event loop in this thread
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    yield page
+    context.close()
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def log_in(page, base: str, username: str) -> None:
+    page.goto(f"{base}/accounts/login/")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", f"pw-{username}")
+    page.click("button[type=submit]")
+    page.wait_for_load_state()
+
+
+@pytest.fixture
+def worker(live_server, settings, tmp_path):
+    if not getattr(django_settings, "USING_REAL_SERVICES", False):
+        pytest.skip("PostgreSQL/Redis not reachable here (CI=true refuses this fallback)")
+    import redis
+
+    redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
+    process = WorkerProcess(postgres_worker_env(settings), tmp_path / "worker.log").start()
+    yield process
+    process.stop()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_submit_review_and_audit_in_a_browser(page, live_server, worker, submitter, radiologist, auditor, tmp_path):
+    base = live_server.url
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    for source in XRAYS[:4] + ORIGINALS[:1]:
+        shutil.copy(source, uploads / source.name)
+
+    # A submitter uploads five files and watches processing reach 100 %.
+    log_in(page, base, "sam")
+    page.goto(f"{base}/batches/new/")
+    page.set_input_files("input[type=file]", sorted(str(p) for p in uploads.iterdir()))
+    shot(page, "01-upload-chosen")
+    page.click("#submit-button")
+    page.wait_for_selector("#upload-done:not([hidden])")
+    page.wait_for_function(
+        "document.getElementById('processing-progress').max == 5 && "
+        "document.getElementById('processing-progress').value == 5", timeout=180_000,
+    )
+    assert "5 / 5" in page.inner_text("#processing-text")
+    shot(page, "02-upload-finished")
+    page.click("#batch-link")
+    page.wait_for_selector("table")
+    shot(page, "03-batch-detail")
+    assert Study.objects.filter(status=Study.Status.DONE).count() == 5
+
+    # A radiologist works the worklist with the keyboard and reviews two studies.
+    page.context.clear_cookies()
+    log_in(page, base, "rita")
+    page.goto(f"{base}/worklist/")
+    shot(page, "04-worklist")
+    ordered = [int(x) for x in page.eval_on_selector_all("#worklist tbody tr[data-href] td:first-child a", "els => els.map(e => e.textContent)")]
+    scores = [Study.objects.get(pk=pk).score for pk in ordered]
+    assert scores == sorted(scores, reverse=True)
+    page.keyboard.press("j")
+    page.keyboard.press("k")
+    page.keyboard.press("j")
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"**/studies/{ordered[1]}/")
+    page.wait_for_selector("#xray")
+    assert page.eval_on_selector("#xray", "img => img.naturalWidth") > 0
+    shot(page, "05-study")
+    page.check("input[name=agrees_with_model][value=yes]")
+    page.check("input[name=finding][value=pneumonia]")
+    page.fill("textarea[name=comment]", "Consolidation, right lower lobe.")
+    page.click("#review-form button[type=submit]")
+    page.wait_for_url(f"**/studies/{ordered[0]}/")
+    page.check("input[name=agrees_with_model][value=no]")
+    page.check("input[name=finding][value=normal]")
+    page.click("#review-form button[type=submit]")
+    page.wait_for_load_state()
+    assert Review.objects.count() == 2
+
+    # An auditor finds both reviews in the audit trail.
+    page.context.clear_cookies()
+    log_in(page, base, "abe")
+    page.goto(f"{base}/admin/screening/auditevent/?action__exact=review_saved")
+    shot(page, "06-audit-trail")
+    assert page.locator("#result_list tbody tr").count() == 2
+    assert AuditEvent.objects.filter(action="review_saved", actor=radiologist).count() == 2
