@@ -177,6 +177,11 @@ class Result(TimeStamped):
     threshold = models.FloatField(help_text=_("The model's operating threshold when it scored."))
     viral_probability = models.FloatField(null=True, blank=True, help_text=_("P(viral | pneumonia)."))
     inference_ms = models.FloatField(help_text=_("Model time per study in its chunk, milliseconds."))
+    heatmap = models.FileField(max_length=255, blank=True, help_text=_("Grad-CAM overlay (RGBA PNG)."))
+    heatmap_raw = models.JSONField(null=True, blank=True, help_text=_("Grad-CAM map on the model's feature grid, 0..1."))
+    salient_box = models.JSONField(
+        null=True, blank=True, help_text=_("[x0, y0, x1, y1] image fractions around the most salient region, above threshold.")
+    )
 
     class Meta:
         constraints = [

@@ -15,12 +15,15 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
-from django.conf import settings
 from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from ml import heatmap as heatmaps
 from ml.decode import DecodedImage, UnscorableInput, decode
 from ml.preprocess import squash_to_input
 from screening.models import Result, Study
@@ -161,19 +164,45 @@ def _score_claimed(studies: list[Study], predictor: Predictor) -> None:
     if not ready:
         return
     started = time.perf_counter()
-    predictions = predictor.predict(np.stack(inputs))
+    batch = np.stack(inputs)
+    if hasattr(predictor, "explain"):
+        explained = predictor.explain(batch)
+        predictions = [item.prediction for item in explained]
+        heatmaps = [item.heatmap for item in explained]
+    else:
+        predictions, heatmaps = predictor.predict(batch), [None] * len(ready)
     per_study_ms = (time.perf_counter() - started) * 1000 / len(ready)
-    _write_results(ready, predictions, predictor, per_study_ms)
+    _write_results(ready, predictions, heatmaps, predictor, per_study_ms)
 
 
-def _write_results(studies: list[Study], predictions: list, predictor: Predictor, per_study_ms: float) -> None:
+def _store_heatmap(study: Study, heatmap: np.ndarray, version: str, above_threshold: bool) -> dict:
+    """Overlay PNG (stored by study content and model version, so a re-run rewrites the same file) and raw map."""
+    box = heatmaps.salient_box(heatmap) if above_threshold else None
+    png = heatmaps.overlay_png(heatmap, study.image_width or 224, study.image_height or 224, box)
+    name = f"heatmaps/{version}/{study.sha256[:2]}/{study.sha256}.png"
+    if default_storage.exists(name):
+        default_storage.delete(name)
+    stored = default_storage.save(name, ContentFile(png))
+    return {
+        "heatmap": stored,
+        "heatmap_raw": np.round(heatmap.astype(float), 3).tolist(),
+        "salient_box": None if box is None else [round(v, 4) for v in box],
+    }
+
+
+def _write_results(studies: list[Study], predictions: list, maps: list, predictor: Predictor, per_study_ms: float) -> None:
     now = timezone.now()
+    extras = [
+        {} if heatmap is None else _store_heatmap(study, heatmap, predictor.version, p.label == Result.Label.PNEUMONIA)
+        for study, p, heatmap in zip(studies, predictions, maps, strict=True)
+    ]
     with transaction.atomic():
-        for study, prediction in zip(studies, predictions, strict=True):
+        for study, prediction, extra in zip(studies, predictions, extras, strict=True):
             Result.objects.get_or_create(
                 study=study,
                 model_version=predictor.version,
                 defaults={
+                    **extra,
                     "probability": float(prediction.probability),
                     "label": prediction.label,
                     "threshold": float(predictor.threshold),

@@ -14,6 +14,7 @@ urlpatterns = [
     path("worklist/export.csv", views.worklist_export, name="worklist_export"),
     path("studies/<int:study_id>/", views.study_detail, name="study_detail"),
     path("studies/<int:study_id>/image.png", views.study_image, name="study_image"),
+    path("studies/<int:study_id>/heatmap.png", views.study_heatmap, name="study_heatmap"),
     path("api/v1/studies", api.submit_study, name="api_submit_study"),
     path("api/v1/batches", api.submit_batch, name="api_submit_batch"),
     path("api/v1/batches/<int:batch_id>", api.batch_detail, name="api_batch_detail"),

@@ -209,6 +209,22 @@ def study_detail(request, study_id: int):
 
 
 @login_required
+def study_heatmap(request, study_id: int):
+    _require(request, *SEES_STUDIES)
+    study = get_object_or_404(access.visible_studies(request.user).select_related("duplicate_of"), pk=study_id)
+    result = study.latest_result()
+    if result is None or not result.heatmap:
+        raise Http404(_("This study has no heatmap."))
+    try:
+        handle = result.heatmap.open("rb")
+    except OSError:
+        raise Http404(_("This study has no heatmap."))
+    response = FileResponse(handle, content_type="image/png")
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
+
+
+@login_required
 def study_image(request, study_id: int):
     _require(request, *SEES_STUDIES)
     study = get_object_or_404(access.visible_studies(request.user), pk=study_id)

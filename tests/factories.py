@@ -27,14 +27,16 @@ def scored_study(batch: Batch, probability: float, *, threshold: float = 0.5, me
         batch=batch, file=storage_path(sha, "png"), original_name=f"study-{n}.png", sha256=sha, size_bytes=100,
         format="png", status=Study.Status.DONE, score=probability, model_label=label, finished_at=timezone.now(), **fields,
     )
-    Result.objects.create(study=study, model_version="v-test", probability=probability, label=label,
-                          threshold=threshold, inference_ms=2.0)
+    result = Result.objects.create(study=study, model_version="v-test", probability=probability, label=label,
+                                   threshold=threshold, inference_ms=2.0)
     if media_root is not None:
-        path = media_root / study.file.name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        buffer = io.BytesIO()
-        Image.new("L", (64, 48), color=n % 256).save(buffer, format="PNG")
-        path.write_bytes(buffer.getvalue())
+        for name, mode, size in ((study.file.name, "L", (64, 48)), (f"heatmaps/v-test/{sha}.png", "RGBA", (32, 24))):
+            path = media_root / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            buffer = io.BytesIO()
+            Image.new(mode, size).save(buffer, format="PNG")
+            path.write_bytes(buffer.getvalue())
+        Result.objects.filter(pk=result.pk).update(heatmap=f"heatmaps/v-test/{sha}.png")
     return study
 
 

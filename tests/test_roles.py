@@ -24,6 +24,7 @@ MATRIX = [
     ("get", "/worklist/export.csv", dict(anonymous=302, submitter=403, other_submitter=403, radiologist=200, auditor=403, outsider=403)),
     ("get", "/studies/{study}/", dict(anonymous=302, submitter=200, other_submitter=404, radiologist=200, auditor=200, outsider=403)),
     ("get", "/studies/{study}/image.png", dict(anonymous=302, submitter=200, other_submitter=404, radiologist=200, auditor=200, outsider=403)),
+    ("get", "/studies/{study}/heatmap.png", dict(anonymous=302, submitter=200, other_submitter=404, radiologist=200, auditor=200, outsider=403)),
     ("post", "/studies/{study}/", dict(anonymous=302, submitter=403, other_submitter=404, radiologist=302, auditor=403, outsider=403)),
     ("get", "/admin/screening/study/", dict(anonymous=302, submitter=302, other_submitter=302, radiologist=302, auditor=200, outsider=302)),
     ("get", "/admin/screening/auditevent/", dict(anonymous=302, submitter=302, other_submitter=302, radiologist=302, auditor=200, outsider=302)),

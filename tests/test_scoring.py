@@ -5,6 +5,7 @@ from unittest import mock
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from screening.models import Batch, Result, Study
 from screening.scoring import claim, score_chunk
@@ -29,7 +30,7 @@ def submit_files(user, *pairs):
     return submit(user, Batch.Source.API, [(name, io.BytesIO(data)) for name, data in pairs]).studies
 
 
-def test_it_scores_a_chunk_and_records_the_model_version(submitter, screener):
+def test_it_scores_a_chunk_and_records_the_model_version(submitter, screener, settings):
     studies = submit_files(submitter, *[(p.name, p.read_bytes()) for p in XRAYS + ORIGINALS])
     summary = score_chunk([s.pk for s in studies], screener)
     assert summary.done == len(studies) and summary.failed == summary.rejected == 0
@@ -40,6 +41,14 @@ def test_it_scores_a_chunk_and_records_the_model_version(submitter, screener):
         assert result.model_version == screener.version and result.threshold == screener.threshold
         assert result.label == ("PNEUMONIA" if result.probability >= screener.threshold else "NORMAL")
         assert study.image_width and study.image_height
+        assert study.score == result.probability and study.model_label == result.label
+        # A Grad-CAM overlay and raw map for every scored study; a box only above threshold.
+        overlay = Image.open(settings.MEDIA_ROOT / result.heatmap.name)
+        assert overlay.mode == "RGBA"
+        assert abs(overlay.width / overlay.height - study.image_width / study.image_height) < 0.02
+        raw = np.array(result.heatmap_raw)
+        assert raw.ndim == 2 and raw.min() >= 0 and raw.max() <= 1
+        assert (result.salient_box is not None) == (result.label == "PNEUMONIA")
 
 
 def test_running_the_same_chunk_twice_gives_one_result_each(submitter, screener):
@@ -77,7 +86,7 @@ def test_a_missing_stored_file_fails_with_a_clear_message(submitter, screener, s
 
 def test_an_unexpected_model_error_fails_the_chunk_with_its_message(submitter, screener):
     studies = submit_files(submitter, *[(p.name, p.read_bytes()) for p in XRAYS[:2]])
-    with mock.patch.object(type(screener), "predict", side_effect=RuntimeError("boom")):
+    with mock.patch.object(type(screener), "explain", side_effect=RuntimeError("boom")):
         summary = score_chunk([s.pk for s in studies], screener)
     assert summary.failed == 2
     assert set(Study.objects.values_list("status", flat=True)) == {Study.Status.FAILED}

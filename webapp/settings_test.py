@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 
 os.environ.setdefault("DJANGO_SECRET_KEY", "test-only-secret-key-not-for-production")
 
-from webapp.settings import *  # noqa: E402,F403
 from webapp.env import env_bool, env_str  # noqa: E402
+from webapp.settings import *  # noqa: E402,F403
 
 TEST_DATABASE_URL = env_str("TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/screening")
 TEST_BROKER_URL = env_str("TEST_BROKER_URL", "redis://127.0.0.1:6379/15")

@@ -23,7 +23,6 @@ if not apps.ready:  # a worker or beat process; the web app has set Django up al
 from django.conf import settings  # noqa: E402
 
 
-
 def _transport_options(broker_url: str) -> dict:
     # Only Redis has a visibility timeout; the SQLAlchemy transport passes
     # its options to create_engine, which refuses unknown ones.

@@ -25,10 +25,11 @@ def get_screener():
     if _screener is None:
         with _lock:
             if _screener is None:
+                from ml.heatmap import ExplainingScreener
                 from ml.inference import Screener
 
                 directory = model_dir()
-                _screener = Screener.load(directory)
+                _screener = ExplainingScreener(Screener.load(directory))
                 log.info("loaded model %s from %s", _screener.version, directory)
     return _screener
 

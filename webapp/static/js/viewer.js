@@ -4,13 +4,21 @@
 (function () {
   const stage = document.getElementById("stage");
   const image = document.getElementById("xray");
+  const layers = document.getElementById("layers");
+  const heatmap = document.getElementById("heatmap");
+  const heatmapToggle = document.getElementById("heatmap-toggle");
+  const heatmapOpacity = document.getElementById("heatmap-opacity");
   if (!stage || !image) return;
   const brightness = document.getElementById("brightness");
   const contrast = document.getElementById("contrast");
   let scale = 1, x = 0, y = 0, dragging = null;
   function apply() {
-    image.style.transform = `translate(${x}px, ${y}px) scale(${scale})`;
+    layers.style.transform = `translate(${x}px, ${y}px) scale(${scale})`;
     image.style.filter = `brightness(${brightness.value}%) contrast(${contrast.value}%)`;
+    if (heatmap) {
+      heatmap.hidden = !heatmapToggle.checked;
+      heatmap.style.opacity = heatmapOpacity.value / 100;
+    }
   }
   stage.addEventListener("wheel", function (event) {
     event.preventDefault();
@@ -21,6 +29,13 @@
   stage.addEventListener("pointermove", function (event) { if (dragging) { x = event.clientX - dragging.x; y = event.clientY - dragging.y; apply(); } });
   stage.addEventListener("pointerup", function () { dragging = null; });
   brightness.addEventListener("input", apply);
+  if (heatmap) {
+    heatmapToggle.addEventListener("change", apply);
+    heatmapOpacity.addEventListener("input", apply);
+    document.addEventListener("keydown", function (event) {
+      if (event.key === "h" && !event.target.closest("input, textarea, select")) { heatmapToggle.checked = !heatmapToggle.checked; apply(); }
+    });
+  }
   contrast.addEventListener("input", apply);
   document.getElementById("reset").addEventListener("click", function () { scale = 1; x = 0; y = 0; brightness.value = 100; contrast.value = 100; apply(); });
   apply();

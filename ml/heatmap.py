@@ -1,0 +1,163 @@
+"""Grad-CAM heatmaps: which part of the image drove the pneumonia score.
+
+The map is computed in the same compiled call as the scores (the gradient of
+the pneumonia logit with respect to the last convolutional feature map only
+runs back through the small head), so every scored study gets one for about
+the cost of the forward pass. The raw map lives on the model's 224x224
+squashed grid; ``overlay_png`` stretches it back to the original aspect
+ratio, the same way the squash went, so it lines up with the displayed image.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from ml.calibration import calibrated_probability, sigmoid
+from ml.inference import Prediction, Screener
+
+OVERLAY_LONG_SIDE = 512
+SALIENT_FRACTION = 0.5  # the salient box covers the map at or above half its peak
+
+
+@dataclass(frozen=True)
+class Explained:
+    prediction: Prediction
+    heatmap: np.ndarray  # (h, w) float32 in [0, 1] at the feature map's resolution; all zeros when nothing drove the score
+
+
+def _feature_layer_name(screener: Screener) -> str:
+    name = screener.card.get("gradcam_layer") or screener.card.get("feature_layer")
+    if name:
+        return str(name)
+    from ml.model import FEATURE_LAYERS
+
+    for candidate in FEATURE_LAYERS.values():
+        try:
+            screener.model.get_layer(candidate)
+            return candidate
+        except ValueError:
+            continue
+    raise ValueError("the model card names no Grad-CAM layer and none of the known feature layers exists")
+
+
+class ExplainingScreener:
+    """A ``Screener`` whose forward pass also returns a Grad-CAM map per image."""
+
+    def __init__(self, screener: Screener):
+        import keras
+        import tensorflow as tf
+
+        self.screener = screener
+        self.version = screener.version
+        self.threshold = screener.threshold
+        self.input_size = screener.input_size
+        self.card = screener.card
+        model = screener.model
+        layer = model.get_layer(_feature_layer_name(screener))
+        self.layer_name = layer.name
+        self._grad_model = keras.Model(model.input, [layer.output, model.output])
+        size = self.input_size
+
+        @tf.function(input_signature=[tf.TensorSpec([None, size, size], tf.uint8)], reduce_retracing=True)
+        def forward(images):
+            with tf.GradientTape() as tape:
+                features, outputs = self._grad_model(images, training=False)
+                tape.watch(features)
+                logits = outputs["pneumonia"] if isinstance(outputs, dict) else outputs[0]
+            gradients = tape.gradient(logits, features)
+            weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
+            cams = tf.nn.relu(tf.reduce_sum(weights * features, axis=-1))
+            peak = tf.reduce_max(cams, axis=(1, 2), keepdims=True)
+            cams = tf.math.divide_no_nan(cams, peak)
+            viral = outputs["viral"] if isinstance(outputs, dict) and "viral" in outputs else tf.zeros_like(logits)
+            return logits, viral, cams
+
+        self._forward = forward
+        self._has_viral = screener.has_viral_output
+
+    @property
+    def model(self):
+        return self.screener.model
+
+    def predict(self, images: np.ndarray) -> list[Prediction]:
+        return [item.prediction for item in self.explain(images)]
+
+    def explain(self, images: np.ndarray, chunk: int = 64) -> list[Explained]:
+        self.screener._check(images)
+        explained: list[Explained] = []
+        for start in range(0, len(images), chunk):
+            logits, viral, cams = (np.asarray(t) for t in self._forward(images[start : start + chunk]))
+            probability = calibrated_probability(logits.astype(np.float64).reshape(-1), self.screener.temperature)
+            viral_probability = sigmoid(viral.astype(np.float64).reshape(-1)) if self._has_viral else None
+            for i, p in enumerate(probability):
+                prediction = Prediction(
+                    probability=float(p),
+                    label="PNEUMONIA" if p >= self.threshold else "NORMAL",
+                    viral_probability=None if viral_probability is None else float(viral_probability[i]),
+                )
+                explained.append(Explained(prediction, cams[i].astype(np.float32)))
+        return explained
+
+
+def upsample(heatmap: np.ndarray, width: int, height: int) -> np.ndarray:
+    """The map resized to ``width`` x ``height`` (bilinear), values kept in [0, 1]."""
+    image = Image.fromarray(np.clip(heatmap, 0, 1).astype(np.float32), mode="F")
+    return np.clip(np.asarray(image.resize((width, height), Image.Resampling.BILINEAR)), 0, 1)
+
+
+def salient_box(heatmap: np.ndarray, fraction: float = SALIENT_FRACTION) -> tuple[float, float, float, float] | None:
+    """``(x0, y0, x1, y1)`` in [0, 1] image fractions around the map's hottest region, or None for an empty map.
+
+    Fractions, not pixels: the same box fits the squashed model input, the
+    original and any display size, because they differ only by stretching.
+    """
+    fine = upsample(heatmap, 224, 224)
+    peak = float(fine.max())
+    if peak <= 0:
+        return None
+    ys, xs = np.nonzero(fine >= fraction * peak)
+    return (xs.min() / 224, ys.min() / 224, (xs.max() + 1) / 224, (ys.max() + 1) / 224)
+
+
+def _colour(values: np.ndarray) -> np.ndarray:
+    """A blue-to-red ramp (no matplotlib in the worker): RGB uint8 for values in [0, 1]."""
+    red = np.clip(1.5 - np.abs(4 * values - 3), 0, 1)
+    green = np.clip(1.5 - np.abs(4 * values - 2), 0, 1)
+    blue = np.clip(1.5 - np.abs(4 * values - 1), 0, 1)
+    return (np.stack([red, green, blue], axis=-1) * 255).astype(np.uint8)
+
+
+def overlay_png(heatmap: np.ndarray, original_width: int, original_height: int,
+                box: tuple[float, float, float, float] | None = None) -> bytes:
+    """An RGBA PNG with the original's aspect ratio: colour shows where, alpha how much; ``box`` outlined."""
+    scale = OVERLAY_LONG_SIDE / max(original_width, original_height)
+    width = max(1, round(original_width * scale))
+    height = max(1, round(original_height * scale))
+    values = upsample(heatmap, width, height)
+    rgba = np.dstack([_colour(values), (np.clip(values, 0, 1) * 200).astype(np.uint8)])
+    image = Image.fromarray(rgba, mode="RGBA")
+    if box is not None:
+        from PIL import ImageDraw
+
+        x0, y0, x1, y1 = box
+        line = max(2, round(max(width, height) / 200))
+        ImageDraw.Draw(image).rectangle(
+            [x0 * width, y0 * height, x1 * width - 1, y1 * height - 1], outline=(255, 255, 0, 255), width=line
+        )
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def mass_inside(heatmap: np.ndarray, box: tuple[float, float, float, float]) -> float:
+    """Share of the map's total mass inside ``box`` (image fractions)."""
+    fine = upsample(heatmap, 224, 224)
+    total = float(fine.sum())
+    if total <= 0:
+        return 0.0
+    x0, y0, x1, y1 = (round(v * 224) for v in box)
+    return float(fine[y0:y1, x0:x1].sum()) / total

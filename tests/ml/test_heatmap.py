@@ -1,0 +1,78 @@
+"""Grad-CAM heatmaps: geometry helpers on synthetic maps, and the map on the shipped model."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ml.heatmap import mass_inside, overlay_png, salient_box, upsample
+
+
+def hot_spot(row: int, col: int, size: int = 7) -> np.ndarray:
+    heatmap = np.zeros((size, size), dtype=np.float32)
+    heatmap[row, col] = 1.0
+    return heatmap
+
+
+def test_salient_box_follows_the_hot_spot():
+    x0, y0, x1, y1 = salient_box(hot_spot(1, 5))
+    assert 0.5 < x0 < x1 <= 1.0 and 0 <= y0 < y1 < 0.5
+    assert salient_box(np.zeros((7, 7), dtype=np.float32)) is None
+
+
+def test_mass_inside_a_box():
+    heatmap = hot_spot(3, 1)
+    assert mass_inside(heatmap, (0.0, 0.0, 0.5, 1.0)) > 0.95
+    assert mass_inside(heatmap, (0.5, 0.0, 1.0, 1.0)) < 0.05
+    assert mass_inside(np.zeros((7, 7), dtype=np.float32), (0, 0, 1, 1)) == 0.0
+
+
+def test_upsample_keeps_range_and_size():
+    fine = upsample(hot_spot(3, 3), 100, 60)
+    assert fine.shape == (60, 100) and fine.min() >= 0 and fine.max() <= 1
+
+
+def test_overlay_has_the_original_aspect_ratio_and_transparency():
+    png = overlay_png(hot_spot(2, 2), 2000, 1000, box=(0.1, 0.1, 0.5, 0.5))
+    image = Image.open(io.BytesIO(png))
+    assert image.mode == "RGBA" and image.size == (512, 256)
+    alpha = np.asarray(image)[..., 3]
+    assert alpha.max() > 150 and alpha[-1, -1] < alpha.max()  # hot where the map is, clear elsewhere
+    assert tuple(np.asarray(image)[int(0.1 * 256) + 1, int(0.3 * 512)][:3]) == (255, 255, 0)  # the box outline
+
+
+@pytest.fixture(scope="module")
+def explainer():
+    from ml.heatmap import ExplainingScreener
+    from ml.inference import Screener, current_model_dir
+
+    return ExplainingScreener(Screener.load(current_model_dir()))
+
+
+def fixture_inputs(paths):
+    from ml.decode import decode
+    from ml.preprocess import squash_to_input
+
+    return np.stack([squash_to_input(decode(p).pixels) for p in paths])
+
+
+def test_explaining_gives_the_same_scores_as_predicting(explainer):
+    from tests.conftest import XRAYS
+
+    images = fixture_inputs(XRAYS)
+    plain = [p.probability for p in explainer.screener.predict(images)]
+    explained = explainer.explain(images)
+    assert np.allclose(plain, [e.prediction.probability for e in explained], atol=1e-5)
+    assert all(e.heatmap.ndim == 2 and 0 <= e.heatmap.min() and e.heatmap.max() <= 1 for e in explained)
+
+
+def test_the_map_changes_with_the_input(explainer):
+    from tests.conftest import XRAYS
+
+    images = fixture_inputs(XRAYS[:2])
+    flipped = images[:, :, ::-1].copy()
+    maps = [e.heatmap for e in explainer.explain(np.concatenate([images, flipped]))]
+    assert not np.allclose(maps[0], maps[1], atol=0.05)
+    # A left-right flip of the image moves the map with it, roughly.
+    assert np.corrcoef(maps[0][:, ::-1].ravel(), maps[2].ravel())[0, 1] > np.corrcoef(maps[0].ravel(), maps[2].ravel())[0, 1]
