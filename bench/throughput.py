@@ -1,0 +1,187 @@
+"""Benchmark: how fast studies clear, from the model alone to the whole queue.
+
+    .venv/bin/python -m bench.throughput [--files 500] [--originals ../shared/data/originals]
+
+(a) the model alone on preprocessed tensors (batches of the chunk size);
+(b) decode + preprocess + model + heatmap in one process, per chunk;
+(c) the whole pipeline: submission (store, rows, enqueue) → Redis → one real
+    worker process → results in PostgreSQL, timed from the first upload byte
+    to the last result;
+then a single study submitted to an idle system, repeated, for its latency.
+Files are the full-resolution originals cycled, each made unique (bytes
+appended after the JPEG end marker), so no study is deduplicated away.
+Not a test: prints figures, asserts nothing. Needs PostgreSQL and Redis.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import statistics
+import time
+from pathlib import Path
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings_test")
+
+import django  # noqa: E402
+
+django.setup()
+
+import numpy as np  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.db import connection  # noqa: E402
+from django.test.utils import setup_test_environment  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def percentile(values, q):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def line(name, studies, seconds, latencies_ms=None):
+    text = f"{name:52} {studies / seconds:7.1f} studies/s"
+    if latencies_ms:
+        text += f"   p50 {statistics.median(latencies_ms):7.1f} ms   p95 {percentile(latencies_ms, 0.95):7.1f} ms"
+    print(text)
+
+
+def unique_files(originals: Path, count: int) -> list[tuple[str, bytes]]:
+    sources = sorted(p for p in originals.iterdir() if p.suffix.lower() in (".jpeg", ".jpg", ".png"))
+    if not sources:
+        raise SystemExit(f"no JPEG/PNG files in {originals}")
+    return [
+        (f"{i:04d}-{sources[i % len(sources)].name}", sources[i % len(sources)].read_bytes() + f"\n#{i}".encode())
+        for i in range(count)
+    ]
+
+
+def in_process(files, explainer, chunk: int):
+    from ml.decode import decode
+    from ml.preprocess import squash_to_input
+
+    images = []
+    shares = {"decode": 0.0, "preprocess": 0.0, "model + heatmap": 0.0}
+    latencies = []
+    started = time.perf_counter()
+    for first in range(0, len(files), chunk):
+        chunk_started = time.perf_counter()
+        batch = []
+        for _, data in files[first : first + chunk]:
+            t0 = time.perf_counter()
+            decoded = decode(data, target_size=explainer.input_size)
+            t1 = time.perf_counter()
+            batch.append(squash_to_input(decoded.pixels, explainer.input_size))
+            t2 = time.perf_counter()
+            shares["decode"] += t1 - t0
+            shares["preprocess"] += t2 - t1
+        stacked = np.stack(batch)
+        t3 = time.perf_counter()
+        explainer.explain(stacked)
+        shares["model + heatmap"] += time.perf_counter() - t3
+        latencies.append((time.perf_counter() - chunk_started) * 1000)
+        images.extend(batch)
+    return time.perf_counter() - started, shares, latencies, np.stack(images)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=500)
+    parser.add_argument("--originals", default=str(ROOT.parent / "shared" / "data" / "originals"))
+    parser.add_argument("--single", type=int, default=20, help="single-study submissions to time")
+    args = parser.parse_args()
+    chunk = settings.SCREENING_CHUNK_SIZE
+    files = unique_files(Path(args.originals), args.files)
+    print(f"{len(files)} files, {sum(len(d) for _, d in files) / 1e6:.0f} MB, chunk size {chunk}, {os.cpu_count()} CPUs")
+
+    from worker.screener import get_screener
+
+    explainer = get_screener()
+    print(f"model {explainer.version}")
+
+    # (b) first (it also gives (a) its preprocessed tensors).
+    explainer.explain(np.zeros((chunk, explainer.input_size, explainer.input_size), np.uint8))  # trace once
+    seconds_b, shares, latencies_b, images = in_process(files, explainer, chunk)
+
+    # (a) model alone.
+    latencies_a = []
+    started = time.perf_counter()
+    for first in range(0, len(images), chunk):
+        t0 = time.perf_counter()
+        explainer.screener.predict(images[first : first + chunk])
+        latencies_a.append((time.perf_counter() - t0) * 1000)
+    seconds_a = time.perf_counter() - started
+    line(f"(a) model alone, batches of {chunk}", len(images), seconds_a, latencies_a)
+    line(f"(b) decode+preprocess+model+heatmap, chunks of {chunk}", len(files), seconds_b, latencies_b)
+    total = sum(shares.values())
+    for stage, seconds in shares.items():
+        print(f"      {stage:20} {100 * seconds / total:5.1f} %   ({1000 * seconds / len(files):6.1f} ms/study)")
+
+    # (c) through the queue.
+    from django.contrib.auth.models import Group, User
+
+    from screening import roles
+    from screening.models import Batch, Study
+    from screening.submission import submit
+    from tests.worker_process import WorkerProcess, base_env, wait_until
+
+    setup_test_environment()
+    old_name = connection.creation.create_test_db(verbosity=0, keepdb=False)
+    import redis
+
+    redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
+    database = connection.settings_dict
+    env = base_env(
+        DJANGO_SETTINGS_MODULE="webapp.settings_test",
+        TEST_DATABASE_URL=f"postgres://{database['USER'] or 'postgres'}@{database['HOST'] or '127.0.0.1'}:{database['PORT'] or 5432}/{database['NAME']}",
+        TEST_BROKER_URL=settings.CELERY_BROKER_URL,
+        MEDIA_ROOT=str(settings.MEDIA_ROOT),
+    )
+    log_path = Path(settings.MEDIA_ROOT) / "bench-worker.log"
+    worker = WorkerProcess(env, log_path).start()
+    try:
+        user = User.objects.create_user("bench-submitter", password="x")
+        user.groups.add(Group.objects.get(name=roles.SUBMITTER))
+        # Warm the worker (model loaded, graph traced) with one study first.
+        warm = submit(user, Batch.Source.API, [("warm.jpeg", io.BytesIO(files[0][1] + b"warm"))]).batch
+        wait_until(lambda: not Study.objects.filter(batch=warm, status__in=Study.UNFINISHED).exists(), 300, describe=worker.log)
+
+        started = time.perf_counter()
+        batch = submit(user, Batch.Source.API, [(n, io.BytesIO(d)) for n, d in files]).batch
+        submitted = time.perf_counter()
+        wait_until(lambda: not Study.objects.filter(batch=batch, status__in=Study.UNFINISHED).exists(), 1800, 0.2, worker.log)
+        seconds_c = time.perf_counter() - started
+        rows = list(Study.objects.filter(batch=batch).values_list("status", "created_at", "finished_at"))
+        done = sum(1 for status, *_ in rows if status == Study.Status.DONE)
+        latencies_c = [(finished - created).total_seconds() * 1000 for _, created, finished in rows if finished]
+        line("(c) submit -> queue -> worker -> database", len(files), seconds_c, latencies_c)
+        print(f"      submission (store, rows, enqueue) {submitted - started:6.1f} s of {seconds_c:.1f} s; {done}/{len(files)} DONE")
+        print(f"ratio (c)/(b): {(len(files) / seconds_c) / (len(files) / seconds_b):.2f}")
+
+        single = []
+        for i in range(args.single):
+            t0 = time.perf_counter()
+            one = submit(user, Batch.Source.API, [(f"single-{i}.jpeg", io.BytesIO(files[i % len(files)][1] + f"single{i}".encode()))]).batch
+            wait_until(lambda: not Study.objects.filter(batch=one, status__in=Study.UNFINISHED).exists(), 60, 0.02, worker.log)
+            single.append((time.perf_counter() - t0) * 1000)
+            time.sleep(0.3)
+        print(f"single study on an idle system: p50 {statistics.median(single):.0f} ms   p95 {percentile(single, 0.95):.0f} ms   (n={len(single)})")
+
+        peaks = []
+        for pid in [worker.process.pid] + [int(p) for p in os.popen(f"pgrep -P {worker.process.pid}").read().split()]:
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            peaks.append(int(next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1]) / 1024)
+        print(f"worker peak RSS: {max(peaks):.0f} MB (largest process; {len(peaks)} processes)")
+    finally:
+        worker.stop()
+        connection.creation.destroy_test_db(old_name, verbosity=0)
+        redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
+
+
+if __name__ == "__main__":
+    main()
