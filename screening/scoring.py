@@ -39,6 +39,10 @@ _DICOM_FIELDS = {
     "BodyPartExamined": "body_part",
     "PatientAge": "patient_age",
 }
+_DONE_FIELDS = [
+    "status", "status_message", "finished_at", "updated_at", "score", "model_label", "image_width", "image_height",
+    *_DICOM_FIELDS.values(),
+]
 _INTERNAL_ERROR = "The file could not be processed because of an internal error; an administrator has been notified in the logs."
 
 
@@ -191,34 +195,42 @@ def _store_heatmap(study: Study, heatmap: np.ndarray, version: str, above_thresh
 
 
 def _write_results(studies: list[Study], predictions: list, maps: list, predictor: Predictor, per_study_ms: float) -> None:
+    """All results of the chunk in one transaction and a handful of queries.
+
+    Only studies still RUNNING are written (a sweep may have handed one to
+    another worker meanwhile); the unique constraint drops a duplicate result.
+    """
     now = timezone.now()
     extras = [
         {} if heatmap is None else _store_heatmap(study, heatmap, predictor.version, p.label == Result.Label.PNEUMONIA)
         for study, p, heatmap in zip(studies, predictions, maps, strict=True)
     ]
     with transaction.atomic():
+        running = set(
+            Study.objects.select_for_update()
+            .filter(pk__in=[s.pk for s in studies], status=Study.Status.RUNNING)
+            .values_list("pk", flat=True)
+        )
+        results, finished = [], []
         for study, prediction, extra in zip(studies, predictions, extras, strict=True):
-            Result.objects.get_or_create(
+            if study.pk not in running:
+                continue
+            results.append(Result(
                 study=study,
                 model_version=predictor.version,
-                defaults={
-                    **extra,
-                    "probability": float(prediction.probability),
-                    "label": prediction.label,
-                    "threshold": float(predictor.threshold),
-                    "viral_probability": (
-                        None if prediction.viral_probability is None else float(prediction.viral_probability)
-                    ),
-                    "inference_ms": per_study_ms,
-                },
-            )
-            Study.objects.filter(pk=study.pk, status=Study.Status.RUNNING).update(
-                status=Study.Status.DONE,
-                status_message="",
-                finished_at=now,
-                score=float(prediction.probability),
-                model_label=prediction.label,
-                image_width=study.image_width,
-                image_height=study.image_height,
-                **{column: getattr(study, column) for column in _DICOM_FIELDS.values()},
-            )
+                probability=float(prediction.probability),
+                label=prediction.label,
+                threshold=float(predictor.threshold),
+                viral_probability=None if prediction.viral_probability is None else float(prediction.viral_probability),
+                inference_ms=per_study_ms,
+                **extra,
+            ))
+            study.status = Study.Status.DONE
+            study.status_message = ""
+            study.finished_at = now
+            study.updated_at = now
+            study.score = float(prediction.probability)
+            study.model_label = prediction.label
+            finished.append(study)
+        Result.objects.bulk_create(results, ignore_conflicts=True)
+        Study.objects.bulk_update(finished, _DONE_FIELDS)
