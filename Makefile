@@ -4,9 +4,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-# Embedded defaults for `make run`: a secret kept under var/, SQLite and the
-# SQL broker unless DATABASE_URL / CELERY_BROKER_URL say otherwise.
-export DJANGO_SECRET_KEY_FILE ?= var/secret_key
+# `make run` uses the embedded defaults (a secret generated into var/secret_key,
+# SQLite and the SQL broker under var/) unless DATABASE_URL, CELERY_BROKER_URL
+# or DJANGO_SECRET_KEY say otherwise.
 
 CHROMIUM ?= /usr/bin/chromium
 

@@ -63,8 +63,24 @@ def test_settings_refuse_to_start_without_a_secret_key(tmp_path):
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
     env["DJANGO_SETTINGS_MODULE"] = "webapp.settings"
+    env["SCREENING_VAR_DIR"] = str(tmp_path)  # no var/secret_key from a `make run` here
     done = subprocess.run(
         [sys.executable, "-c", "import django; django.setup()"], env=env, capture_output=True, text=True, cwd=os.getcwd()
     )
     assert done.returncode != 0
     assert "DJANGO_SECRET_KEY" in done.stderr
+
+
+def test_settings_use_the_key_make_run_generated(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "secret_key").write_text("generated-by-make-run\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
+    env.update(DJANGO_SETTINGS_MODULE="webapp.settings", SCREENING_VAR_DIR=str(tmp_path))
+    done = subprocess.run(
+        [sys.executable, "-c", "from django.conf import settings; print(settings.SECRET_KEY)"],
+        env=env, capture_output=True, text=True, cwd=os.getcwd(),
+    )
+    assert done.stdout.strip() == "generated-by-make-run", done.stderr

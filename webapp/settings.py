@@ -20,6 +20,10 @@ VAR_DIR = Path(env_str("SCREENING_VAR_DIR", str(BASE_DIR / "var")))
 
 DEBUG = env_bool("DJANGO_DEBUG", False)
 SECRET_KEY = env_secret("DJANGO_SECRET_KEY")
+if not SECRET_KEY and (VAR_DIR / "secret_key").is_file():
+    # The embedded default: `make run` keeps a generated key here, so that
+    # `manage.py` commands next to it work without exporting anything.
+    SECRET_KEY = (VAR_DIR / "secret_key").read_text().strip()
 if not SECRET_KEY:
     raise ImproperlyConfigured(
         "DJANGO_SECRET_KEY (or DJANGO_SECRET_KEY_FILE) must be set; `make run` creates var/secret_key for you"
