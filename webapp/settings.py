@@ -126,7 +126,7 @@ SCREENING_MAX_FILE_BYTES = env_int("SCREENING_MAX_FILE_MB", 64, minimum=1) * 102
 SCREENING_MAX_BATCH_FILES = env_int("SCREENING_MAX_BATCH_FILES", 1000, minimum=1)
 SCREENING_MAX_ZIP_UNCOMPRESSED_BYTES = env_int("SCREENING_MAX_ZIP_UNCOMPRESSED_MB", 4096, minimum=1) * 1024 * 1024
 SCREENING_MAX_ZIP_RATIO = env_int("SCREENING_MAX_ZIP_RATIO", 100, minimum=2)
-SCREENING_MAX_IMAGE_PIXELS = env_int("SCREENING_MAX_IMAGE_MEGAPIXELS", 100, minimum=1) * 1_000_000
+SCREENING_MAX_IMAGE_PIXELS = env_int("SCREENING_MAX_IMAGE_MEGAPIXELS", 50, minimum=1) * 1_000_000
 SCREENING_CHUNK_SIZE = env_int("SCREENING_CHUNK_SIZE", 16, minimum=1, maximum=256)
 SCREENING_MODEL_DIR = env_str("SCREENING_MODEL_DIR")  # default: the version named in ml/models/CURRENT
 SCREENING_MAX_ATTEMPTS = env_int("SCREENING_MAX_ATTEMPTS", 3, minimum=1)
@@ -137,8 +137,11 @@ DATA_UPLOAD_MAX_NUMBER_FILES = SCREENING_MAX_BATCH_FILES
 
 # --- Celery -------------------------------------------------------------------
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", f"sqla+sqlite:///{VAR_DIR / 'broker.sqlite3'}")
-CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 240, minimum=10)
-CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 300, minimum=11)
+# A chunk of 16 normally takes a second or two (JPEG 2000 DICOM, the slowest
+# decode, about 0.7 s a file); the limits only catch a stuck chunk, and a
+# short hard limit means a crashed worker's studies are re-sent sooner.
+CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 100, minimum=10)
+CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 120, minimum=11)
 if CELERY_TASK_SOFT_TIME_LIMIT >= CELERY_TASK_TIME_LIMIT:
     raise ImproperlyConfigured("CELERY_TASK_SOFT_TIME_LIMIT must be below CELERY_TASK_TIME_LIMIT")
 # Redis redelivers an unacknowledged message after this long; it must exceed

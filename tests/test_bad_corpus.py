@@ -1,0 +1,58 @@
+"""The bad-input corpus through the whole service: upload layer, then the worker.
+
+Every file in tests/fixtures/bad/ ends as EXPECTED.csv says: refused at
+upload (no study row), FAILED or REJECTED with a message, or DONE with the
+same score as the plain 8-bit version. They are scored together in one chunk,
+so this also shows one bad file never stops the rest.
+"""
+
+import csv
+import io
+from pathlib import Path
+from unittest import mock
+
+import pytest
+
+from screening.models import Batch, Study
+from screening.scoring import score_chunk
+from screening.submission import submit
+
+CORPUS = Path(__file__).parent / "fixtures" / "bad"
+ROWS = [row for row in csv.DictReader((CORPUS / "EXPECTED.csv").open()) if (CORPUS / row["file"]).exists()]
+
+
+@pytest.fixture(scope="module")
+def screener():
+    from worker.screener import get_screener
+
+    return get_screener()
+
+
+@pytest.fixture
+def outcomes(submitter, screener):
+    with mock.patch("worker.tasks.score_studies_task.apply_async"):
+        outcome = submit(submitter, Batch.Source.API, [(row["file"], io.BytesIO((CORPUS / row["file"]).read_bytes())) for row in ROWS])
+    summary = score_chunk([s.pk for s in outcome.studies], screener)
+    assert len(summary.claimed) == len(outcome.studies)
+    studies = {s.original_name: s for s in Study.objects.filter(batch=outcome.batch).prefetch_related("results")}
+    refused = {r.name: r.error for r in outcome.refusals}
+    return studies, refused
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[row["file"] for row in ROWS])
+def test_corpus_file_ends_as_expected(outcomes, row):
+    studies, refused = outcomes
+    name, expected = row["file"], row["expected"]
+    if expected == "refused_at_upload":
+        assert name in refused and name not in studies
+        return
+    study = studies[name]
+    if expected in ("FAILED", "REJECTED"):
+        assert study.status == expected, (study.status, study.status_message)
+        assert study.status_message and "Traceback" not in study.status_message
+        assert not study.results.exists()
+        return
+    assert study.status == Study.Status.DONE, study.status_message
+    if expected == "DONE_same_as_plain":
+        plain = studies[row["same_as"]]
+        assert abs(study.results.get().probability - plain.results.get().probability) <= 0.01
