@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from ml import heatmap as heatmaps
 from ml.decode import DecodedImage, UnscorableInput, decode
+from ml.gate import colourfulness_of_file
 from ml.preprocess import squash_to_input
 from screening.models import Result, Study
 from screening.queue import release_unfinished
@@ -44,6 +45,12 @@ _DONE_FIELDS = [
     *_DICOM_FIELDS.values(),
 ]
 _INTERNAL_ERROR = "The file could not be processed because of an internal error; an administrator has been notified in the logs."
+
+
+class Gate(Protocol):
+    """What scoring needs of the out-of-distribution gate (``ml.gate.ChestXrayGate``)."""
+
+    def check(self, images: np.ndarray, *, colourfulness: np.ndarray | None = None) -> list: ...
 
 
 class Predictor(Protocol):
@@ -85,6 +92,13 @@ def claim(study_ids: Sequence[int]) -> list[Study]:
     return list(Study.objects.filter(pk__in=rows, status=Study.Status.RUNNING).order_by("pk"))
 
 
+def _record_gate_rejection(study: Study, reason: str) -> None:
+    Study.objects.filter(pk=study.pk, status=Study.Status.RUNNING).update(
+        status=Study.Status.REJECTED, status_message=reason, finished_at=timezone.now(),
+        image_width=study.image_width, image_height=study.image_height,
+    )
+
+
 def _finish_unscored(study: Study, status: str, message: str) -> None:
     Study.objects.filter(pk=study.pk, status=Study.Status.RUNNING).update(
         status=status, status_message=message, finished_at=timezone.now()
@@ -101,8 +115,8 @@ def _record_image_facts(study: Study, decoded: DecodedImage) -> None:
             setattr(study, column, str(value)[:max_length])
 
 
-def _prepare(study: Study, input_size: int) -> np.ndarray | None:
-    """The model input for ``study``, or None after finishing it as FAILED/REJECTED."""
+def _prepare(study: Study, input_size: int) -> tuple[np.ndarray, float] | None:
+    """The model input for ``study`` and its original's colourfulness, or None after finishing it as FAILED/REJECTED."""
     try:
         path = study.file.path
         decoded = decode(
@@ -122,17 +136,20 @@ def _prepare(study: Study, input_size: int) -> np.ndarray | None:
         _finish_unscored(study, Study.Status.FAILED, _INTERNAL_ERROR)
         return None
     _record_image_facts(study, decoded)
-    return squash_to_input(decoded.pixels, input_size)
+    # The decoder hands over luma only; the gate also wants to know whether the
+    # original was in colour (photos, screenshots). DICOM radiographs are grey.
+    colour = 0.0 if decoded.format == "dicom" else colourfulness_of_file(path)
+    return squash_to_input(decoded.pixels, input_size), colour
 
 
-def score_chunk(study_ids: Sequence[int], predictor: Predictor) -> ChunkSummary:
+def score_chunk(study_ids: Sequence[int], predictor: Predictor, gate: Gate | None = None) -> ChunkSummary:
     """Score whichever of ``study_ids`` are still waiting; every claimed study ends finished or back in the queue."""
     studies = claim(study_ids)
     summary = ChunkSummary(claimed=[s.pk for s in studies])
     if not studies:
         return summary
     try:
-        _score_claimed(studies, predictor)
+        _score_claimed(studies, predictor, gate)
     except SoftTimeLimitExceeded:
         release_unfinished(summary.claimed, "Scoring took longer than the time limit, several times over.")
         raise
@@ -157,14 +174,23 @@ def score_chunk(study_ids: Sequence[int], predictor: Predictor) -> ChunkSummary:
     return summary
 
 
-def _score_claimed(studies: list[Study], predictor: Predictor) -> None:
+def _score_claimed(studies: list[Study], predictor: Predictor, gate: Gate | None) -> None:
     ready: list[Study] = []
     inputs: list[np.ndarray] = []
+    colours: list[float] = []
     for study in studies:
-        image = _prepare(study, predictor.input_size)
-        if image is not None:
+        prepared = _prepare(study, predictor.input_size)
+        if prepared is not None:
             ready.append(study)
-            inputs.append(image)
+            inputs.append(prepared[0])
+            colours.append(prepared[1])
+    if ready and gate is not None:
+        verdicts = gate.check(np.stack(inputs), colourfulness=np.array(colours, dtype=np.float64))
+        for study, verdict in zip(ready, verdicts, strict=True):
+            if not verdict.accepted:
+                _record_gate_rejection(study, verdict.reason)
+        keep = [i for i, verdict in enumerate(verdicts) if verdict.accepted]
+        ready, inputs = [ready[i] for i in keep], [inputs[i] for i in keep]
     if not ready:
         return
     started = time.perf_counter()

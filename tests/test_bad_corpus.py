@@ -32,7 +32,9 @@ def screener():
 def outcomes(submitter, screener):
     with mock.patch("worker.tasks.score_studies_task.apply_async"):
         outcome = submit(submitter, Batch.Source.API, [(row["file"], io.BytesIO((CORPUS / row["file"]).read_bytes())) for row in ROWS])
-    summary = score_chunk([s.pk for s in outcome.studies], screener)
+    from worker.screener import get_gate
+
+    summary = score_chunk([s.pk for s in outcome.studies], screener, get_gate())
     assert len(summary.claimed) == len(outcome.studies)
     studies = {s.original_name: s for s in Study.objects.filter(batch=outcome.batch).prefetch_related("results")}
     refused = {r.name: r.error for r in outcome.refusals}

@@ -99,3 +99,23 @@ def test_scores_depend_on_the_image(screener):
     images = np.stack([squash_to_input(decode(p).pixels) for p in XRAYS])
     probabilities = [p.probability for p in screener.predict(images)]
     assert len(set(round(p, 6) for p in probabilities)) > 1
+
+
+def test_the_gate_rejects_what_is_not_a_chest_xray_before_the_model(submitter, screener):
+    from worker.screener import get_gate
+
+    rng = np.random.default_rng(0)
+    noise, photo = io.BytesIO(), io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (300, 400), dtype=np.uint8)).save(noise, format="PNG")
+    yy, xx = np.mgrid[0:300, 0:400]
+    colour = np.dstack([xx * 255 // 400, yy * 255 // 300, 255 - xx * 255 // 400]).astype(np.uint8)
+    Image.fromarray(colour).save(photo, format="JPEG")
+    studies = submit_files(
+        submitter, ("noise.png", noise.getvalue()), ("colour.jpeg", photo.getvalue()),
+        *[(p.name, p.read_bytes()) for p in XRAYS[:3]],
+    )
+    summary = score_chunk([s.pk for s in studies], screener, get_gate())
+    assert summary.done == 3 and summary.rejected == 2
+    for name in ("noise.png", "colour.jpeg"):
+        study = Study.objects.get(original_name=name)
+        assert study.status == Study.Status.REJECTED and study.status_message and not study.results.exists()

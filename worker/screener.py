@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _screener = None
+_gate = None
 
 
 def get_screener():
@@ -34,6 +35,20 @@ def get_screener():
     return _screener
 
 
+def get_gate():
+    """The out-of-distribution gate that runs before the model (``ml/models/gate-v1``)."""
+    global _gate
+    if _gate is None:
+        with _lock:
+            if _gate is None:
+                from ml.gate import ChestXrayGate
+
+                _gate = ChestXrayGate.load()
+                log.info("loaded gate %s", _gate.version)
+    return _gate
+
+
 @worker_process_init.connect
 def load_screener_in_child(**kwargs) -> None:
     get_screener()
+    get_gate()

@@ -9,7 +9,7 @@ from django.db import InterfaceError, OperationalError
 from screening.queue import requeue_stuck_studies
 from screening.scoring import score_chunk
 from worker.app import app
-from worker.screener import get_screener
+from worker.screener import get_gate, get_screener
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 )
 def score_studies_task(study_ids: list[int]) -> None:
     """Score a chunk of studies in one forward pass. Safe to run twice."""
-    summary = score_chunk(study_ids, get_screener())
+    summary = score_chunk(study_ids, get_screener(), get_gate())
     log.info(
         "chunk of %d: claimed %d, done %d, failed %d, rejected %d",
         len(study_ids), len(summary.claimed), summary.done, summary.failed, summary.rejected,
