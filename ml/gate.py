@@ -66,9 +66,10 @@ LOOKS_LIKE = {
     "upside_down": "a chest X-ray upside down; please send it upright",
     "inverted": "a chest X-ray with inverted grey levels (bones dark); please send it as displayed for reading",
     "document": "a document, chart or screenshot",
-    "synthetic": "a drawing, pattern or computer-generated image",
-    "other": "some other kind of image",
+    "synthetic": "a photograph, drawing or pattern rather than a radiograph",
 }
+# Chest X-rays the sender can fix by exporting them as displayed for reading.
+XRAY_FIXABLE = frozenset({"rotated", "upside_down", "inverted"})
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,32 @@ def colourfulness(image) -> float:
     rg = red - green
     yb = 0.5 * (red + green) - blue
     return float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
+
+
+def colourfulness_of_file(source: bytes | str | os.PathLike) -> float:
+    """:func:`colourfulness` of a JPEG or PNG file; NaN (unknown) for anything else.
+
+    For the worker, which decodes JPEGs in draft mode straight to luma and so
+    never holds their colour: colour JPEGs are decoded again here at 1/8 scale
+    (DCT scaling in libjpeg, a few milliseconds even for a 12-megapixel photo).
+    Call it only on files ``ml.decode`` has accepted: that is where size and
+    pixel-count limits are enforced. Grey files return 0.0 without decoding.
+    """
+    import io
+
+    from PIL import Image
+
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    try:
+        with Image.open(io.BytesIO(data), formats=["JPEG", "PNG"]) as image:
+            if image.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"):
+                return 0.0
+            if image.format == "JPEG":
+                image.draft("RGB", (64, 64))
+            image.load()
+            return colourfulness(image)
+    except Exception:  # noqa: BLE001 - Pillow raises a zoo of types; decode reports errors, an unknown cue passes
+        return float("nan")
 
 
 def _rgb_array(image) -> np.ndarray | None:
@@ -206,7 +233,10 @@ def check_inputs(images: np.ndarray) -> np.ndarray:
 
 
 def reason_for(kind: str) -> str:
-    return f"This does not look like a frontal chest X-ray (it looks like {LOOKS_LIKE.get(kind, LOOKS_LIKE['other'])})."
+    """The sentence shown to hospital staff for a rejection of this kind."""
+    if kind not in LOOKS_LIKE:
+        return "This does not look like a frontal chest X-ray of the kind this service was validated on."
+    return f"This does not look like a frontal chest X-ray (it looks like {LOOKS_LIKE[kind]})."
 
 
 class ChestXrayGate:
@@ -306,11 +336,11 @@ class ChestXrayGate:
         probabilities = s["head_probabilities"][i].copy()
         probabilities[self._chest_index] = -1.0
         best = self._classes[int(np.argmax(probabilities))]
-        # The head names the look only when it is fairly sure; otherwise the
-        # density said "unlike anything we fitted on" and we say no more.
-        if probabilities.max() >= 0.5 or s["head_margin"][i] < 0:
-            return best
-        return "other"
+        # Name the look only when the head is sure. "Please send it upright"
+        # must not be said about a CT slice the head half-confuses with a
+        # rotated film (it does, at 0.4-0.9), hence the high bar for those.
+        needed = 0.98 if best in XRAY_FIXABLE else 0.5
+        return best if probabilities.max() >= needed else "other"
 
 
 def _compile_forward(feature_model, params: dict[str, np.ndarray]):

@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
 from ml.decode import UnscorableInput, decode
-from ml.gate import ChestXrayGate, colourfulness
+from ml.gate import ChestXrayGate, colourfulness_of_file
 from ml.preprocess import INPUT_SIZE, squash_to_input
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,10 +43,7 @@ def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
 def upload(path: Path) -> tuple[np.ndarray, float]:
     """What the worker would hand the gate for this file: squashed grey input and colourfulness."""
     decoded = decode(path, target_size=INPUT_SIZE)
-    colour = 0.0
-    if decoded.format in ("jpeg", "png"):
-        with Image.open(path) as image:
-            colour = colourfulness(image)
+    colour = colourfulness_of_file(path) if decoded.format in ("jpeg", "png") else float("nan")
     return squash_to_input(decoded.pixels), colour
 
 

@@ -17,7 +17,14 @@ import pytest
 from PIL import Image
 
 from ml.decode import decode
-from ml.gate import DEFAULT_GATE_DIR, ChestXrayGate, GateVerdict, colourfulness, pixel_statistics
+from ml.gate import (
+    DEFAULT_GATE_DIR,
+    ChestXrayGate,
+    GateVerdict,
+    colourfulness,
+    colourfulness_of_file,
+    pixel_statistics,
+)
 from ml.preprocess import squash_to_input
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -45,10 +52,7 @@ def as_upload(image_or_path) -> tuple[np.ndarray, float]:
         grey = image_or_path.convert("L")
         return squash_to_input(np.asarray(grey)), colourfulness(image_or_path)
     decoded = decode(image_or_path, target_size=224)
-    colour = 0.0
-    if decoded.format != "dicom":
-        with Image.open(image_or_path) as image:
-            colour = colourfulness(image)
+    colour = colourfulness_of_file(image_or_path) if decoded.format != "dicom" else float("nan")
     return squash_to_input(decoded.pixels), colour
 
 
@@ -103,7 +107,8 @@ def test_non_chest_images_are_rejected_with_a_reason(gate):
     accepted = [name for name, v in zip(names, verdicts) if v.accepted]
     assert accepted == []
     for verdict in verdicts:
-        assert verdict.reason and verdict.reason.startswith("This does not look like a frontal chest X-ray")
+        assert verdict.reason
+        assert verdict.reason.startswith("This does not look like a frontal chest X-ray")
 
 
 def test_the_photo_is_rejected_from_grey_pixels_alone(gate):
@@ -124,6 +129,15 @@ def test_a_rotated_xray_is_told_to_come_upright(gate):
     (verdict,) = gate.check(images)
     assert not verdict.accepted
     assert "upright" in verdict.reason
+
+
+def test_a_ct_slice_is_not_told_to_come_upright(gate):
+    """Fixable-film advice only when the gate is sure it is a film; a CT slice is not one."""
+    images, _ = batch([probes.probe_ct_slice()])
+    (verdict,) = gate.check(images)
+    assert not verdict.accepted
+    assert "upright" not in verdict.reason
+    assert "inverted" not in verdict.reason
 
 
 def test_verdicts_come_one_per_image_in_order(gate):
@@ -199,3 +213,11 @@ def test_the_compiled_scores_match_the_numpy_reference_used_for_fitting(gate):
     features = gate._feature_model(images[..., None].astype(np.float32), training=False).numpy()
     np.testing.assert_allclose(distance, density_distance(features, gate._params), rtol=1e-4)
     np.testing.assert_allclose(probabilities, head_probabilities(features, gate._params), atol=1e-5)
+
+
+def test_colourfulness_of_file_sees_colour_that_draft_decoding_drops(gate):
+    threshold = gate.card["thresholds"]["max_colourfulness"]
+    for name in ("plain.jpeg", "cmyk.jpeg", "rgba.png", "palette.png", "sixteen_bit.png", "exif_rotated.jpeg"):
+        assert colourfulness_of_file(FIXTURES / "bad" / name) < threshold / 4, name
+    assert colourfulness_of_file(FIXTURES / "bad" / "photograph.jpeg") > 2 * threshold
+    assert np.isnan(colourfulness_of_file(FIXTURES / "bad" / "mono2.dcm"))
