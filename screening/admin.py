@@ -133,7 +133,9 @@ class AuditEventAdmin(ReadOnlyAdmin):
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
     list_display = ("prefix", "user", "created_at", "last_used_at")
+    list_filter = ("created_at", "last_used_at")
     search_fields = ("user__username", "prefix")
+    date_hierarchy = "created_at"
     list_select_related = ("user",)
     readonly_fields = ("user", "prefix", "key_hash", "created_at", "last_used_at")
 

@@ -46,3 +46,20 @@ def unscored_study(batch: Batch, status: str, message: str = "Could not be read.
         batch=batch, file=storage_path(f"{n:064x}", "jpeg"), original_name=f"bad-{n}.jpeg", sha256=f"{n:064x}",
         size_bytes=10, format="jpeg", status=status, status_message=message, finished_at=timezone.now(),
     )
+
+
+def bulk_scored_studies(batch: Batch, n: int) -> list[Study]:
+    """``n`` DONE studies with a result each, in two queries (for query-count tests)."""
+    now = timezone.now()
+    first = next(_counter) * 100_000
+    studies = Study.objects.bulk_create(
+        Study(batch=batch, file=f"studies/x/{first + i}.png", original_name=f"{first + i}.png",
+              sha256=f"{first + i:064x}", size_bytes=1, format="png", status=Study.Status.DONE,
+              score=(i % 997) / 997, model_label="NORMAL", finished_at=now)
+        for i in range(n)
+    )
+    Result.objects.bulk_create(
+        Result(study=s, model_version="v-test", probability=s.score, label="NORMAL", threshold=0.5, inference_ms=1.0)
+        for s in studies
+    )
+    return studies

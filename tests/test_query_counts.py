@@ -2,25 +2,14 @@
 
 import pytest
 from django.test import Client
-from django.utils import timezone
 
-from screening.models import Result, Study
-from tests.factories import batch_for
+from tests.factories import batch_for, bulk_scored_studies
 
 
 @pytest.fixture
 def thousand_studies(submitter):
     batch = batch_for(submitter)
-    now = timezone.now()
-    studies = Study.objects.bulk_create(
-        Study(batch=batch, file=f"studies/x/{i}.png", original_name=f"{i}.png", sha256=f"{i:064x}", size_bytes=1,
-              format="png", status=Study.Status.DONE, score=(i % 997) / 997, model_label="NORMAL", finished_at=now)
-        for i in range(1000)
-    )
-    Result.objects.bulk_create(
-        Result(study=s, model_version="v-test", probability=s.score, label="NORMAL", threshold=0.5, inference_ms=1.0)
-        for s in studies
-    )
+    bulk_scored_studies(batch, 1000)
     return batch
 
 
