@@ -13,10 +13,12 @@ from django.http import StreamingHttpResponse
 
 from screening.models import Review, Study
 
-INTENDED_USE = (
-    "# Decision support for triage, not a diagnosis. Model validated on pediatric frontal chest X-rays "
-    "(ages 1-5, one hospital); see the model card."
-)
+def intended_use_line() -> str:
+    from screening.context_processors import FALLBACK_POPULATION, model_card
+
+    card = model_card()
+    population = card.get("population") or FALLBACK_POPULATION
+    return f"# Decision support for triage, not a diagnosis. Model validated on {population}; see the model card."
 COLUMNS = [
     "study", "batch", "file", "accession_number", "status", "probability", "model_label", "model_version",
     "review_finding", "review_agrees_with_model", "needs_second_read", "reviewer", "submitted_at", "scored_at",
@@ -31,7 +33,7 @@ class _Echo:
 
 def _rows(studies: QuerySet[Study]):
     writer = csv.writer(_Echo())
-    yield INTENDED_USE + "\n"
+    yield intended_use_line() + "\n"
     yield writer.writerow(COLUMNS)
     latest_reviews = Prefetch("reviews", queryset=Review.objects.select_related("reviewer").order_by("-created_at"))
     for study in studies.select_related("duplicate_of").prefetch_related("results", "duplicate_of__results", latest_reviews).iterator(chunk_size=500):

@@ -108,3 +108,15 @@ def test_the_upload_page_answers_json_for_its_script(submitter):
 def test_the_upload_page_json_error_when_nothing_is_acceptable(submitter):
     response = logged_in(submitter).post("/batches/new/", {"files": [named("n.jpg", b"nope")]}, HTTP_ACCEPT="application/json")
     assert response.status_code == 400 and response.json()["refused"][0]["file"] == "n.jpg"
+
+
+def test_intended_use_names_the_population_from_the_model_card(submitter, settings, tmp_path):
+    import json
+
+    (tmp_path / "card.json").write_text(json.dumps({"version": "v-card", "population": "test population of 7 wards"}))
+    settings.SCREENING_MODEL_DIR = str(tmp_path)
+    page = logged_in(submitter).get("/batches/")
+    assert b"Model validated on test population of 7 wards." in page.content and b"v-card" in page.content
+    from screening.exports import intended_use_line
+
+    assert "test population of 7 wards" in intended_use_line()
