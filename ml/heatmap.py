@@ -29,8 +29,19 @@ class Explained:
     heatmap: np.ndarray  # (h, w) float32 in [0, 1] at the feature map's resolution; all zeros when nothing drove the score
 
 
+# The deepest layer at 14x14 rather than the last one at 7x7: a 7x7 map puts
+# one value on a 32-pixel square, too coarse to tell a lung from the
+# mediastinum. (Measured on the hand-annotated fixtures: the 7x7 map of one of
+# the four pneumonia fixtures had less than half its mass inside the lungs.)
+GRADCAM_LAYERS = {"mobilenet_025": "conv_pw_11_relu"}
+
+
 def _feature_layer_name(screener: Screener) -> str:
-    name = screener.card.get("gradcam_layer") or screener.card.get("feature_layer")
+    name = (
+        screener.card.get("gradcam_layer")
+        or GRADCAM_LAYERS.get(str(screener.card.get("architecture")))
+        or screener.card.get("feature_layer")
+    )
     if name:
         return str(name)
     from ml.model import FEATURE_LAYERS
