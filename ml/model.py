@@ -68,11 +68,33 @@ def build_mobilenet(
     return keras.Model(image, _heads(backbone.output, dropout), name="mobilenet_025_screener")
 
 
-def build_small_cnn(size: int = INPUT_SIZE, width: int = 16, dropout: float = 0.2) -> keras.Model:
-    """A compact CNN trained from scratch: the baseline every pretrained model must beat."""
+def build_xception(
+    size: int = INPUT_SIZE, weights: str | os.PathLike | None = "imagenet", dropout: float = 0.0
+) -> keras.Model:
+    """ImageNet Xception (20.9 M parameters, ~75 ms/image on 2 CPU cores): a frozen-feature teacher, too slow to ship."""
+    image = keras.Input((size, size), dtype="uint8", name="image")
+    x = grey_to_backbone_input(image, size)
+    backbone = keras.applications.Xception(include_top=False, weights=None, input_tensor=x)
+    if weights is not None:
+        path = WEIGHTS_DIR / XCEPTION_WEIGHTS if weights == "imagenet" else Path(weights)
+        backbone.load_weights(path)
+    return keras.Model(image, _heads(backbone.output, dropout), name="xception_screener")
+
+
+def build_small_cnn(
+    size: int = INPUT_SIZE, width: int = 16, dropout: float = 0.2, internal_size: int | None = 128
+) -> keras.Model:
+    """A compact CNN trained from scratch: the baseline every pretrained model must beat.
+
+    It looks at the image at ``internal_size`` (antialiased resize inside the
+    model, so the serving input stays 224): from-scratch CNNs gain little from
+    more pixels on this data, and 128 px keeps it ~3x cheaper.
+    """
     image = keras.Input((size, size), dtype="uint8", name="image")
     x = layers.Reshape((size, size, 1), name="add_channel")(image)
     x = layers.Rescaling(scale=1.0 / 127.5, offset=-1.0, name="scale_to_pm1")(x)
+    if internal_size and internal_size != size:
+        x = layers.Resizing(internal_size, internal_size, interpolation="area", name="downsample")(x)
     for block, filters in enumerate((width, width * 2, width * 4, width * 8, width * 8)):
         x = layers.Conv2D(filters, 3, strides=2, padding="same", use_bias=False, name=f"conv{block}a")(x)
         x = layers.BatchNormalization(name=f"bn{block}a")(x)
@@ -83,4 +105,4 @@ def build_small_cnn(size: int = INPUT_SIZE, width: int = 16, dropout: float = 0.
     return keras.Model(image, _heads(x, dropout), name="small_cnn_screener")
 
 
-BUILDERS = {"mobilenet_025": build_mobilenet, "small_cnn": build_small_cnn}
+BUILDERS = {"mobilenet_025": build_mobilenet, "small_cnn": build_small_cnn, "xception": build_xception}

@@ -304,6 +304,7 @@ def main(argv: list[str] | None = None) -> None:
         val_images=val_images,
         val_records=val_records,
         model_file=out / "model.keras",
+        scores_file=run_dir / "val_scores.npz",
         training={
             "manifest": os.path.relpath(args.manifest, REPO) if Path(args.manifest).is_absolute() else args.manifest,
             "manifest_sha256": file_sha256(args.manifest),

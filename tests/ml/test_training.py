@@ -17,7 +17,7 @@ def tiny_model():
     from ml.model import build_small_cnn
 
     keras.utils.set_random_seed(1)
-    return build_small_cnn(size=SIZE, width=4, dropout=0.0)
+    return build_small_cnn(size=SIZE, width=4, dropout=0.0, internal_size=None)
 
 
 @pytest.fixture(scope="module")
