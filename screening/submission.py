@@ -107,6 +107,11 @@ def submit(user, source: str, files: Iterable[tuple[str, BinaryIO]], *, name: st
             refused=len(outcome.refusals),
         )
         enqueue_studies_on_commit([s.pk for s in outcome.studies if s.status == Study.Status.RECEIVED])
+    # The commit has published the studies (QUEUED) unless the broker was down
+    # (RECEIVED): report what is true now, not what was true at creation.
+    statuses = dict(Study.objects.filter(pk__in=[s.pk for s in outcome.studies]).values_list("pk", "status"))
+    for study in outcome.studies:
+        study.status = statuses.get(study.pk, study.status)
     log.info("batch %s submitted: %d studies, %d refused", batch.pk, len(outcome.studies), len(outcome.refusals))
     return outcome
 
