@@ -136,7 +136,9 @@ def test_embedded_defaults_run_end_to_end_without_any_server(tmp_path):
     finally:
         worker.stop()
     assert done.returncode == 0, done.stderr + worker.log()
-    lines = [json.loads(line) for line in done.stdout.splitlines()]
-    assert len(lines) == len(XRAYS)
-    assert all(line["status"] == "DONE" and 0 <= line["probability"] <= 1 for line in lines), lines
+    lines = {json.loads(line)["file"]: json.loads(line) for line in done.stdout.splitlines()}
+    images = {str(p.relative_to(p.parent.parent)) for p in XRAYS}
+    assert set(lines) == images | {"LUNG_BOXES.csv"}  # every file accounted for
+    assert lines["LUNG_BOXES.csv"]["status"] == "REFUSED"
+    assert all(lines[name]["status"] == "DONE" and 0 <= lines[name]["probability"] <= 1 for name in images), lines
     assert (tmp_path / "var" / "db.sqlite3").exists() and (tmp_path / "var" / "broker.sqlite3").exists()
