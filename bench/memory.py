@@ -1,0 +1,73 @@
+"""Benchmark: does a worker's memory stay flat over many studies?
+
+    .venv/bin/python -m bench.memory [--studies 10000]
+
+Runs what a worker process runs per chunk — decode, squash, gate, model with
+Grad-CAM, overlay PNG — over the fixture X-rays cycled, and prints the
+process's resident memory every 1,000 studies. Flat means no leak per chunk.
+Not a test: prints figures, asserts nothing. No database involved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--studies", type=int, default=10_000)
+    parser.add_argument("--chunk", type=int, default=16)
+    args = parser.parse_args()
+
+    from ml import heatmap
+    from ml.decode import decode
+    from ml.gate import ChestXrayGate, colourfulness_of_file
+    from ml.inference import Screener, current_model_dir
+    from ml.preprocess import squash_to_input
+
+    fixtures = ROOT / "tests" / "fixtures"
+    files = sorted((fixtures / "originals").glob("*.jpeg")) + sorted((fixtures / "xray").glob("*/*.jpeg"))
+    data = [p.read_bytes() for p in files]
+    explainer = heatmap.ExplainingScreener(Screener.load(current_model_dir()))
+    gate = ChestXrayGate.load()
+    print(f"{len(files)} fixture files cycled; chunk {args.chunk}; model {explainer.version}")
+    started = time.perf_counter()
+    done = 0
+    baseline = None
+    while done < args.studies:
+        batch, colours, sizes = [], [], []
+        for i in range(args.chunk):
+            raw = data[(done + i) % len(data)]
+            decoded = decode(raw, target_size=224)
+            batch.append(squash_to_input(decoded.pixels))
+            colours.append(colourfulness_of_file(raw))
+            sizes.append((decoded.width, decoded.height))
+        images = np.stack(batch)
+        gate.check(images, colourfulness=np.array(colours))
+        for item, (width, height) in zip(explainer.explain(images), sizes):
+            box = heatmap.salient_box(item.heatmap) if item.prediction.label == "PNEUMONIA" else None
+            heatmap.overlay_png(item.heatmap, width, height, box)
+        done += args.chunk
+        if done % 1000 < args.chunk:
+            baseline = baseline or rss_mb()
+            print(f"{done:6d} studies  RSS {rss_mb():7.1f} MB  ({rss_mb() - baseline:+.1f} MB since 1,000)  "
+                  f"{done / (time.perf_counter() - started):5.1f} studies/s")
+    print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
