@@ -3,7 +3,8 @@
     .venv/bin/python -m bench.throughput [--files 500] [--originals ../shared/data/originals]
 
 (a) the model alone on preprocessed tensors (batches of the chunk size);
-(b) decode + preprocess + model + heatmap in one process, per chunk;
+(b) everything a worker does to a chunk in one process: decode, preprocess,
+    the out-of-distribution gate, model + Grad-CAM, overlay PNG;
 (c) the whole pipeline: submission (store, rows, enqueue) → Redis → one real
     worker process → results in PostgreSQL, timed from the first upload byte
     to the last result;
@@ -58,29 +59,42 @@ def unique_files(originals: Path, count: int) -> list[tuple[str, bytes]]:
     ]
 
 
-def in_process(files, explainer, chunk: int):
+def in_process(files, explainer, gate, chunk: int):
+    from ml import heatmap
     from ml.decode import decode
+    from ml.gate import colourfulness_of_file
     from ml.preprocess import squash_to_input
 
     images = []
-    shares = {"decode": 0.0, "preprocess": 0.0, "model + heatmap": 0.0}
+    shares = {"decode": 0.0, "preprocess": 0.0, "gate": 0.0, "model + heatmap": 0.0, "overlay png": 0.0}
     latencies = []
     started = time.perf_counter()
     for first in range(0, len(files), chunk):
         chunk_started = time.perf_counter()
-        batch = []
+        batch, colours, sizes = [], [], []
         for _, data in files[first : first + chunk]:
             t0 = time.perf_counter()
             decoded = decode(data, target_size=explainer.input_size)
             t1 = time.perf_counter()
             batch.append(squash_to_input(decoded.pixels, explainer.input_size))
             t2 = time.perf_counter()
+            colours.append(colourfulness_of_file(data))
+            sizes.append((decoded.width, decoded.height))
             shares["decode"] += t1 - t0
             shares["preprocess"] += t2 - t1
+            shares["gate"] += time.perf_counter() - t2
         stacked = np.stack(batch)
         t3 = time.perf_counter()
-        explainer.explain(stacked)
-        shares["model + heatmap"] += time.perf_counter() - t3
+        gate.check(stacked, colourfulness=np.array(colours))
+        t4 = time.perf_counter()
+        explained = explainer.explain(stacked)
+        t5 = time.perf_counter()
+        for item, (width, height) in zip(explained, sizes):
+            box = heatmap.salient_box(item.heatmap) if item.prediction.label == "PNEUMONIA" else None
+            heatmap.overlay_png(item.heatmap, width, height, box)
+        shares["gate"] += t4 - t3
+        shares["model + heatmap"] += t5 - t4
+        shares["overlay png"] += time.perf_counter() - t5
         latencies.append((time.perf_counter() - chunk_started) * 1000)
         images.extend(batch)
     return time.perf_counter() - started, shares, latencies, np.stack(images)
@@ -96,14 +110,17 @@ def main() -> None:
     files = unique_files(Path(args.originals), args.files)
     print(f"{len(files)} files, {sum(len(d) for _, d in files) / 1e6:.0f} MB, chunk size {chunk}, {os.cpu_count()} CPUs")
 
-    from worker.screener import get_screener
+    from worker.screener import get_gate, get_screener
 
     explainer = get_screener()
-    print(f"model {explainer.version}")
+    gate = get_gate()
+    print(f"model {explainer.version}, gate {gate.version}")
 
     # (b) first (it also gives (a) its preprocessed tensors).
-    explainer.explain(np.zeros((chunk, explainer.input_size, explainer.input_size), np.uint8))  # trace once
-    seconds_b, shares, latencies_b, images = in_process(files, explainer, chunk)
+    warm = np.zeros((chunk, explainer.input_size, explainer.input_size), np.uint8)
+    explainer.explain(warm)  # trace once
+    gate.check(warm)
+    seconds_b, shares, latencies_b, images = in_process(files, explainer, gate, chunk)
 
     # (a) model alone.
     latencies_a = []
@@ -114,7 +131,7 @@ def main() -> None:
         latencies_a.append((time.perf_counter() - t0) * 1000)
     seconds_a = time.perf_counter() - started
     line(f"(a) model alone, batches of {chunk}", len(images), seconds_a, latencies_a)
-    line(f"(b) decode+preprocess+model+heatmap, chunks of {chunk}", len(files), seconds_b, latencies_b)
+    line(f"(b) one process, chunks of {chunk}", len(files), seconds_b, latencies_b)
     total = sum(shares.values())
     for stage, seconds in shares.items():
         print(f"      {stage:20} {100 * seconds / total:5.1f} %   ({1000 * seconds / len(files):6.1f} ms/study)")
@@ -164,7 +181,8 @@ def main() -> None:
         for i in range(args.single):
             t0 = time.perf_counter()
             one = submit(user, Batch.Source.API, [(f"single-{i}.jpeg", io.BytesIO(files[i % len(files)][1] + f"single{i}".encode()))]).batch
-            wait_until(lambda: not Study.objects.filter(batch=one, status__in=Study.UNFINISHED).exists(), 60, 0.02, worker.log)
+            wait_until(lambda: not Study.objects.filter(batch=one, status__in=Study.UNFINISHED).exists(), 60, 0.02,
+                       lambda: f"{list(Study.objects.filter(batch=one).values_list('status', 'queued_at'))} {worker.log()[-1500:]}")
             single.append((time.perf_counter() - t0) * 1000)
             time.sleep(0.3)
         print(f"single study on an idle system: p50 {statistics.median(single):.0f} ms   p95 {percentile(single, 0.95):.0f} ms   (n={len(single)})")

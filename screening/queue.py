@@ -37,19 +37,21 @@ def enqueue_studies_on_commit(study_ids: Sequence[int]) -> None:
 def _publish_rollback_unsafe(study_ids: list[int]) -> None:
     """Publish now, whatever the transaction state: only ``enqueue_studies_on_commit`` may call this.
 
-    A chunk that cannot be published stays RECEIVED and is re-sent by the sweep.
+    Each chunk is marked QUEUED *before* its message goes out, so a fast
+    worker never finds it still RECEIVED; a chunk that cannot be published
+    goes back to RECEIVED and is re-sent by the sweep.
     """
     from worker.tasks import score_studies_task
 
     for chunk in chunked(study_ids, settings.SCREENING_CHUNK_SIZE):
+        Study.objects.filter(pk__in=chunk, status=Study.Status.RECEIVED).update(
+            status=Study.Status.QUEUED, queued_at=timezone.now()
+        )
         try:
             score_studies_task.apply_async(args=[chunk])
         except Exception:  # broker unreachable: the sweep re-sends; never fail the upload
             log.exception("could not publish a scoring task for %d studies; the sweep will retry", len(chunk))
-            continue
-        Study.objects.filter(pk__in=chunk, status=Study.Status.RECEIVED).update(
-            status=Study.Status.QUEUED, queued_at=timezone.now()
-        )
+            Study.objects.filter(pk__in=chunk, status=Study.Status.QUEUED).update(status=Study.Status.RECEIVED)
 
 
 def requeue_stuck_studies(now=None) -> dict[str, int]:

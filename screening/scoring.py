@@ -74,13 +74,16 @@ class ChunkSummary:
 def claim(study_ids: Sequence[int]) -> list[Study]:
     """Mark the still-waiting studies among ``study_ids`` RUNNING and return them.
 
-    Row locks (skipped when held) make two workers that got the same ids take
-    disjoint sets; on SQLite, whose writers are serialised, the conditional
-    update alone does it.
+    Row locks make two workers that got the same ids take disjoint sets: the
+    second waits for the first to commit, then no longer sees the rows as
+    waiting. (Skipping locked rows instead would also skip a study whose row
+    is briefly locked by an unrelated update, and leave it waiting for the
+    sweep.) On SQLite, whose writers are serialised, the conditional update
+    alone does it.
     """
     with transaction.atomic():
         rows = list(
-            Study.objects.select_for_update(skip_locked=True)
+            Study.objects.select_for_update()
             .filter(pk__in=list(study_ids), status__in=[Study.Status.RECEIVED, Study.Status.QUEUED])
             .values_list("pk", flat=True)
         )

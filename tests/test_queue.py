@@ -108,3 +108,35 @@ def test_release_unfinished_requeues_or_fails_by_attempts(submitter, publish, dj
     assert again.status == Study.Status.QUEUED
     assert spent.status == Study.Status.FAILED and spent.status_message == "Took too long."
     assert publish.call_args.kwargs["args"] == [[again.pk]]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_waits_for_a_briefly_locked_row_instead_of_skipping_it(submitter):
+    """The publisher's status update holds a row lock for a moment; a worker's claim must not skip that study."""
+    import threading
+    import time
+
+    from django.conf import settings as django_settings
+    from django.db import connection
+
+    from screening.scoring import claim
+
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks are a PostgreSQL matter; SQLite serialises writers")
+    assert django_settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
+    study = make_studies(submitter, 1, Study.Status.QUEUED)[0]
+    locked = threading.Event()
+
+    def hold_the_row():
+        with transaction.atomic():
+            Study.objects.select_for_update().filter(pk=study.pk).update(queued_at=timezone.now())
+            locked.set()
+            time.sleep(0.5)
+        connection.close()
+
+    holder = threading.Thread(target=hold_the_row)
+    holder.start()
+    locked.wait(5)
+    claimed = claim([study.pk])
+    holder.join()
+    assert [s.pk for s in claimed] == [study.pk]
