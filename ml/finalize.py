@@ -130,6 +130,7 @@ def build_card(
     model_file: Path | None = None,
     log_stream=None,
     scores_file: Path | None = None,
+    stress: dict | None = None,
 ) -> dict:
     from ml.inference import batched_logits, compiled_forward
     from ml.model import FEATURE_LAYERS
@@ -141,7 +142,7 @@ def build_card(
     patients = [r.patient for r in val_records]
     logits = logits_fn(val_images)
     started = time.time()
-    perturbed_raw = perturbed_logits(logits_fn, val_images, perturb.STRESS)
+    perturbed_raw = perturbed_logits(logits_fn, val_images, perturb.STRESS if stress is None else stress)
     if scores_file is not None:
         save_scores(scores_file, logits, perturbed_raw, training.get("manifest_sha256", ""))
     temperature = robust_temperature(logits["pneumonia"], [out["pneumonia"] for out in perturbed_raw.values()], y)

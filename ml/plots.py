@@ -67,7 +67,7 @@ def reliability_plot(table: list[dict], ece: float, path: Path) -> None:
         xlim=(0, 1),
         ylim=(0, 1),
     )
-    ax.legend(loc="upper left")
+    ax.legend(loc="center left")
     _save(fig, path)
 
 

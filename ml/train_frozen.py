@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ml import perturb
 from ml.data import load_inputs
 from ml.split import file_sha256, read_manifest, records_for
 from ml.train import DEFAULT_MANIFEST, REPO, RUNS, hardware, log, targets
@@ -94,6 +95,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--arch", default="xception")
     parser.add_argument("--augmented-copies", type=int, default=1)
     parser.add_argument("--seed", type=int, default=20261123)
+    parser.add_argument(
+        "--stress", choices=("full", "mild"), default="full", help="mild: only the perturbations the threshold uses"
+    )
     args = parser.parse_args(argv)
 
     import keras
@@ -160,6 +164,7 @@ def main(argv: list[str] | None = None) -> None:
         val_records=val_records,
         model_file=out / "model.keras",
         scores_file=run_dir / "val_scores.npz",
+        stress=perturb.STRESS if args.stress == "full" else perturb.MILD,
         log_stream=log_stream,
         training={
             "manifest": os.path.relpath(Path(args.manifest).resolve(), REPO),
