@@ -40,10 +40,11 @@ _DICOM_FIELDS = {
     "BodyPartExamined": "body_part",
     "PatientAge": "patient_age",
 }
-_DONE_FIELDS = [
-    "status", "status_message", "finished_at", "updated_at", "score", "model_label", "image_width", "image_height",
-    *_DICOM_FIELDS.values(),
-]
+# Set per study when a chunk is written; the status columns, the same for the
+# whole chunk, go in one plain UPDATE. The DICOM columns are written only for
+# chunks that have any: bulk_update's CASE expressions cost Python time per
+# field and row (76 ms a chunk of 16 with every column, a fifth of the chunk).
+_PER_STUDY_FIELDS = ["score", "model_label", "image_width", "image_height"]
 _INTERNAL_ERROR = "The file could not be processed because of an internal error; an administrator has been notified in the logs."
 
 
@@ -254,12 +255,14 @@ def _write_results(studies: list[Study], predictions: list, maps: list, predicto
                 inference_ms=per_study_ms,
                 **extra,
             ))
-            study.status = Study.Status.DONE
-            study.status_message = ""
-            study.finished_at = now
-            study.updated_at = now
             study.score = float(prediction.probability)
             study.model_label = prediction.label
             finished.append(study)
+        if not finished:
+            return
         Result.objects.bulk_create(results, ignore_conflicts=True)
-        Study.objects.bulk_update(finished, _DONE_FIELDS)
+        dicom = [column for column in _DICOM_FIELDS.values() if any(getattr(s, column) for s in finished)]
+        Study.objects.bulk_update(finished, _PER_STUDY_FIELDS + dicom)
+        Study.objects.filter(pk__in=[s.pk for s in finished]).update(
+            status=Study.Status.DONE, status_message="", finished_at=now, updated_at=now
+        )

@@ -55,12 +55,13 @@ def _store(incoming: Incoming) -> str:
     return default_storage.save(path, File(incoming.spool))
 
 
-def _earlier_scored_study(sha256: str) -> Study | None:
-    earlier = (
-        Study.objects.filter(sha256=sha256, status=Study.Status.DONE, duplicate_of__isnull=True)
-        .order_by("-created_at")
-        .first()
-    )
+def _earlier_scored_studies(sha256s: list[str]) -> dict[str, Study]:
+    """The newest scored original study of each of these contents, in one query."""
+    earlier: dict[str, Study] = {}
+    for study in Study.objects.filter(
+        sha256__in=sha256s, status=Study.Status.DONE, duplicate_of__isnull=True
+    ).order_by("sha256", "-created_at"):
+        earlier.setdefault(study.sha256, study)
     return earlier
 
 
@@ -87,13 +88,16 @@ def submit(user, source: str, files: Iterable[tuple[str, BinaryIO]], *, name: st
                     )
                     continue
                 first_name_by_sha[item.sha256] = item.name
-                outcome.studies.append(_create_study(batch, item))
+                outcome.studies.append(_new_study(batch, item))
             finally:
                 item.spool.close()
 
         if not outcome.studies:
             transaction.set_rollback(True)
             raise NothingAccepted(outcome.refusals)
+        _link_to_earlier_results(outcome.studies)
+        # One INSERT for the whole batch (primary keys come back on PostgreSQL and SQLite).
+        outcome.studies = Study.objects.bulk_create(outcome.studies)
 
         batch.files_received = received
         batch.upload_report = [{"file": r.name, "error": r.error} for r in outcome.refusals] + outcome.notes
@@ -116,7 +120,8 @@ def submit(user, source: str, files: Iterable[tuple[str, BinaryIO]], *, name: st
     return outcome
 
 
-def _create_study(batch: Batch, item: Incoming) -> Study:
+def _new_study(batch: Batch, item: Incoming) -> Study:
+    """An unsaved study with its file stored (content-addressed, so storing twice is harmless)."""
     study = Study(
         batch=batch,
         original_name=item.name,
@@ -124,19 +129,25 @@ def _create_study(batch: Batch, item: Incoming) -> Study:
         size_bytes=item.size,
         format=item.format,
     )
-    earlier = _earlier_scored_study(item.sha256)
-    if earlier is not None:
+    study.file.name = _store(item)
+    return study
+
+
+def _link_to_earlier_results(studies: list[Study]) -> None:
+    """Studies of a file that an earlier batch already scored show that result instead of queueing again."""
+    earlier_by_sha = _earlier_scored_studies([s.sha256 for s in studies])
+    now = timezone.now()
+    for study in studies:
+        earlier = earlier_by_sha.get(study.sha256)
+        if earlier is None:
+            continue
         study.file.name = earlier.file.name
         study.status = Study.Status.DONE
         study.duplicate_of = earlier
-        study.finished_at = timezone.now()
+        study.finished_at = now
         study.status_message = (
             f"Identical to study {earlier.pk} (batch {earlier.batch_id}), already scored; its result is shown."
         )
         for attribute in ("score", "model_label", "image_width", "image_height", "study_instance_uid",
                           "accession_number", "modality", "view_position", "body_part", "patient_age"):
             setattr(study, attribute, getattr(earlier, attribute))
-    else:
-        study.file.name = _store(item)
-    study.save()
-    return study

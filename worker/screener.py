@@ -48,7 +48,23 @@ def get_gate():
     return _gate
 
 
+def warm_up() -> None:
+    """Run the model and the gate once at a single study and at a full chunk.
+
+    The first call at a new batch size traces the graph and builds oneDNN's
+    kernels for that shape (about a second on 2 cores); paying it when the
+    worker starts keeps it out of the first real study's latency.
+    """
+    import numpy as np
+    from django.conf import settings
+
+    screener, gate = get_screener(), get_gate()
+    for batch in sorted({1, settings.SCREENING_CHUNK_SIZE}):
+        images = np.zeros((batch, screener.input_size, screener.input_size), np.uint8)
+        screener.explain(images)
+        gate.check(images)
+
+
 @worker_process_init.connect
 def load_screener_in_child(**kwargs) -> None:
-    get_screener()
-    get_gate()
+    warm_up()
