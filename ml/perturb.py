@@ -71,6 +71,21 @@ def crop(fraction: float) -> Perturbation:
     return apply
 
 
+def crop_axis(fraction: float, axis: int) -> Perturbation:
+    """Cut ``fraction`` from both borders of one axis only and squash back: anatomy stretched along it.
+
+    Another hospital's film shape changes the proportions the squash leaves; a
+    model that reads the distortion rather than the lungs moves here.
+    """
+
+    def apply(img: np.ndarray) -> np.ndarray:
+        margin = round(fraction * img.shape[axis])
+        kept = img[margin : img.shape[0] - margin, :] if axis == 0 else img[:, margin : img.shape[1] - margin]
+        return squash_to_input(Image.fromarray(kept), img.shape[0])
+
+    return apply
+
+
 # Mild shifts a deployed model must shrug off; the operating threshold is chosen to keep
 # sensitivity on all of them (plus the clean images).
 MILD = {
@@ -96,6 +111,8 @@ STRESS = {
     "resolution_112": resolution(112),
     "jpeg_20": jpeg(20),
     "crop_10pct": crop(0.10),
+    "stretch_x_10pct": crop_axis(0.10, axis=1),
+    "stretch_y_10pct": crop_axis(0.10, axis=0),
 }
 
 

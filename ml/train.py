@@ -43,6 +43,8 @@ class TrainConfig:
     viral_loss_weight: float = 0.5
     label_smoothing: float = 0.0
     augment_strength: float = 1.0
+    max_zoom_in: float = 0.10  # magnifying side of the zoom range (v1: 0.10, the same as zooming out)
+    max_stretch: float = 0.0  # log-range of the x/y aspect change (v1: none)
     dropout: float = 0.2
     seed: int = 20261123
 
@@ -91,7 +93,7 @@ def make_train_step(
     @tf.function(reduce_retracing=True)
     def step(images, y, viral):
         if augment:
-            images = augment_batch(images, config.augment_strength)
+            images = augment_batch(images, config.augment_strength, config.max_zoom_in, config.max_stretch)
         with tf.GradientTape() as tape:
             out = model(images, training=True)
             y_smooth = y * (1.0 - smoothing) + 0.5 * smoothing
