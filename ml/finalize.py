@@ -25,6 +25,7 @@ from ml.metrics import (
     screening_report,
     threshold_for_sensitivity,
 )
+from ml.heatmap import GRADCAM_LAYERS
 from ml.preprocess import INPUT_SIZE
 
 TARGET_SENSITIVITY = 0.97
@@ -186,6 +187,8 @@ def build_card(
             "viral": "logit of P(viral | pneumonia); sigmoid, no temperature",
         },
         "feature_layer": FEATURE_LAYERS.get(arch),
+        "gradcam_layer": GRADCAM_LAYERS.get(arch),
+        "heatmap_method": "hirescam",  # see ml/heatmap.py for why not plain Grad-CAM
         "threshold": threshold,
         "threshold_rule": "min over clean and mildly perturbed validation copies of the highest threshold with "
         f"sensitivity >= {TARGET_SENSITIVITY}",
@@ -240,6 +243,9 @@ def main(argv: list[str] | None = None) -> None:
         scores_file=RUNS / folder.name / "val_scores.npz",
     )
     card["feature_layer"] = old.get("feature_layer", card["feature_layer"])
+    # The heatmap of a served model must not change under a re-derived card (v1's predates the choice).
+    card["gradcam_layer"] = old.get("gradcam_layer", card["gradcam_layer"])
+    card["heatmap_method"] = old.get("heatmap_method", "gradcam")
     card["refinalized_utc"] = card.pop("created_utc")
     card["created_utc"] = old["created_utc"]
     (folder / "card.json").write_text(json.dumps(card, indent=2) + "\n")

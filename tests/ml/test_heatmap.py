@@ -89,3 +89,44 @@ def test_most_of_the_map_lies_inside_the_hand_annotated_lungs(explainer, row):
     box = tuple(float(row[k]) for k in ("x0", "y0", "x1", "y1"))
     (explained,) = explainer.explain(fixture_inputs([LUNG_BOXES.parent / row["file"]]))
     assert mass_inside(explained.heatmap, box) > 0.5
+
+
+def test_every_fixture_above_threshold_gets_a_map_with_something_in_it(explainer):
+    """An empty map next to 'pneumonia 1.000' tells the radiologist nothing (v3's Grad-CAM did that once)."""
+    from tests.conftest import ORIGINALS, XRAYS
+
+    explained = explainer.explain(fixture_inputs(XRAYS + ORIGINALS))
+    flagged = [e for e in explained if e.prediction.label == "PNEUMONIA"]
+    assert flagged
+    assert all(e.heatmap.max() > 0 for e in flagged)
+
+
+def _explainer_with(screener, **card):
+    from ml.heatmap import ExplainingScreener
+    from ml.inference import Screener
+
+    return ExplainingScreener(Screener(screener.model, screener.card | card))
+
+
+def test_the_two_methods_agree_at_the_last_layer_and_differ_deeper(explainer):
+    # Before global pooling the gradient is the same at every position, so
+    # HiResCAM (gradient x activation) and Grad-CAM (mean gradient x activation) coincide.
+    from tests.conftest import XRAYS
+
+    images = fixture_inputs(XRAYS)
+    last = explainer.screener.card["feature_layer"]
+    at_last = [
+        [e.heatmap for e in _explainer_with(explainer.screener, gradcam_layer=last, heatmap_method=m).explain(images)]
+        for m in ("gradcam", "hirescam")
+    ]
+    np.testing.assert_allclose(at_last[0], at_last[1], atol=1e-4)
+    deeper = [
+        [e.heatmap for e in _explainer_with(explainer.screener, heatmap_method=m).explain(images)]
+        for m in ("gradcam", "hirescam")
+    ]
+    assert not np.allclose(deeper[0], deeper[1], atol=0.05)
+
+
+def test_an_unknown_heatmap_method_is_refused(explainer):
+    with pytest.raises(ValueError, match="unknown heatmap method 'saliency'"):
+        _explainer_with(explainer.screener, heatmap_method="saliency")
