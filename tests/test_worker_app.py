@@ -23,3 +23,19 @@ def test_the_sweep_is_scheduled():
     entry = app.conf.beat_schedule["requeue-stuck-studies"]
     assert entry["task"] == "worker.tasks.requeue_stuck_studies_task"
     assert entry["task"] in app.tasks
+
+
+def test_the_embedded_sql_broker_is_polled_every_tenth_of_a_second(monkeypatch):
+    from kombu.transport import sqlalchemy
+
+    from worker.app import _poll_sql_broker_often
+
+    monkeypatch.setattr(sqlalchemy.Transport, "polling_interval", 1.0)
+    _poll_sql_broker_often("redis://127.0.0.1:6379/0")
+    assert sqlalchemy.Transport.polling_interval == 1.0
+    _poll_sql_broker_often("sqla+sqlite:///var/broker.sqlite3")
+    assert sqlalchemy.Transport.polling_interval == 0.1
+
+
+def test_a_cold_shutdown_lets_the_running_chunk_finish_first(settings):
+    assert app.conf.worker_soft_shutdown_timeout == settings.CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT > 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 
@@ -142,3 +143,72 @@ def test_embedded_defaults_run_end_to_end_without_any_server(tmp_path):
     assert lines["LUNG_BOXES.csv"]["status"] == "REFUSED"
     assert all(lines[name]["status"] == "DONE" and 0 <= lines[name]["probability"] <= 1 for name in images), lines
     assert (tmp_path / "var" / "db.sqlite3").exists() and (tmp_path / "var" / "broker.sqlite3").exists()
+
+
+def test_make_run_ctrl_c_stops_the_worker_without_losing_or_stranding_a_study(tmp_path):
+    """Honcho (``make run``) answers Ctrl-C with SIGTERM to the worker's whole process group.
+
+    Without REMAP_SIGTERM the pool child dies mid-chunk and its studies wait
+    for the sweep; with it (as Procfile.local sets it) the child ignores the
+    signal, the running chunk finishes within the soft-shutdown timeout, and
+    the messages not yet run go back to the embedded broker for the next start.
+    """
+    import signal
+    import sqlite3
+    import time
+
+    procfile = (ROOT / "Procfile.local").read_text()
+    assert "worker: REMAP_SIGTERM=SIGQUIT CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT=1 " in procfile
+    var = tmp_path / "var"
+    var.mkdir()
+    env = base_env(
+        DJANGO_SETTINGS_MODULE="webapp.settings",
+        DJANGO_SECRET_KEY="embedded-test-key",
+        SCREENING_VAR_DIR=str(var),
+        SCREENING_SWEEP_INTERVAL_SECONDS="3600",  # no sweep to rescue anything
+    )
+
+    def manage(*args, timeout=300):
+        return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+    def statuses() -> dict[str, int]:
+        with sqlite3.connect(var / "db.sqlite3") as db:
+            return dict(db.execute("select status, count(*) from screening_study group by status").fetchall())
+
+    assert manage("migrate", "--noinput").returncode == 0
+    assert manage("create_demo_accounts", "--i-know-this-is-not-production").returncode == 0
+    folder = tmp_path / "batch"
+    folder.mkdir()
+    for name, data in distinct_xrays(160):
+        (folder / name).write_bytes(data)
+
+    first = WorkerProcess(
+        {**env, "REMAP_SIGTERM": "SIGQUIT", "CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT": "1"}, tmp_path / "first.log"
+    ).start()
+    try:
+        submitted = manage("submit_folder", str(folder))
+        assert submitted.returncode == 0, submitted.stderr
+        # Past the first chunk (the worker is warm, as after a few minutes of `make run`).
+        wait_until(lambda: statuses().get("DONE", 0) >= 32, timeout=240, interval=0.05, describe=first.log)
+        started = time.monotonic()
+        os.killpg(first.process.pid, signal.SIGTERM)  # what honcho does on Ctrl-C
+        try:
+            first.process.wait(timeout=10)  # honcho itself sends SIGKILL after 5 s
+        except subprocess.TimeoutExpired:
+            pass
+        stopped_in = time.monotonic() - started
+    finally:
+        first.kill_hard() if first.process.poll() is None else None
+    assert stopped_in < 10, f"stopped after {stopped_in:.1f} s\n{first.log()}"
+    assert "exited with 'signal 15" not in first.log()
+    after_stop = statuses()
+    assert after_stop.get("RUNNING", 0) == 0, after_stop  # nothing stranded for the sweep
+    assert 0 < after_stop["DONE"] < 160, f"{after_stop}: the test needs the stop to land mid-batch"
+
+    second = WorkerProcess(env, tmp_path / "second.log").start()
+    try:
+        wait_until(lambda: statuses() == {"DONE": 160}, timeout=240, describe=second.log)
+    finally:
+        second.stop()
+    with sqlite3.connect(var / "db.sqlite3") as db:
+        assert db.execute("select count(*), count(distinct study_id) from screening_result").fetchone() == (160, 160)

@@ -150,6 +150,10 @@ if CELERY_TASK_SOFT_TIME_LIMIT >= CELERY_TASK_TIME_LIMIT:
 CELERY_BROKER_VISIBILITY_TIMEOUT = env_int(
     "CELERY_BROKER_VISIBILITY_TIMEOUT", 2 * CELERY_TASK_TIME_LIMIT, minimum=CELERY_TASK_TIME_LIMIT + 1
 )
+# On a cold shutdown (SIGQUIT, or SIGTERM under REMAP_SIGTERM=SIGQUIT, as
+# `make run` sets it) a running chunk gets this long to finish before its
+# message goes back to the queue unacknowledged.
+CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = env_int("CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT", 3, minimum=0)
 # The sweep re-enqueues studies whose message is presumed lost: RUNNING for
 # longer than a task may run, or waiting longer than a redelivery takes.
 SCREENING_SWEEP_INTERVAL_SECONDS = env_int("SCREENING_SWEEP_INTERVAL_SECONDS", 60, minimum=5)
