@@ -121,3 +121,12 @@ def test_batch_export_lists_every_study(submitter, studies):
     response = logged_in(submitter).get(f"/batches/{studies['high'].batch_id}/export.csv")
     rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode().split("\n", 1)[1])))
     assert sorted(int(r["study"]) for r in rows) == sorted(s.pk for s in studies.values())
+
+
+def test_the_heatmap_is_on_by_default_only_above_the_threshold(radiologist, studies):
+    client = logged_in(radiologist)
+    above = client.get(f"/studies/{studies['high'].pk}/").content.decode()
+    below = client.get(f"/studies/{studies['low'].pk}/").content.decode()
+    assert 'id="heatmap-toggle" checked' in above and 'id="heatmap"' in above
+    assert 'id="heatmap-toggle">' in below and 'id="heatmap"' in below  # there, but off until asked for
+    assert "off until you turn it on" in below and "off until you turn it on" not in above
