@@ -17,6 +17,7 @@ import numpy as np
 
 from ml import perturb
 from ml.calibration import calibrated_probability, fit_temperature, sigmoid
+from ml.heatmap import GRADCAM_LAYERS
 from ml.metrics import (
     at_threshold,
     bootstrap_ci,
@@ -25,7 +26,6 @@ from ml.metrics import (
     screening_report,
     threshold_for_sensitivity,
 )
-from ml.heatmap import GRADCAM_LAYERS
 from ml.preprocess import INPUT_SIZE
 
 TARGET_SENSITIVITY = 0.97

@@ -59,16 +59,18 @@ def jpeg(quality: int) -> Perturbation:
     return apply
 
 
+def _cut_borders(img: np.ndarray, fraction: float, axes: tuple[int, ...]) -> np.ndarray:
+    """Cut ``fraction`` of the side from both borders of each of ``axes`` and squash back to the input size."""
+    kept = [slice(None), slice(None)]
+    for axis in axes:
+        margin = round(fraction * img.shape[axis])
+        kept[axis] = slice(margin, img.shape[axis] - margin)
+    return squash_to_input(Image.fromarray(img[tuple(kept)]), img.shape[0])
+
+
 def crop(fraction: float) -> Perturbation:
     """Cut ``fraction`` of the side from every border and squash back: tighter collimation."""
-
-    def apply(img: np.ndarray) -> np.ndarray:
-        margin = round(fraction * img.shape[0])
-        return squash_to_input(
-            Image.fromarray(img[margin : img.shape[0] - margin, margin : img.shape[1] - margin]), img.shape[0]
-        )
-
-    return apply
+    return lambda img: _cut_borders(img, fraction, (0, 1))
 
 
 def crop_axis(fraction: float, axis: int) -> Perturbation:
@@ -77,13 +79,7 @@ def crop_axis(fraction: float, axis: int) -> Perturbation:
     Another hospital's film shape changes the proportions the squash leaves; a
     model that reads the distortion rather than the lungs moves here.
     """
-
-    def apply(img: np.ndarray) -> np.ndarray:
-        margin = round(fraction * img.shape[axis])
-        kept = img[margin : img.shape[0] - margin, :] if axis == 0 else img[:, margin : img.shape[1] - margin]
-        return squash_to_input(Image.fromarray(kept), img.shape[0])
-
-    return apply
+    return lambda img: _cut_borders(img, fraction, (axis,))
 
 
 # Mild shifts a deployed model must shrug off; the operating threshold is chosen to keep

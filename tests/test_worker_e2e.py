@@ -116,21 +116,29 @@ def test_killing_the_worker_mid_batch_loses_no_study(submitter, redis_broker, se
     assert Result.objects.filter(study__batch=outcome.batch).count() == 40
 
 
-def test_embedded_defaults_run_end_to_end_without_any_server(tmp_path):
-    """SQLite + Celery's SQLAlchemy broker, exactly as `make run` uses them."""
+def embedded_setup(var, **overrides: str):
+    """The environment of `make run` (SQLite and the SQL broker under ``var``), migrated, with demo accounts.
+
+    Returns the environment and a ``manage(*args)`` that runs manage.py in it.
+    """
     env = base_env(
-        DJANGO_SETTINGS_MODULE="webapp.settings",
-        DJANGO_SECRET_KEY="embedded-test-key",
-        SCREENING_VAR_DIR=str(tmp_path / "var"),
+        DJANGO_SETTINGS_MODULE="webapp.settings", DJANGO_SECRET_KEY="embedded-test-key", SCREENING_VAR_DIR=str(var),
+        **overrides,
     )
 
     def manage(*args, timeout=300):
         return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
-    (tmp_path / "var").mkdir()
+    var.mkdir()
     assert manage("migrate", "--noinput").returncode == 0
     accounts = manage("create_demo_accounts", "--i-know-this-is-not-production")
     assert accounts.returncode == 0, accounts.stderr
+    return env, manage
+
+
+def test_embedded_defaults_run_end_to_end_without_any_server(tmp_path):
+    """SQLite + Celery's SQLAlchemy broker, exactly as `make run` uses them."""
+    env, manage = embedded_setup(tmp_path / "var")
     worker = WorkerProcess(env, tmp_path / "worker.log").start()
     try:
         done = manage("submit_folder", str(ROOT / "tests" / "fixtures" / "xray"), "--wait", "--json", "--timeout", "240")
@@ -160,23 +168,12 @@ def test_make_run_ctrl_c_stops_the_worker_without_losing_or_stranding_a_study(tm
     procfile = (ROOT / "Procfile.local").read_text()
     assert "worker: REMAP_SIGTERM=SIGQUIT CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT=1 " in procfile
     var = tmp_path / "var"
-    var.mkdir()
-    env = base_env(
-        DJANGO_SETTINGS_MODULE="webapp.settings",
-        DJANGO_SECRET_KEY="embedded-test-key",
-        SCREENING_VAR_DIR=str(var),
-        SCREENING_SWEEP_INTERVAL_SECONDS="3600",  # no sweep to rescue anything
-    )
-
-    def manage(*args, timeout=300):
-        return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    env, manage = embedded_setup(var, SCREENING_SWEEP_INTERVAL_SECONDS="3600")  # no sweep to rescue anything
 
     def statuses() -> dict[str, int]:
         with sqlite3.connect(var / "db.sqlite3") as db:
             return dict(db.execute("select status, count(*) from screening_study group by status").fetchall())
 
-    assert manage("migrate", "--noinput").returncode == 0
-    assert manage("create_demo_accounts", "--i-know-this-is-not-production").returncode == 0
     folder = tmp_path / "batch"
     folder.mkdir()
     for name, data in distinct_xrays(160):
@@ -198,7 +195,8 @@ def test_make_run_ctrl_c_stops_the_worker_without_losing_or_stranding_a_study(tm
             pass
         stopped_in = time.monotonic() - started
     finally:
-        first.kill_hard() if first.process.poll() is None else None
+        if first.process.poll() is None:
+            first.kill_hard()
     assert stopped_in < 10, f"stopped after {stopped_in:.1f} s\n{first.log()}"
     assert "exited with 'signal 15" not in first.log()
     after_stop = statuses()
