@@ -47,6 +47,13 @@ class TrainConfig:
     max_stretch: float = 0.0  # log-range of the x/y aspect change (v1: none)
     dropout: float = 0.2
     seed: int = 20261123
+    # "screen": both heads, early stopping on pneumonia AUC (the shipped recipe). "viral": a specialist
+    # trained on pneumonia images alone with the viral loss only, stopping on viral AUC; it tests whether
+    # a backbone of its own would lift P(viral | pneumonia), and is not a screener by itself.
+    task: str = "screen"
+
+
+TASKS = ("screen", "viral")
 
 
 def log(message: str, stream=None) -> None:
@@ -70,6 +77,8 @@ def class_weights(y: np.ndarray) -> tuple[float, float]:
     """Weights that give both classes equal total weight (normal is the ~1:2.9 minority)."""
     positives = float(y.sum())
     negatives = float(len(y) - positives)
+    if not positives or not negatives:  # one class only (the viral specialist sees pneumonia alone)
+        return 1.0, 1.0
     return len(y) / (2.0 * negatives), len(y) / (2.0 * positives)
 
 
@@ -107,7 +116,10 @@ def make_train_step(
                 viral_weight * tf.nn.sigmoid_cross_entropy_with_logits(viral_target, out["viral"])
             )
             viral_loss /= tf.maximum(tf.reduce_sum(viral_weight), 1e-6)
-            loss = pneumonia_loss + config.viral_loss_weight * viral_loss
+            if config.task == "viral":
+                loss = viral_loss
+            else:
+                loss = pneumonia_loss + config.viral_loss_weight * viral_loss
         gradients = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(gradients, model.trainable_variables))
         return loss
@@ -127,15 +139,24 @@ def fit(
     checkpoint: Path | None = None,
     log_stream=None,
     augment: bool = True,
+    forward=None,
 ) -> list[dict]:
-    """Train with early stopping on validation AUC; leaves the best epoch's weights in ``model``."""
+    """Train with early stopping on validation AUC; leaves the best epoch's weights in ``model``.
+
+    ``train_images`` is one uint8 array, or a list of equally long arrays holding
+    cached copies of the same inputs (clean and augmented activations, see
+    ``ml.train_partial``): each epoch then draws one copy per image at random.
+    ``forward`` scores ``val_images`` (default: the uint8 serving function).
+    """
     import keras
     import tensorflow as tf
 
     from ml.inference import batched_logits, compiled_forward
     from ml.metrics import roc_auc
 
-    steps_per_epoch = int(np.ceil(len(train_images) / config.batch_size))
+    copies = train_images if isinstance(train_images, list) else None
+    n_train = len(copies[0]) if copies else len(train_images)
+    steps_per_epoch = int(np.ceil(n_train / config.batch_size))
     schedule = keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=config.learning_rate / 10,
         decay_steps=max(1, steps_per_epoch * (config.epochs - 1)),
@@ -152,18 +173,21 @@ def fit(
         config,
         augment,
     )
-    forward = compiled_forward(model)
+    forward = forward or compiled_forward(model)
     rng = np.random.default_rng(config.seed)
     history, best, best_weights, stale = [], None, None, 0
     for epoch in range(1, config.epochs + 1):
         started = time.time()
-        order = rng.permutation(len(train_images))  # a fresh, seeded order per epoch; the split never moves
+        order = rng.permutation(n_train)  # a fresh, seeded order per epoch; the split never moves
+        copy_of = rng.integers(len(copies), size=n_train) if copies else None
         losses = []
         for index, start in enumerate(range(0, len(order), config.batch_size)):
             batch = order[start : start + config.batch_size]
-            losses.append(
-                float(step(tf.constant(train_images[batch]), tf.constant(y[batch]), tf.constant(viral[batch])))
-            )
+            if copies:
+                inputs = np.stack([copies[c][i] for i, c in zip(batch, copy_of[batch])]).astype(np.float32)
+            else:
+                inputs = train_images[batch]
+            losses.append(float(step(tf.constant(inputs), tf.constant(y[batch]), tf.constant(viral[batch]))))
             if log_stream is not None and (index + 1) % 25 == 0:
                 log(f"  epoch {epoch} step {index + 1}/{steps_per_epoch} loss {np.mean(losses[-25:]):.4f}", log_stream)
         logits = batched_logits(forward, val_images)
@@ -181,8 +205,13 @@ def fit(
             else None,
             "seconds": round(time.time() - started, 1),
         }
+        if config.task == "viral":
+            v, zv = val_viral[is_pneumonia], logits["viral"][is_pneumonia]
+            record["val_viral_loss"] = float(np.mean(np.logaddexp(0, zv) - v * zv))
+            key = (record["val_viral_auc"], -record["val_viral_loss"])
+        else:
+            key = (record["val_auc"], -val_loss)
         history.append(record)
-        key = (record["val_auc"], -val_loss)
         improved = best is None or key > best
         if improved:
             best, best_weights, stale = key, [w.copy() for w in model.get_weights()], 0
@@ -202,6 +231,44 @@ def fit(
             break
     model.set_weights(best_weights)
     return history
+
+
+def limited(records, n: int) -> list:
+    """A seeded random subset of ``n`` records in manifest order (smoke runs need both classes)."""
+    rng = np.random.default_rng(0)
+    return [records[i] for i in sorted(rng.choice(len(records), min(n, len(records)), replace=False))]
+
+
+def pneumonia_only(records) -> list:
+    return [r for r in records if r.subtype in ("virus", "bacteria")]
+
+
+def viral_specialist_card(model, version, config, val_images, val_records, training, run_dir, log_stream) -> dict:
+    """What a viral specialist is judged on: P(viral | pneumonia) on the validation pneumonia images.
+
+    Its logits are saved like a screener's (``val_scores.npz``, ``clean__viral``) so that
+    ``ml.compare`` can pair it with a screener; it gets no threshold or temperature of its own.
+    """
+    from ml.calibration import sigmoid
+    from ml.finalize import save_scores, viral_report
+    from ml.inference import batched_logits, compiled_forward
+
+    logits = batched_logits(compiled_forward(model), val_images)
+    save_scores(run_dir / "val_scores.npz", logits, {}, training["manifest_sha256"])
+    best = max(training["history"], key=lambda h: (h["val_viral_auc"], -h["val_viral_loss"]))
+    training["best_epoch"] = best["epoch"]
+    report = viral_report(sigmoid(logits["viral"]), val_records)
+    log(f"viral specialist: {report}", log_stream)
+    return {
+        "version": version,
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "architecture": f"{config.arch} (viral specialist)",
+        "parameters": int(model.count_params()),
+        "outputs": {"viral": "logit of P(viral | pneumonia); the pneumonia output is untrained"},
+        "validation": {"viral": report},
+        "speed": measure_speed(model, val_images.shape[1]),
+        "training": training,
+    }
 
 
 def hardware() -> str:
@@ -250,6 +317,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--limit", type=int, default=0, help="use only the first N train/val images (smoke runs)")
     args = parser.parse_args(argv)
     config = TrainConfig(**{field: getattr(args, field) for field in asdict(defaults)})
+    if config.task not in TASKS:
+        parser.error(f"--task must be one of {', '.join(TASKS)}")
 
     import keras
 
@@ -269,12 +338,9 @@ def main(argv: list[str] | None = None) -> None:
     rows = read_manifest(args.manifest)
     train_records, val_records = records_for(rows, "train"), records_for(rows, "val")
     if args.limit:
-        rng = np.random.default_rng(0)
-        train_records = [train_records[i] for i in sorted(rng.choice(len(train_records), args.limit, replace=False))]
-        val_records = [
-            val_records[i]
-            for i in sorted(rng.choice(len(val_records), min(args.limit, len(val_records)), replace=False))
-        ]
+        train_records, val_records = limited(train_records, args.limit), limited(val_records, args.limit)
+    if config.task == "viral":
+        train_records, val_records = pneumonia_only(train_records), pneumonia_only(val_records)
     train_images = load_inputs(args.data, train_records)
     val_images = load_inputs(args.data, val_records)
     y, viral = targets(train_records)
@@ -299,30 +365,34 @@ def main(argv: list[str] | None = None) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     model.save(out / "model.keras")
-    card = finalize.build_card(
-        model=model,
-        version=version,
-        arch=config.arch,
-        val_images=val_images,
-        val_records=val_records,
-        model_file=out / "model.keras",
-        scores_file=run_dir / "val_scores.npz",
-        training={
-            "manifest": os.path.relpath(args.manifest, REPO) if Path(args.manifest).is_absolute() else args.manifest,
-            "manifest_sha256": file_sha256(args.manifest),
-            "n_train": len(train_records),
-            "n_val": len(val_records),
-            "config": asdict(config),
-            "history": history,
-            "epochs_run": len(history),
-            "best_epoch": max(history, key=lambda h: (h["val_auc"], -h["val_loss"]))["epoch"],
-            "fit_seconds": round(fit_seconds),
-            "total_seconds": None,
-            "hardware": hardware(),
-            "command": "python -m ml.train " + " ".join(sys.argv[1:] if argv is None else argv),
-        },
-        log_stream=log_stream,
-    )
+    training = {
+        "manifest": os.path.relpath(args.manifest, REPO) if Path(args.manifest).is_absolute() else args.manifest,
+        "manifest_sha256": file_sha256(args.manifest),
+        "n_train": len(train_records),
+        "n_val": len(val_records),
+        "config": asdict(config),
+        "history": history,
+        "epochs_run": len(history),
+        "fit_seconds": round(fit_seconds),
+        "total_seconds": None,
+        "hardware": hardware(),
+        "command": "python -m ml.train " + " ".join(sys.argv[1:] if argv is None else argv),
+    }
+    if config.task == "viral":
+        card = viral_specialist_card(model, version, config, val_images, val_records, training, run_dir, log_stream)
+    else:
+        training["best_epoch"] = max(history, key=lambda h: (h["val_auc"], -h["val_loss"]))["epoch"]
+        card = finalize.build_card(
+            model=model,
+            version=version,
+            arch=config.arch,
+            val_images=val_images,
+            val_records=val_records,
+            model_file=out / "model.keras",
+            scores_file=run_dir / "val_scores.npz",
+            training=training,
+            log_stream=log_stream,
+        )
     card["training"]["total_seconds"] = round(time.time() - started)
     (out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
     log(f"wrote {out}/model.keras and card.json in {card['training']['total_seconds']}s total", log_stream)

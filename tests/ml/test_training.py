@@ -95,3 +95,47 @@ def test_fit_keeps_the_best_epoch(tiny_model, fixture_records, small_images, tmp
 
     restored = batched_logits(compiled_forward(tiny_model), small_images)["pneumonia"]
     assert roc_auc(y, restored) == pytest.approx(best["val_auc"])
+
+
+def test_class_weights_of_a_single_class_are_neutral():
+    assert class_weights(np.ones(5)) == (1.0, 1.0)
+
+
+def test_viral_specialist_trains_only_the_viral_head(tiny_model, fixture_records, small_images):
+    import keras
+
+    from ml.train import pneumonia_only
+
+    chosen = [i for i, r in enumerate(fixture_records) if r in pneumonia_only(fixture_records)]
+    y, viral = targets([fixture_records[i] for i in chosen])
+    assert y.min() == 1.0 and set(viral) == {0.0, 1.0}
+    before = [w.copy() for w in tiny_model.get_layer("pneumonia_logit").get_weights()]
+    viral_before = [w.copy() for w in tiny_model.get_layer("viral_logit").get_weights()]
+    step = make_train_step(
+        tiny_model,
+        keras.optimizers.Adam(3e-3),
+        class_weights(y),
+        class_weights(viral),
+        TrainConfig(task="viral"),
+        augment=False,
+    )
+    for _ in range(3):
+        step(small_images[chosen], y, viral)
+    for old, new in zip(before, tiny_model.get_layer("pneumonia_logit").get_weights()):
+        np.testing.assert_array_equal(old, new)
+    assert any(not np.array_equal(o, n) for o, n in zip(viral_before, tiny_model.get_layer("viral_logit").get_weights()))
+
+
+def test_viral_specialist_keeps_the_epoch_with_the_best_viral_auc(tiny_model, fixture_records, small_images):
+    from ml.inference import batched_logits, compiled_forward
+    from ml.metrics import roc_auc
+    from ml.train import pneumonia_only
+
+    chosen = [i for i, r in enumerate(fixture_records) if r in pneumonia_only(fixture_records)]
+    images = small_images[chosen]
+    y, viral = targets([fixture_records[i] for i in chosen])
+    config = TrainConfig(arch="small_cnn", epochs=3, patience=3, batch_size=4, learning_rate=3e-3, task="viral")
+    history = fit(tiny_model, images, y, viral, images, y, viral, config, augment=False)
+    best = max(history, key=lambda h: (h["val_viral_auc"], -h["val_viral_loss"]))
+    restored = batched_logits(compiled_forward(tiny_model), images)["viral"]
+    assert roc_auc(viral, restored) == pytest.approx(best["val_viral_auc"])
