@@ -1,6 +1,6 @@
 """Score a model folder on any NORMAL/PNEUMONIA image folder and write a report.
 
-    python -m ml.evaluate --model ml/models/v3 --data DIR --out OUTDIR
+    python -m ml.evaluate --model ml/models/v4 --data DIR --out OUTDIR
         [--twins DIR]                 # same files at another resolution: score agreement
         [--manifest CSV --role val]   # keep only the files of one manifest role
 

@@ -210,7 +210,7 @@ def build_card(
 def main(argv: list[str] | None = None) -> None:
     """Re-derive temperature, threshold, metrics and speed for an existing model folder, keeping its training record.
 
-    python -m ml.finalize --model ml/models/v3 --data ../shared/data/chest_xray
+    python -m ml.finalize --model ml/models/v4 --data ../shared/data/chest_xray
     """
     import argparse
     import json
