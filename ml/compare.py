@@ -12,8 +12,8 @@ under each perturbation) and CPU milliseconds per image at batch 1 and 32.
 Validation logits come from ``ml/runs/<name>/val_scores.npz`` when training
 saved them for this manifest, otherwise they are computed here.
 
-An ensemble averages its members' temperature-scaled logits; its own
-temperature and robust threshold are then fitted on validation with the same
+An ensemble averages its members' calibrated logits; its own
+calibration and robust threshold are then fitted on validation with the same
 rule as a single model (so it gets no extra advantage), and its cost is the
 sum of its members'.
 """
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ml import perturb
-from ml.calibration import calibrated_probability, fit_temperature, sigmoid
+from ml.calibration import calibrated_probability, fit_platt, sigmoid
 from ml.data import load_inputs
 from ml.finalize import choose_threshold, perturbed_logits, stress_table, viral_report
 from ml.metrics import screening_report
@@ -59,12 +59,14 @@ def candidate_scores(model_dir: Path, val_images: np.ndarray, manifest_sha: str)
 
 
 def summarise(
-    name: str, scores: dict, temperature: float, threshold: float, y: np.ndarray, records, cost: dict
+    name: str, scores: dict, temperature: float, threshold: float, y: np.ndarray, records, cost: dict, bias: float = 0.0
 ) -> dict:
     patients = [r.patient for r in records]
-    probability = calibrated_probability(scores["clean"]["pneumonia"], temperature)
+    probability = calibrated_probability(scores["clean"]["pneumonia"], temperature, bias)
     report = screening_report(y, probability, threshold, patients)
-    perturbed = {k: calibrated_probability(v["pneumonia"], temperature) for k, v in scores.items() if k != "clean"}
+    perturbed = {
+        k: calibrated_probability(v["pneumonia"], temperature, bias) for k, v in scores.items() if k != "clean"
+    }
     stress = stress_table(perturbed, y, threshold)
     worst_auc = min(stress, key=lambda k: stress[k]["auc"])  # over the conditions scored (full or mild set)
     mild = {k: v for k, v in stress.items() if k in perturb.MILD}
@@ -75,6 +77,7 @@ def summarise(
         "auc_ci": report["auc_ci"],
         "threshold": threshold,
         "temperature": temperature,
+        "bias": bias,
         "sensitivity": report["sensitivity"],
         "sensitivity_ci": report["sensitivity_ci"],
         "specificity": report["specificity"],
@@ -87,21 +90,29 @@ def summarise(
         "stress_min_sensitivity_mild": min(v["sensitivity"] for v in mild.values()),
         "stress_min_specificity_mild": min(v["specificity"] for v in mild.values()),
         "stress_min_sensitivity_all": min(v["sensitivity"] for v in stress.values()),
+        "stress_min_sensitivity_all_condition": min(stress, key=lambda k: stress[k]["sensitivity"]),
+        "stress_min_specificity_all": min(v["specificity"] for v in stress.values()),
+        "stress_min_specificity_all_condition": min(stress, key=lambda k: stress[k]["specificity"]),
         "stress_conditions": len(stress),
         "stress": stress,
         **cost,
     }
 
 
-def ensemble(members: list[dict], y: np.ndarray) -> tuple[dict, float, float]:
-    """Average of members' calibrated logits; temperature and robust threshold refitted on validation."""
+def ensemble(members: list[dict], y: np.ndarray) -> tuple[dict, float, float, float]:
+    """Average of members' calibrated logits; Platt calibration and robust threshold refitted on validation.
+
+    Returns (scores, temperature, bias, threshold).
+    """
     conditions = [c for c in members[0]["scores"] if all(c in m["scores"] for m in members)]
     combined = {}
     for condition in conditions:
         combined[condition] = {
             output: np.mean(
                 [
-                    m["scores"][condition][output] / (m["temperature"] if output == "pneumonia" else 1.0)
+                    m["scores"][condition][output] / m["temperature"] + m.get("bias", 0.0)
+                    if output == "pneumonia"
+                    else m["scores"][condition][output]
                     for m in members
                 ],
                 axis=0,
@@ -109,13 +120,13 @@ def ensemble(members: list[dict], y: np.ndarray) -> tuple[dict, float, float]:
             for output in ("pneumonia", "viral")
             if all(output in m["scores"][condition] for m in members)
         }
-    temperature = fit_temperature(combined["clean"]["pneumonia"], y)
-    probability = calibrated_probability(combined["clean"]["pneumonia"], temperature)
+    temperature, bias = fit_platt(combined["clean"]["pneumonia"], y)
+    probability = calibrated_probability(combined["clean"]["pneumonia"], temperature, bias)
     perturbed = {
-        k: calibrated_probability(v["pneumonia"], temperature) for k, v in combined.items() if k in perturb.MILD
+        k: calibrated_probability(v["pneumonia"], temperature, bias) for k, v in combined.items() if k in perturb.MILD
     }
     threshold, _ = choose_threshold(y, probability, perturbed)
-    return combined, temperature, threshold
+    return combined, temperature, bias, threshold
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -125,16 +136,19 @@ def markdown_table(rows: list[dict]) -> str:
     lines = [
         (
             "| candidate | val AUC [95 % CI] | sens. @ thr [CI] | spec. @ thr [CI] | ECE | viral AUC "
-            "| worst stress AUC | min sens. / spec. under mild stress | params | file MB | ms/img b1 | ms/img b32 |"
+            "| worst stress AUC | worst sens. / spec. over all stress conditions | min sens. / spec. under mild stress "
+            "| params | file MB | ms/img b1 | ms/img b32 |"
         ),
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         viral = "n/a" if r["viral_auc"] is None else f"{r['viral_auc']:.3f}"
         lines.append(
             f"| {r['name']} | {r['auc']:.4f} {ci(r['auc_ci'])} | {r['sensitivity']:.3f} {ci(r['sensitivity_ci'])} "
             f"| {r['specificity']:.3f} {ci(r['specificity_ci'])} | {r['ece']:.3f} | {viral} "
-            f"| {r['stress_worst_auc']:.3f} ({r['stress_worst_auc_condition']}) "
+            f"| {r['stress_worst_auc']:.4f} ({r['stress_worst_auc_condition']}) "
+            f"| {r['stress_min_sensitivity_all']:.3f} ({r['stress_min_sensitivity_all_condition']}) / "
+            f"{r['stress_min_specificity_all']:.3f} ({r['stress_min_specificity_all_condition']}) "
             f"| {r['stress_min_sensitivity_mild']:.3f} / {r['stress_min_specificity_mild']:.3f} "
             f"| {r['parameters']:,} | {r['file_mb']:.1f} | {r['ms_b1']:.1f} | {r['ms_b32']:.1f} |"
         )
@@ -172,8 +186,11 @@ def main(argv: list[str] | None = None) -> None:
             "ms_b1": speed["ms_per_image_batch1"],
             "ms_b32": speed["ms_per_image_batch32"],
         }
-        members[folder.name] = {"scores": scores, "temperature": card["temperature"], "cost": cost}
-        rows.append(summarise(folder.name, scores, card["temperature"], card["threshold"], y, val_records, cost))
+        bias = card.get("bias", 0.0)
+        members[folder.name] = {"scores": scores, "temperature": card["temperature"], "bias": bias, "cost": cost}
+        rows.append(
+            summarise(folder.name, scores, card["temperature"], card["threshold"], y, val_records, cost, bias)
+        )
         print(
             f"{folder.name}: AUC {rows[-1]['auc']:.4f} spec {rows[-1]['specificity']:.3f} "
             f"b32 {cost['ms_b32']} ms ({time.time() - started:.0f}s)",
@@ -181,14 +198,14 @@ def main(argv: list[str] | None = None) -> None:
         )
     for spec in args.ensemble:
         chosen = [members[name] for name in spec.split("+")]
-        scores, temperature, threshold = ensemble(chosen, y)
+        scores, temperature, bias, threshold = ensemble(chosen, y)
         cost = {
             "parameters": sum(m["cost"]["parameters"] for m in chosen),
             "file_mb": sum(m["cost"]["file_mb"] for m in chosen),
             "ms_b1": sum(m["cost"]["ms_b1"] for m in chosen),
             "ms_b32": sum(m["cost"]["ms_b32"] for m in chosen),
         }
-        rows.append(summarise(f"ensemble {spec}", scores, temperature, threshold, y, val_records, cost))
+        rows.append(summarise(f"ensemble {spec}", scores, temperature, threshold, y, val_records, cost, bias))
 
     result = {
         "manifest": args.manifest,

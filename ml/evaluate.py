@@ -5,10 +5,10 @@
         [--manifest CSV --role val]   # keep only the files of one manifest role
 
 Images of any size go through exactly the serving path (grey, squash to
-224×224, the model, temperature, card threshold). Writes ``metrics.json``,
+224×224, the model, card calibration and threshold). Writes ``metrics.json``,
 ``scores.csv``, ``roc.png``, ``pr.png``, ``calibration.png``,
 ``confusion.png`` and ``report.md`` into OUTDIR. Nothing is refitted on the
-evaluated data: threshold and temperature come from the model card.
+evaluated data: threshold, temperature and bias come from the model card.
 """
 
 from __future__ import annotations
@@ -74,6 +74,7 @@ def evaluate(
     metrics = {"model_version": screener.version, "model_dir": str(model_dir), "data": str(data_dir)}
     metrics.update(screening_report(y, probability, screener.threshold, patients, n_resamples))
     metrics["temperature"] = screener.temperature
+    metrics["bias"] = screener.bias
     metrics["reliability"] = reliability_table(y, probability)
 
     # P(viral | pneumonia) on the pneumonia images whose names say bacteria or virus.
@@ -156,8 +157,9 @@ def markdown_report(m: dict) -> str:
         "",
         (
             f"Data: `{m['data']}` — {m['n']} images ({m['n_pneumonia']} pneumonia, {m['n_normal']} normal, "
-            f"{m['n_patients']} patients). Threshold {m['threshold']:.4f} and temperature {m['temperature']:.3f} "
-            "come from the model card (nothing refitted on this data); 95 % CIs resample patients."
+            f"{m['n_patients']} patients). Threshold {m['threshold']:.4f}, temperature {m['temperature']:.3f} "
+            f"and bias {m.get('bias', 0.0):.3f} come from the model card (nothing refitted on this data); "
+            "95 % CIs resample patients."
         ),
         "",
         "| metric | value | 95 % CI |",

@@ -1,4 +1,4 @@
-"""From trained weights to a shippable card: temperature, robust threshold, metrics, speed.
+"""From trained weights to a shippable card: calibration, robust threshold, metrics, speed.
 
 Everything here is fitted or measured on the validation rows of the manifest
 only. The operating threshold is *robust*: it is the lowest of the
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ml import perturb
-from ml.calibration import calibrated_probability, fit_temperature, sigmoid
+from ml.calibration import calibrated_probability, fit_platt, fit_temperature, sigmoid
 from ml.heatmap import GRADCAM_LAYERS
 from ml.metrics import (
     at_threshold,
@@ -50,6 +50,10 @@ LIMITATIONS = [
     ),
     "P(viral | pneumonia) comes from noisy labels and is only meaningful when the image shows pneumonia.",
     "The threshold targets sensitivity >= 0.97 on validation; sensitivity on new data can be lower.",
+    (
+        "P(pneumonia) is calibrated on validation images that are 74 % pneumonia; where pneumonia is rarer the "
+        "shown probability is too high. The ranking and the operating point do not depend on it."
+    ),
 ]
 
 
@@ -67,8 +71,8 @@ def save_scores(path: Path, logits: dict, perturbed: dict, manifest_sha256: str)
     np.savez(path, manifest_sha256=np.array(manifest_sha256), **arrays)
 
 
-def robust_temperature(clean: np.ndarray, perturbed: list[np.ndarray], y: np.ndarray) -> float:
-    """Temperature fitted on the validation images *and* their perturbed copies, pooled.
+def robust_calibration(clean: np.ndarray, perturbed: list[np.ndarray], y: np.ndarray) -> tuple[float, float]:
+    """Platt scaling (temperature and bias) fitted on the validation images *and* their perturbed copies, pooled.
 
     Clean validation from ``train/`` is nearly separable for a good model, and on
     separable data the likelihood keeps improving as the temperature goes to
@@ -76,6 +80,11 @@ def robust_temperature(clean: np.ndarray, perturbed: list[np.ndarray], y: np.nda
     which would be wildly overconfident on the shifted data the service will
     see. Pooling the stress-test copies puts real overlap into the fit.
     """
+    return fit_platt(np.concatenate([clean, *perturbed]), np.tile(y, 1 + len(perturbed)))
+
+
+def robust_temperature(clean: np.ndarray, perturbed: list[np.ndarray], y: np.ndarray) -> float:
+    """The same pooled fit with the temperature alone (the calibration of cards before v4, kept for comparison)."""
     return fit_temperature(np.concatenate([clean, *perturbed]), np.tile(y, 1 + len(perturbed)))
 
 
@@ -146,11 +155,17 @@ def build_card(
     perturbed_raw = perturbed_logits(logits_fn, val_images, perturb.STRESS if stress is None else stress)
     if scores_file is not None:
         save_scores(scores_file, logits, perturbed_raw, training.get("manifest_sha256", ""))
-    temperature = robust_temperature(logits["pneumonia"], [out["pneumonia"] for out in perturbed_raw.values()], y)
+    pooled = [out["pneumonia"] for out in perturbed_raw.values()]
+    temperature, bias = robust_calibration(logits["pneumonia"], pooled, y)
+    temperature_only = robust_temperature(logits["pneumonia"], pooled, y)
     temperature_clean_only = fit_temperature(logits["pneumonia"], y)
-    probability = calibrated_probability(logits["pneumonia"], temperature)
-    log(f"temperature {temperature:.3f} (clean validation alone would give {temperature_clean_only:.3f})", log_stream)
-    perturbed = {name: calibrated_probability(out["pneumonia"], temperature) for name, out in perturbed_raw.items()}
+    probability = calibrated_probability(logits["pneumonia"], temperature, bias)
+    log(
+        f"calibration: temperature {temperature:.3f}, bias {bias:.3f} (temperature alone {temperature_only:.3f}; "
+        f"clean validation alone {temperature_clean_only:.3f})",
+        log_stream,
+    )
+    perturbed = {name: calibrated_probability(out["pneumonia"], temperature, bias) for name, out in perturbed_raw.items()}
     threshold, candidates = choose_threshold(y, probability, perturbed)
     clean_threshold = candidates["clean"]
     stress = stress_table(perturbed, y, threshold)
@@ -164,6 +179,9 @@ def build_card(
     metrics["threshold_clean_97"] = clean_threshold
     metrics["at_clean_97"] = at_threshold(y, probability, clean_threshold)
     metrics["ece_before_temperature"] = expected_calibration_error(y, sigmoid(logits["pneumonia"]))
+    metrics["ece_temperature_only"] = expected_calibration_error(
+        y, calibrated_probability(logits["pneumonia"], temperature_only)
+    )
     metrics["viral"] = viral_report(sigmoid(logits["viral"]), val_records) if "viral" in logits else None
     log(
         f"validation: auc {metrics['auc']:.4f} {metrics['auc_ci']} sens {metrics['sensitivity']:.3f} "
@@ -183,7 +201,7 @@ def build_card(
         "ml.preprocess.squash_to_input (Pillow bilinear)",
         "preprocessing": "inside the model: x/127.5 - 1, grey repeated to 3 channels",
         "outputs": {
-            "pneumonia": "logit; P = sigmoid(logit / temperature)",
+            "pneumonia": "logit; P = sigmoid(logit / temperature + bias)",
             "viral": "logit of P(viral | pneumonia); sigmoid, no temperature",
         },
         "feature_layer": FEATURE_LAYERS.get(arch),
@@ -194,7 +212,10 @@ def build_card(
         f"sensitivity >= {TARGET_SENSITIVITY}",
         "threshold_candidates": candidates,
         "temperature": temperature,
-        "temperature_rule": "NLL fit on clean + all stress-perturbed validation copies, pooled",
+        "bias": bias,
+        "temperature_rule": "Platt scaling: NLL fit of temperature and bias on clean + all stress-perturbed "
+        "validation copies, pooled",
+        "temperature_only": temperature_only,
         "temperature_clean_only": temperature_clean_only,
         "validation": metrics,
         "stress_test": stress,

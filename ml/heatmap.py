@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from ml.calibration import calibrated_probability, sigmoid
+from ml.calibration import sigmoid
 from ml.inference import Prediction, Screener
 
 OVERLAY_LONG_SIDE = 256  # the map comes from a 7x7 grid: more pixels add nothing but encoding time
@@ -124,7 +124,7 @@ class ExplainingScreener:
         explained: list[Explained] = []
         for start in range(0, len(images), chunk):
             logits, viral, cams = (np.asarray(t) for t in self._forward(images[start : start + chunk]))
-            probability = calibrated_probability(logits.astype(np.float64).reshape(-1), self.screener.temperature)
+            probability = self.screener.calibrate(logits.astype(np.float64).reshape(-1))
             viral_probability = sigmoid(viral.astype(np.float64).reshape(-1)) if self._has_viral else None
             for i, p in enumerate(probability):
                 prediction = Prediction(

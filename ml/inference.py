@@ -2,8 +2,8 @@
 
 The worker imports only this module. A model folder holds ``model.keras``
 (uint8 pixels in, logits out; scaling and grey-to-RGB are inside) and
-``card.json`` (version, operating threshold, temperature, metrics). The
-temperature and threshold travel with the weights, so a model can never be
+``card.json`` (version, operating threshold, temperature and bias, metrics).
+The calibration and threshold travel with the weights, so a model can never be
 served with another model's operating point.
 
     screener = Screener.load(current_model_dir())
@@ -76,6 +76,7 @@ class Screener:
         self.version = str(card["version"])
         self.threshold = float(card["threshold"])
         self.temperature = float(card["temperature"])
+        self.bias = float(card.get("bias", 0.0))  # Platt offset; cards before v4 have none
         self.input_size = int(card["input_size"])
         self.has_viral_output = "viral" in model.output_names if hasattr(model, "output_names") else False
         self._forward = compiled_forward(model)
@@ -107,10 +108,14 @@ class Screener:
         self._check(images)
         return batched_logits(self._forward, images)
 
+    def calibrate(self, pneumonia_logits: np.ndarray) -> np.ndarray:
+        """P(pneumonia) from raw logits with the card's calibration: the one place that applies it."""
+        return calibrated_probability(pneumonia_logits, self.temperature, self.bias)
+
     def probabilities(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Calibrated P(pneumonia) and P(viral | pneumonia) (None without a viral output)."""
         logits = self.logits(images)
-        probability = calibrated_probability(logits["pneumonia"], self.temperature)
+        probability = self.calibrate(logits["pneumonia"])
         viral = sigmoid(logits["viral"]) if "viral" in logits else None
         return probability, viral
 

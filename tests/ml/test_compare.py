@@ -21,7 +21,7 @@ def fake_candidate(seed: int, y: np.ndarray) -> dict:
 def test_ensemble_of_two_noisy_candidates_ranks_better_than_either():
     y = np.tile([0, 1], 200)
     a, b = fake_candidate(1, y), fake_candidate(2, y)
-    combined, temperature, threshold = ensemble([a, b], y)
+    combined, temperature, bias, threshold = ensemble([a, b], y)
     from ml.metrics import roc_auc
 
     assert roc_auc(y, combined["clean"]["pneumonia"]) > max(
@@ -45,5 +45,11 @@ def test_summary_row_renders_in_the_table():
     cost = {"parameters": 10, "file_mb": 0.1, "ms_b1": 1.0, "ms_b32": 0.5}
     row = summarise("fake", candidate["scores"], 2.0, 0.5, y, records, cost)
     assert row["stress_conditions"] == len(perturb.MILD)
+    worst = min(row["stress"], key=lambda k: row["stress"][k]["specificity"])
+    assert row["stress_min_specificity_all_condition"] == worst
+    assert row["stress_min_specificity_all"] == row["stress"][worst]["specificity"]
     table = markdown_table([row])
     assert table.count("\n") == 3 and "| fake |" in table
+    header, rule, line = table.splitlines()
+    assert header.count("|") == rule.count("|") == line.count("|")
+    assert f"/ {row['stress_min_specificity_all']:.3f} ({worst})" in line

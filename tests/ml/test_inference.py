@@ -33,6 +33,23 @@ def test_predict_applies_the_card_temperature(screener, fixture_images):
     assert not np.allclose(probabilities, sigmoid(logits))  # the temperature really changes the scores
 
 
+def test_predict_and_explain_apply_the_card_bias(tiny_model_dir, tmp_path, fixture_images):
+    import json
+
+    from ml.heatmap import ExplainingScreener
+
+    folder = tmp_path / "tiny-platt"
+    shutil.copytree(tiny_model_dir, folder)
+    card = json.loads((folder / "card.json").read_text()) | {"bias": 1.25, "feature_layer": "last_conv"}
+    (folder / "card.json").write_text(json.dumps(card))
+    platt = Screener.load(folder)
+    logits = platt.logits(fixture_images)["pneumonia"]
+    expected = sigmoid(logits / 2.0 + 1.25)
+    np.testing.assert_allclose([p.probability for p in platt.predict(fixture_images)], expected, rtol=1e-6)
+    explained = ExplainingScreener(platt).explain(fixture_images)
+    np.testing.assert_allclose([e.prediction.probability for e in explained], expected, rtol=1e-4, atol=1e-6)
+
+
 def test_batch_and_single_image_agree(screener, fixture_images):
     together = [p.probability for p in screener.predict(fixture_images)]
     alone = [screener.predict(fixture_images[i : i + 1])[0].probability for i in range(len(fixture_images))]

@@ -101,3 +101,21 @@ def test_temperature_scaling_recovers_a_known_temperature():
     temperature = fit_temperature(logits, y)
     assert temperature == pytest.approx(2.5, rel=0.08)
     assert binary_nll(logits, y, temperature) < binary_nll(logits, y, 1.0)
+
+
+def test_platt_scaling_recovers_a_known_temperature_and_bias():
+    from ml.calibration import fit_platt
+
+    rng = np.random.default_rng(3)
+    logits = rng.normal(0, 3, 40000)
+    y = rng.random(logits.size) < calibrated_probability(logits, 2.0, 1.5)
+    temperature, bias = fit_platt(logits, y)
+    assert temperature == pytest.approx(2.0, rel=0.05)
+    assert bias == pytest.approx(1.5, abs=0.06)
+    # a temperature alone cannot move the 50 % point, so it fits this data worse
+    assert binary_nll(logits, y, temperature, bias) < binary_nll(logits, y, fit_temperature(logits, y)) - 0.01
+
+
+def test_a_card_without_a_bias_means_zero():
+    logits = np.array([-2.0, 0.0, 3.0])
+    np.testing.assert_allclose(calibrated_probability(logits, 1.5), calibrated_probability(logits, 1.5, 0.0))
