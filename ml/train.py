@@ -56,6 +56,33 @@ class TrainConfig:
 TASKS = ("screen", "viral")
 
 
+def start_run(out: str | Path, tool: str, argv: list[str] | None):
+    """(run folder, open log, command line) for a training tool writing model folder ``out``.
+
+    Checkpoints, logs and cached scores go to ``ml/runs/<folder name>/`` (git-ignored); the
+    command line is logged first so every run log says how to reproduce it.
+    """
+    run_dir = RUNS / Path(out).name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log_stream = (run_dir / "train.log").open("a")
+    command = " ".join(sys.argv[1:] if argv is None else argv)
+    log(f"{tool} {command}", log_stream)
+    return run_dir, log_stream, command
+
+
+def training_record(manifest, tool: str, command: str, train_records, val_records, **fields) -> dict:
+    """The card's ``training`` entry: what every training tool records, plus its own ``fields``."""
+    return {
+        "manifest": os.path.relpath(Path(manifest).resolve(), REPO),
+        "manifest_sha256": file_sha256(manifest),
+        "n_train": len(train_records),
+        "n_val": len(val_records),
+        **fields,
+        "hardware": hardware(),
+        "command": f"python -m {tool} {command}",
+    }
+
+
 def log(message: str, stream=None) -> None:
     line = f"{time.strftime('%H:%M:%S')} {message}"
     print(line, flush=True)
@@ -328,10 +355,7 @@ def main(argv: list[str] | None = None) -> None:
     started = time.time()
     out = Path(args.out)
     version = out.name
-    run_dir = RUNS / version
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log_stream = (run_dir / "train.log").open("a")
-    log(f"ml.train {' '.join(sys.argv[1:] if argv is None else argv)}", log_stream)
+    run_dir, log_stream, command = start_run(out, "ml.train", argv)
     log(f"config {json.dumps(asdict(config))}", log_stream)
     keras.utils.set_random_seed(config.seed)
 
@@ -365,19 +389,18 @@ def main(argv: list[str] | None = None) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     model.save(out / "model.keras")
-    training = {
-        "manifest": os.path.relpath(args.manifest, REPO) if Path(args.manifest).is_absolute() else args.manifest,
-        "manifest_sha256": file_sha256(args.manifest),
-        "n_train": len(train_records),
-        "n_val": len(val_records),
-        "config": asdict(config),
-        "history": history,
-        "epochs_run": len(history),
-        "fit_seconds": round(fit_seconds),
-        "total_seconds": None,
-        "hardware": hardware(),
-        "command": "python -m ml.train " + " ".join(sys.argv[1:] if argv is None else argv),
-    }
+    training = training_record(
+        args.manifest,
+        "ml.train",
+        command,
+        train_records,
+        val_records,
+        config=asdict(config),
+        history=history,
+        epochs_run=len(history),
+        fit_seconds=round(fit_seconds),
+        total_seconds=None,
+    )
     if config.task == "viral":
         card = viral_specialist_card(model, version, config, val_images, val_records, training, run_dir, log_stream)
     else:

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +27,7 @@ import numpy as np
 from ml import perturb
 from ml.data import load_inputs
 from ml.split import file_sha256, read_manifest, records_for
-from ml.train import DEFAULT_MANIFEST, REPO, RUNS, hardware, log, targets
+from ml.train import DEFAULT_MANIFEST, REPO, log, start_run, targets, training_record
 
 CACHE = REPO / "ml" / "cache"
 C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3)
@@ -107,10 +105,7 @@ def main(argv: list[str] | None = None) -> None:
 
     started = time.time()
     out = Path(args.out)
-    run_dir = RUNS / out.name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log_stream = (run_dir / "train.log").open("a")
-    log(f"ml.train_frozen {' '.join(sys.argv[1:] if argv is None else argv)}", log_stream)
+    run_dir, log_stream, command = start_run(out, "ml.train_frozen", argv)
     keras.utils.set_random_seed(args.seed)
     rows = read_manifest(args.manifest)
     train_rows = [r for r in rows if r["role"] == "train"]
@@ -166,18 +161,17 @@ def main(argv: list[str] | None = None) -> None:
         scores_file=run_dir / "val_scores.npz",
         stress=perturb.STRESS if args.stress == "full" else perturb.MILD,
         log_stream=log_stream,
-        training={
-            "manifest": os.path.relpath(Path(args.manifest).resolve(), REPO),
-            "manifest_sha256": file_sha256(args.manifest),
-            "n_train": len(train_records),
-            "n_val": len(val_records),
-            "augmented_copies": args.augmented_copies,
-            "pneumonia_head": {"C": pneumonia.c, "cv_auc": pneumonia.cv_auc},
-            "viral_head": {"C": viral_head.c, "cv_auc": viral_head.cv_auc},
-            "fit_seconds": round(time.time() - started),
-            "hardware": hardware(),
-            "command": "python -m ml.train_frozen " + " ".join(sys.argv[1:] if argv is None else argv),
-        },
+        training=training_record(
+            args.manifest,
+            "ml.train_frozen",
+            command,
+            train_records,
+            val_records,
+            augmented_copies=args.augmented_copies,
+            pneumonia_head={"C": pneumonia.c, "cv_auc": pneumonia.cv_auc},
+            viral_head={"C": viral_head.c, "cv_auc": viral_head.cv_auc},
+            fit_seconds=round(time.time() - started),
+        ),
     )
     card["training"]["total_seconds"] = round(time.time() - started)
     card["feature_layer"] = "block14_sepconv2_act"

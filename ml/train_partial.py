@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -35,7 +33,7 @@ import numpy as np
 from ml import perturb
 from ml.data import load_inputs
 from ml.split import file_sha256, read_manifest, records_for
-from ml.train import DEFAULT_MANIFEST, REPO, RUNS, TrainConfig, fit, hardware, limited, log, targets
+from ml.train import DEFAULT_MANIFEST, REPO, TrainConfig, fit, limited, log, start_run, targets, training_record
 
 CACHE = REPO / "ml" / "cache"
 CUT_LAYER = "block13_sepconv1_act"  # first layer of the exit flow; its input is the last middle-flow block's output
@@ -106,11 +104,7 @@ def main(argv: list[str] | None = None) -> None:
 
     started = time.time()
     out = Path(args.out)
-    run_dir = RUNS / out.name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log_stream = (run_dir / "train.log").open("a")
-    command = " ".join(sys.argv[1:] if argv is None else argv)
-    log(f"ml.train_partial {command}", log_stream)
+    run_dir, log_stream, command = start_run(out, "ml.train_partial", argv)
     config = TrainConfig(
         arch="xception",
         epochs=args.epochs,
@@ -182,22 +176,21 @@ def main(argv: list[str] | None = None) -> None:
         scores_file=run_dir / "val_scores.npz",
         stress=perturb.STRESS if args.stress == "full" else perturb.MILD,
         log_stream=log_stream,
-        training={
-            "manifest": os.path.relpath(Path(args.manifest).resolve(), REPO),
-            "manifest_sha256": file_sha256(args.manifest),
-            "n_train": len(train_records),
-            "n_val": len(val_records),
-            "config": asdict(config),
-            "augmented_copies": args.augmented_copies,
-            "trainable_parameters": int(sum(np.prod(w.shape) for w in top.trainable_weights)),
-            "history": history,
-            "epochs_run": len(history),
-            "best_epoch": max(history, key=lambda h: (h["val_auc"], -h["val_loss"]))["epoch"],
-            "cache_seconds": round(cache_seconds),
-            "fit_seconds": round(fit_seconds),
-            "hardware": hardware(),
-            "command": "python -m ml.train_partial " + command,
-        },
+        training=training_record(
+            args.manifest,
+            "ml.train_partial",
+            command,
+            train_records,
+            val_records,
+            config=asdict(config),
+            augmented_copies=args.augmented_copies,
+            trainable_parameters=int(sum(np.prod(w.shape) for w in top.trainable_weights)),
+            history=history,
+            epochs_run=len(history),
+            best_epoch=max(history, key=lambda h: (h["val_auc"], -h["val_loss"]))["epoch"],
+            cache_seconds=round(cache_seconds),
+            fit_seconds=round(fit_seconds),
+        ),
     )
     card["training"]["total_seconds"] = round(time.time() - started)
     (out / "card.json").write_text(json.dumps(card, indent=2) + "\n")

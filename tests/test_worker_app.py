@@ -39,3 +39,22 @@ def test_the_embedded_sql_broker_is_polled_every_tenth_of_a_second(monkeypatch):
 
 def test_a_cold_shutdown_lets_the_running_chunk_finish_first(settings):
     assert app.conf.worker_soft_shutdown_timeout == settings.CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT > 0
+
+
+def test_the_sql_broker_is_prepared_before_anyone_uses_it(tmp_path):
+    """Tables and the default queue row exist up front, so two processes never race to insert that row."""
+    import sqlite3
+
+    from worker.app import prepare_sql_broker
+
+    path = tmp_path / "broker.sqlite3"
+    assert prepare_sql_broker(f"sqla+sqlite:///{path}") is True
+    assert prepare_sql_broker(f"sqla+sqlite:///{path}") is True  # idempotent: migrate runs it every time
+    rows = sqlite3.connect(path).execute("select name from kombu_queue").fetchall()
+    assert rows == [(app.conf.task_default_queue,)]
+
+
+def test_other_brokers_are_left_alone():
+    from worker.app import prepare_sql_broker
+
+    assert prepare_sql_broker("redis://127.0.0.1:1/0") is False  # port 1: connecting would fail

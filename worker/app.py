@@ -71,3 +71,25 @@ app.conf.update(
         },
     },
 )
+
+
+def prepare_sql_broker(broker_url: str | None = None) -> bool:
+    """Create the embedded SQL broker's tables and default queue row now; True when there was one to prepare.
+
+    kombu's SQLAlchemy transport creates both on first use, guarded by a lock
+    that only holds within one process. A worker starting while the first
+    upload publishes can then insert the same queue row twice, and the loser's
+    publish fails with ``IntegrityError: UNIQUE constraint failed:
+    kombu_queue.name`` (seen in a test run: the upload's studies waited for the
+    sweep). ``migrate`` runs before the web server and the worker start, so it
+    calls this (``screening.apps``) and the race cannot happen.
+    """
+    url = broker_url or settings.CELERY_BROKER_URL
+    if not url.startswith("sqla+"):
+        return False
+    from kombu import Connection, Queue
+
+    with Connection(url, transport_options=_transport_options(url)) as connection:
+        Queue(app.conf.task_default_queue, channel=connection.default_channel).declare()
+    return True
+

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -53,3 +54,24 @@ def tiny_model_dir(tmp_path_factory):
     }
     (folder / "card.json").write_text(json.dumps(card))
     return folder
+
+
+SMALL_SIZE = 64  # training mechanics do not need full resolution; keeps those tests fast on 2 cores
+
+
+@pytest.fixture
+def tiny_model():
+    """A fresh, seeded 4-filter compact CNN at 64 px (each test may train it)."""
+    import keras
+
+    from ml.model import build_small_cnn
+
+    keras.utils.set_random_seed(1)
+    return build_small_cnn(size=SMALL_SIZE, width=4, dropout=0.0, internal_size=None)
+
+
+@pytest.fixture(scope="session")
+def small_images(fixture_images):
+    from ml.preprocess import squash_to_input
+
+    return np.stack([squash_to_input(image, SMALL_SIZE) for image in fixture_images])

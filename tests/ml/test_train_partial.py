@@ -12,25 +12,7 @@ import pytest
 from ml.train import TrainConfig, fit, targets
 from ml.train_partial import activations, split_at
 
-SIZE = 64
 CUT = "conv3a"
-
-
-@pytest.fixture
-def tiny_model():
-    import keras
-
-    from ml.model import build_small_cnn
-
-    keras.utils.set_random_seed(2)
-    return build_small_cnn(size=SIZE, width=4, dropout=0.0, internal_size=None)
-
-
-@pytest.fixture(scope="module")
-def small_images(fixture_images):
-    from ml.preprocess import squash_to_input
-
-    return np.stack([squash_to_input(image, SIZE) for image in fixture_images])
 
 
 def test_bottom_then_top_is_the_whole_model(tiny_model, small_images):

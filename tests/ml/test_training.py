@@ -7,25 +7,6 @@ import pytest
 
 from ml.train import TrainConfig, class_weights, fit, make_train_step, targets
 
-SIZE = 64  # training mechanics do not need full resolution; keeps these tests fast on 2 cores
-
-
-@pytest.fixture
-def tiny_model():
-    import keras
-
-    from ml.model import build_small_cnn
-
-    keras.utils.set_random_seed(1)
-    return build_small_cnn(size=SIZE, width=4, dropout=0.0, internal_size=None)
-
-
-@pytest.fixture(scope="module")
-def small_images(fixture_images):
-    from ml.preprocess import squash_to_input
-
-    return np.stack([squash_to_input(image, SIZE) for image in fixture_images])
-
 
 def test_targets_mark_normal_images_as_having_no_subtype(fixture_records):
     y, viral = targets(fixture_records)
