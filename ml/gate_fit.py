@@ -27,6 +27,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from ml.decode import decode
+from ml.feature_cache import CACHE as FEATURE_CACHE
+from ml.feature_cache import cached
 from ml.gate import (
     BACKBONE_FILE,
     CARD_FILE,
@@ -47,7 +49,7 @@ from ml.preprocess import squash_to_input
 SEED = 20261123
 PCA_DIMS = 64
 HEAD_CLASSES = (CHEST, "rotated", "upside_down", "inverted", "document", "synthetic")
-CACHE = Path(__file__).resolve().parent / "cache" / "gate"
+CACHE = FEATURE_CACHE / "gate"
 
 # Thresholds come from *training* chest X-rays only. The density threshold is
 # the 99.9th percentile distance of the training images together with their
@@ -246,16 +248,15 @@ def render_synthetic(rng: np.random.Generator) -> np.ndarray:
 def cached_features(model, images: np.ndarray, name: str, batch: int = 64) -> np.ndarray:
     key = hashlib.sha256(images.tobytes()).hexdigest()[:16]
     path = CACHE / f"{name}-r{FEATURE_RESOLUTION}-{key}.npy"
-    if path.exists():
-        return np.load(path)
-    out = []
-    for start in range(0, len(images), batch):
-        x = images[start : start + batch, :, :, None].astype(np.float32)
-        out.append(model(x, training=False).numpy())
-    feats = np.concatenate(out)
-    CACHE.mkdir(parents=True, exist_ok=True)
-    np.save(path, feats)
-    return feats
+
+    def compute() -> np.ndarray:
+        out = []
+        for start in range(0, len(images), batch):
+            x = images[start : start + batch, :, :, None].astype(np.float32)
+            out.append(model(x, training=False).numpy())
+        return np.concatenate(out)
+
+    return cached(path, compute)
 
 
 # --- fitting --------------------------------------------------------------------

@@ -27,9 +27,9 @@ import numpy as np
 from ml import perturb
 from ml.data import load_inputs
 from ml.split import file_sha256, read_manifest, records_for
-from ml.train import DEFAULT_MANIFEST, REPO, log, start_run, targets, training_record
+from ml.feature_cache import CACHE, activations, cached
+from ml.train import DEFAULT_MANIFEST, log, start_run, targets, training_record
 
-CACHE = REPO / "ml" / "cache"
 C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3)
 
 
@@ -41,25 +41,12 @@ class HeadFit:
     cv_auc: float
 
 
-def pooled_features(model, images: np.ndarray, augment: bool, seed: int, batch: int = 32) -> np.ndarray:
+def pooled_features(model, images: np.ndarray, augment: bool, seed: int) -> np.ndarray:
+    """Pooled backbone features (float32), of the clean images or of one copy with v1's augmentation."""
     import keras
-    import tensorflow as tf
-
-    from ml.augment import augment_batch
 
     pool = keras.Model(model.inputs, model.get_layer("pool").output)
-
-    @tf.function(input_signature=[tf.TensorSpec([None, *images.shape[1:]], tf.uint8)])
-    def forward(x):
-        if augment:
-            x = augment_batch(x)
-        return pool(x, training=False)
-
-    tf.random.set_seed(seed)
-    parts = []
-    for start in range(0, len(images), batch):
-        parts.append(np.asarray(forward(images[start : start + batch]), np.float32))
-    return np.concatenate(parts)
+    return activations(pool, images, {} if augment else None, seed, dtype=np.float32)
 
 
 def fit_head(features: np.ndarray, y: np.ndarray, folds: np.ndarray, balanced: bool = True) -> HeadFit:
@@ -117,20 +104,15 @@ def main(argv: list[str] | None = None) -> None:
 
     model = BUILDERS[args.arch]()
     sha = file_sha256(args.manifest)[:12]
-    CACHE.mkdir(parents=True, exist_ok=True)
-    copies = []
-    for copy in range(1 + args.augmented_copies):
-        path = CACHE / f"{args.arch}_pool_{sha}_train_copy{copy}.npy"
-        if path.exists():
-            copies.append(np.load(path))
-        else:
-            t0 = time.time()
-            copies.append(pooled_features(model, train_images, augment=copy > 0, seed=args.seed + copy))
-            np.save(path, copies[-1])
-            log(
-                f"features of train copy {copy} ({'augmented' if copy else 'clean'}): {time.time() - t0:.0f}s",
-                log_stream,
-            )
+    cache_started = time.time()
+    copies = [
+        cached(
+            CACHE / f"{args.arch}_pool_{sha}_train_copy{copy}.npy",
+            lambda copy=copy: pooled_features(model, train_images, augment=copy > 0, seed=args.seed + copy),
+        )
+        for copy in range(1 + args.augmented_copies)
+    ]
+    log(f"features of {len(copies)} train copies: {time.time() - cache_started:.0f}s", log_stream)
     features = np.concatenate(copies)
     y_all, viral_all, folds_all = np.tile(y, len(copies)), np.tile(viral, len(copies)), np.tile(folds, len(copies))
 

@@ -33,9 +33,9 @@ import numpy as np
 from ml import perturb
 from ml.data import load_inputs
 from ml.split import file_sha256, read_manifest, records_for
-from ml.train import DEFAULT_MANIFEST, REPO, TrainConfig, fit, limited, log, start_run, targets, training_record
+from ml.feature_cache import CACHE, activations, cached
+from ml.train import DEFAULT_MANIFEST, TrainConfig, fit, limited, log, start_run, targets, training_record
 
-CACHE = REPO / "ml" / "cache"
 CUT_LAYER = "block13_sepconv1_act"  # first layer of the exit flow; its input is the last middle-flow block's output
 
 
@@ -47,37 +47,6 @@ def split_at(model, layer_name: str = CUT_LAYER):
     bottom = keras.Model(model.inputs[0], cut, name="frozen_bottom")
     top = keras.Model(cut, {name: model.get_layer(name).output for name in ("pneumonia", "viral")}, name="top")
     return bottom, top
-
-
-def activations(bottom, images: np.ndarray, augment: dict | None, seed: int, batch: int = 32, stream=None):
-    """float16 bottom activations of ``images``; ``augment`` holds ``augment_batch`` keyword arguments, or None."""
-    import tensorflow as tf
-
-    from ml.augment import augment_batch
-
-    @tf.function(input_signature=[tf.TensorSpec([None, *images.shape[1:]], tf.uint8)])
-    def forward(x):
-        if augment is not None:
-            x = augment_batch(x, **augment)
-        return bottom(x, training=False)
-
-    tf.random.set_seed(seed)
-    out = np.empty((len(images), *bottom.output.shape[1:]), np.float16)
-    started = time.time()
-    for start in range(0, len(images), batch):
-        out[start : start + batch] = np.asarray(forward(images[start : start + batch]), np.float16)
-        if stream is not None and (start // batch + 1) % 40 == 0:
-            log(f"  activations {start + batch}/{len(images)} ({time.time() - started:.0f}s)", stream)
-    return out
-
-
-def cached(path: Path, compute) -> np.ndarray:
-    if path.exists():
-        return np.load(path)
-    value = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, value)
-    return value
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from ml.train import TrainConfig, fit, targets
-from ml.train_partial import activations, split_at
+from ml.feature_cache import activations
+from ml.train_partial import split_at
 
 CUT = "conv3a"
 
@@ -60,3 +61,15 @@ def test_training_the_top_on_cached_copies_moves_only_the_top_and_keeps_the_best
     assert roc_auc(y, restored) == pytest.approx(best["val_auc"])
     whole = np.asarray(tiny_model(small_images, training=False)["pneumonia"])
     np.testing.assert_allclose(whole, restored, rtol=2e-2, atol=2e-2)
+
+
+def test_frozen_candidate_features_are_the_pool_layer_output(tiny_model, small_images):
+    import keras
+
+    from ml.train_frozen import pooled_features
+
+    features = pooled_features(tiny_model, small_images, augment=False, seed=0)
+    pool = keras.Model(tiny_model.inputs, tiny_model.get_layer("pool").output)
+    assert features.dtype == np.float32
+    np.testing.assert_allclose(features, np.asarray(pool(small_images, training=False)), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(pooled_features(tiny_model, small_images, augment=True, seed=1), features)
