@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: install run test migrate browser clean-var
+.PHONY: install run test lint migrate browser clean-var
 
 install: $(STAMP)
 
@@ -44,7 +44,11 @@ browser:
 	  else echo "WARNING: no $(CHROMIUM) and not root: browser tests will be skipped"; fi; \
 	fi
 
-test: install browser
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint browser
 	$(PY) -m pytest
 
 clean-var:

@@ -2,8 +2,8 @@
 
     .venv/bin/python -m bench.memory [--studies 10000]
 
-Runs what a worker process runs per chunk — decode, squash, gate, model with
-Grad-CAM, overlay PNG — over the fixture X-rays cycled, and prints the
+Runs what a worker process runs per chunk (``ml.serving.pipeline``: decode,
+squash, gate, model with heatmap; then the overlay PNG) over the fixture X-rays cycled, and prints the
 process's resident memory every 1,000 studies. Flat means no leak per chunk.
 Not a test: prints figures, asserts nothing. No database involved.
 """
@@ -14,8 +14,6 @@ import argparse
 import resource
 import time
 from pathlib import Path
-
-import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,34 +31,25 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=16)
     args = parser.parse_args()
 
-    from ml import heatmap
-    from ml.decode import decode
-    from ml.gate import ChestXrayGate, colourfulness_of_file
-    from ml.inference import Screener, current_model_dir
-    from ml.preprocess import squash_to_input
+    from ml.serving import pipeline
+    from ml.serving.gate import ChestXrayGate
+    from ml.serving.heatmap import ExplainingScreener
+    from ml.serving.inference import Screener, current_model_dir
 
     fixtures = ROOT / "tests" / "fixtures"
     files = sorted((fixtures / "originals").glob("*.jpeg")) + sorted((fixtures / "xray").glob("*/*.jpeg"))
     data = [p.read_bytes() for p in files]
-    explainer = heatmap.ExplainingScreener(Screener.load(current_model_dir()))
+    explainer = ExplainingScreener(Screener.load(current_model_dir()))
     gate = ChestXrayGate.load()
     print(f"{len(files)} fixture files cycled; chunk {args.chunk}; model {explainer.version}")
     started = time.perf_counter()
     done = 0
     baseline = None
     while done < args.studies:
-        batch, colours, sizes = [], [], []
-        for i in range(args.chunk):
-            raw = data[(done + i) % len(data)]
-            decoded = decode(raw, target_size=224)
-            batch.append(squash_to_input(decoded.pixels))
-            colours.append(colourfulness_of_file(raw))
-            sizes.append((decoded.width, decoded.height))
-        images = np.stack(batch)
-        gate.check(images, colourfulness=np.array(colours))
-        for item, (width, height) in zip(explainer.explain(images), sizes):
-            box = heatmap.salient_box(item.heatmap) if item.prediction.label == "PNEUMONIA" else None
-            heatmap.overlay_png(item.heatmap, width, height, box)
+        prepared = [pipeline.prepare(data[(done + i) % len(data)]) for i in range(args.chunk)]
+        for image, outcome in zip(prepared, pipeline.score(prepared, explainer, gate)):
+            if isinstance(outcome, pipeline.Scored):
+                outcome.overlay_png(image.width, image.height)
         done += args.chunk
         if done % 1000 < args.chunk:
             baseline = baseline or rss_mb()

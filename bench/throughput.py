@@ -3,8 +3,9 @@
     .venv/bin/python -m bench.throughput [--files 500] [--originals ../shared/data/originals]
 
 (a) the model alone on preprocessed tensors (batches of the chunk size);
-(b) everything a worker does to a chunk in one process: decode, preprocess,
-    the out-of-distribution gate, model + Grad-CAM, overlay PNG;
+(b) everything a worker does to a chunk in one process, through the worker's own
+    ``ml.serving.pipeline``: decode, preprocess, the out-of-distribution gate,
+    model + heatmap, overlay PNG;
 (c) the whole pipeline: submission (store, rows, enqueue) → Redis → one real
     worker process → results in PostgreSQL, timed from the first upload byte
     to the last result;
@@ -60,10 +61,8 @@ def unique_files(originals: Path, count: int) -> list[tuple[str, bytes]]:
 
 
 def in_process(files, explainer, gate, chunk: int):
-    from ml import heatmap
-    from ml.decode import decode
-    from ml.gate import colourfulness_of_file
-    from ml.preprocess import squash_to_input
+    """(b): the production chunk path (``ml.serving.pipeline``) plus the overlay PNG the worker stores."""
+    from ml.serving import pipeline
 
     images = []
     shares = {"decode": 0.0, "preprocess": 0.0, "gate": 0.0, "model + heatmap": 0.0, "overlay png": 0.0}
@@ -71,32 +70,15 @@ def in_process(files, explainer, gate, chunk: int):
     started = time.perf_counter()
     for first in range(0, len(files), chunk):
         chunk_started = time.perf_counter()
-        batch, colours, sizes = [], [], []
-        for _, data in files[first : first + chunk]:
-            t0 = time.perf_counter()
-            decoded = decode(data, target_size=explainer.input_size)
-            t1 = time.perf_counter()
-            batch.append(squash_to_input(decoded.pixels, explainer.input_size))
-            t2 = time.perf_counter()
-            colours.append(colourfulness_of_file(data))
-            sizes.append((decoded.width, decoded.height))
-            shares["decode"] += t1 - t0
-            shares["preprocess"] += t2 - t1
-            shares["gate"] += time.perf_counter() - t2
-        stacked = np.stack(batch)
-        t3 = time.perf_counter()
-        gate.check(stacked, colourfulness=np.array(colours))
-        t4 = time.perf_counter()
-        explained = explainer.explain(stacked)
-        t5 = time.perf_counter()
-        for item, (width, height) in zip(explained, sizes):
-            box = heatmap.salient_box(item.heatmap) if item.prediction.label == "PNEUMONIA" else None
-            heatmap.overlay_png(item.heatmap, width, height, box)
-        shares["gate"] += t4 - t3
-        shares["model + heatmap"] += t5 - t4
-        shares["overlay png"] += time.perf_counter() - t5
+        prepared = [pipeline.prepare(data, input_size=explainer.input_size, timings=shares) for _, data in files[first : first + chunk]]
+        outcomes = pipeline.score(prepared, explainer, gate, timings=shares)
+        t0 = time.perf_counter()
+        for image, outcome in zip(prepared, outcomes):
+            if isinstance(outcome, pipeline.Scored):
+                outcome.overlay_png(image.width, image.height)
+        shares["overlay png"] += time.perf_counter() - t0
         latencies.append((time.perf_counter() - chunk_started) * 1000)
-        images.extend(batch)
+        images.extend(image.pixels for image in prepared)
     return time.perf_counter() - started, shares, latencies, np.stack(images)
 
 
@@ -110,7 +92,7 @@ def main() -> None:
     files = unique_files(Path(args.originals), args.files)
     print(f"{len(files)} files, {sum(len(d) for _, d in files) / 1e6:.0f} MB, chunk size {chunk}, {os.cpu_count()} CPUs")
 
-    from worker.screener import get_gate, get_screener
+    from screening.serving import get_gate, get_screener
 
     explainer = get_screener()
     gate = get_gate()

@@ -11,13 +11,12 @@ from __future__ import annotations
 import functools
 
 from django.core.exceptions import RequestDataTooBig, TooManyFilesSent
-from django.db.models import Count, Prefetch
 from django.http import JsonResponse
 from django.shortcuts import get_object_or_404
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from screening import access, tokens
+from screening import access, selectors, tokens
 from screening.models import Batch, Result, Study
 from screening.submission import NothingAccepted, SubmissionOutcome, submit
 
@@ -74,17 +73,11 @@ def study_json(study: Study) -> dict:
     }
 
 
-def studies_with_results():
-    return Study.objects.select_related("duplicate_of").prefetch_related(
-        "results", Prefetch("duplicate_of__results")
-    )
-
-
 def _outcome_json(outcome: SubmissionOutcome) -> dict:
     return {
         "batch": outcome.batch.pk,
         "studies": [{"id": s.pk, "file": s.original_name, "status": s.status} for s in outcome.studies],
-        "refused": [{"file": r.name, "error": r.error} for r in outcome.refusals],
+        "refused": [r.as_dict() for r in outcome.refusals],
         "notes": outcome.notes,
     }
 
@@ -104,7 +97,7 @@ def _submit(request, files) -> JsonResponse:
     try:
         outcome = submit(request.user, Batch.Source.API, ((f.name, f) for f in files))
     except NothingAccepted as exc:
-        return _error(400, "No file could be accepted.", refused=[{"file": r.name, "error": r.error} for r in exc.refusals])
+        return _error(400, "No file could be accepted.", refused=[r.as_dict() for r in exc.refusals])
     return JsonResponse(_outcome_json(outcome), status=202)
 
 
@@ -130,19 +123,11 @@ def submit_batch(request):
     return _submit(request, files)
 
 
-def batch_progress(batch: Batch) -> dict[str, int]:
-    counts = dict(batch.studies.values_list("status").annotate(n=Count("pk")).order_by())
-    progress = {status.value: counts.get(status.value, 0) for status in Study.Status}
-    progress["total"] = sum(counts.values())
-    progress["finished"] = sum(counts.get(s, 0) for s in Study.FINISHED)
-    return progress
-
-
 @api_view
 @require_GET
 def batch_detail(request, batch_id: int):
     batch = get_object_or_404(access.visible_batches(request.user), pk=batch_id)
-    studies = studies_with_results().filter(batch=batch).order_by("pk")
+    studies = selectors.batch_studies(batch)
     return JsonResponse(
         {
             "id": batch.pk,
@@ -150,7 +135,7 @@ def batch_detail(request, batch_id: int):
             "name": batch.name,
             "created_at": batch.created_at.isoformat(),
             "files_received": batch.files_received,
-            "progress": batch_progress(batch),
+            "progress": selectors.batch_progress(batch),
             "upload_report": batch.upload_report,
             "studies": [study_json(s) for s in studies],
         }
@@ -160,5 +145,5 @@ def batch_detail(request, batch_id: int):
 @api_view
 @require_GET
 def study_detail(request, study_id: int):
-    study = get_object_or_404(studies_with_results().filter(pk__in=access.visible_studies(request.user)), pk=study_id)
+    study = get_object_or_404(selectors.studies_with_results().filter(pk__in=access.visible_studies(request.user)), pk=study_id)
     return JsonResponse(study_json(study))

@@ -12,14 +12,6 @@ def _sync_roles(sender, **kwargs) -> None:
     sync_role_groups(Group, Permission)
 
 
-def _prepare_broker(sender, **kwargs) -> None:
-    # The embedded SQL broker's schema is created here, before any worker or
-    # web process can race to create it (see worker.app.prepare_sql_broker).
-    from worker.app import prepare_sql_broker
-
-    prepare_sql_broker()
-
-
 class ScreeningConfig(AppConfig):
     name = "screening"
     verbose_name = "Screening"
@@ -28,4 +20,3 @@ class ScreeningConfig(AppConfig):
         from screening import signals  # noqa: F401  (connects login/logout auditing)
 
         post_migrate.connect(_sync_roles, sender=self)
-        post_migrate.connect(_prepare_broker, sender=self)

@@ -13,8 +13,10 @@ from django.http import StreamingHttpResponse
 
 from screening.models import Review, Study
 
+
 def intended_use_line() -> str:
-    from screening.context_processors import FALLBACK_POPULATION, model_card
+    from screening.context_processors import FALLBACK_POPULATION
+    from screening.serving import model_card
 
     card = model_card()
     population = card.get("population") or FALLBACK_POPULATION

@@ -20,7 +20,7 @@ from typing import BinaryIO
 
 from django.conf import settings
 
-from ml.decode import sniff_format
+from ml.serving.decode import sniff_format
 
 _COPY_CHUNK = 1024 * 1024
 _SNIFF_BYTES = 4096
@@ -43,6 +43,10 @@ class Incoming:
 class Refusal:
     name: str
     error: str
+
+    def as_dict(self) -> dict[str, str]:
+        """How every answer (API, web page, upload report, CLI) shows a refused file."""
+        return {"file": self.name, "error": self.error}
 
 
 @dataclass(frozen=True)

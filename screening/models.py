@@ -132,12 +132,6 @@ class Study(TimeStamped):
             ),
         ]
         indexes = [
-            # Serves the stuck-study sweep: only unfinished rows, by age.
-            models.Index(
-                fields=["status", "updated_at"],
-                name="study_unfinished_idx",
-                condition=Q(status__in=[StudyStatus.RECEIVED, StudyStatus.QUEUED, StudyStatus.RUNNING]),
-            ),
             # Serves the "already scored in an earlier batch?" look-up at upload.
             models.Index(fields=["sha256", "status"], name="study_sha256_idx"),
             # Serves batch progress counts.
@@ -148,10 +142,6 @@ class Study(TimeStamped):
 
     def __str__(self) -> str:
         return f"Study {self.pk}"
-
-    @property
-    def is_finished(self) -> bool:
-        return self.status in self.FINISHED
 
     def latest_result(self) -> Result | None:
         """The newest result of this study, or of the earlier study it duplicates.

@@ -14,7 +14,7 @@ from pathlib import Path
 from django.conf import settings
 from PIL import Image
 
-from ml.decode import decode
+from ml.serving.decode import decode
 from screening.models import Study
 
 MAX_SIDE = 2048

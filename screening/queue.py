@@ -14,6 +14,7 @@ import logging
 from collections.abc import Sequence
 from datetime import timedelta
 
+from celery import current_app
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -21,6 +22,11 @@ from django.utils import timezone
 from screening.models import Study
 
 log = logging.getLogger(__name__)
+
+# Sent by name: the task module imports this one (scoring hands interrupted
+# studies back through ``release_unfinished``), so importing the task here
+# would be a cycle. ``tests/test_worker_app.py`` checks the name is registered.
+SCORE_STUDIES_TASK = "screening.tasks.score_studies_task"
 
 
 def chunked(ids: Sequence[int], size: int) -> list[list[int]]:
@@ -41,17 +47,20 @@ def _publish_rollback_unsafe(study_ids: list[int]) -> None:
     worker never finds it still RECEIVED; a chunk that cannot be published
     goes back to RECEIVED and is re-sent by the sweep.
     """
-    from worker.tasks import score_studies_task
-
     for chunk in chunked(study_ids, settings.SCREENING_CHUNK_SIZE):
         Study.objects.filter(pk__in=chunk, status=Study.Status.RECEIVED).update(
             status=Study.Status.QUEUED, queued_at=timezone.now()
         )
         try:
-            score_studies_task.apply_async(args=[chunk])
+            send_score_task(chunk)
         except Exception:  # broker unreachable: the sweep re-sends; never fail the upload
             log.exception("could not publish a scoring task for %d studies; the sweep will retry", len(chunk))
             Study.objects.filter(pk__in=chunk, status=Study.Status.QUEUED).update(status=Study.Status.RECEIVED)
+
+
+def send_score_task(chunk: list[int]) -> None:
+    """The one call that puts a scoring message on the broker (through the process's Celery app, ``worker.app``)."""
+    current_app.send_task(SCORE_STUDIES_TASK, args=[chunk])
 
 
 def requeue_stuck_studies(now=None) -> dict[str, int]:

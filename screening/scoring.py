@@ -9,10 +9,8 @@ its own study; the rest of the chunk is still scored.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import numpy as np
 from celery.exceptions import SoftTimeLimitExceeded
@@ -23,10 +21,10 @@ from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from ml import heatmap as heatmaps
-from ml.decode import DecodedImage, UnscorableInput, decode
-from ml.gate import colourfulness_of_file
-from ml.preprocess import squash_to_input
+from ml.serving import pipeline
+from ml.serving.decode import UnscorableInput
+from ml.serving.gate import ChestXrayGate
+from ml.serving.heatmap import ExplainingScreener
 from screening.models import Result, Study
 from screening.queue import release_unfinished
 
@@ -46,22 +44,6 @@ _DICOM_FIELDS = {
 # field and row (76 ms a chunk of 16 with every column, a fifth of the chunk).
 _PER_STUDY_FIELDS = ["score", "model_label", "image_width", "image_height"]
 _INTERNAL_ERROR = "The file could not be processed because of an internal error; an administrator has been notified in the logs."
-
-
-class Gate(Protocol):
-    """What scoring needs of the out-of-distribution gate (``ml.gate.ChestXrayGate``)."""
-
-    def check(self, images: np.ndarray, *, colourfulness: np.ndarray | None = None) -> list: ...
-
-
-class Predictor(Protocol):
-    """What scoring needs of a model (``ml.inference.Screener`` provides it)."""
-
-    version: str
-    threshold: float
-    input_size: int
-
-    def predict(self, images: np.ndarray) -> list: ...
 
 
 @dataclass
@@ -109,23 +91,22 @@ def _finish_unscored(study: Study, status: str, message: str) -> None:
     )
 
 
-def _record_image_facts(study: Study, decoded: DecodedImage) -> None:
-    study.image_width = decoded.width
-    study.image_height = decoded.height
+def _record_image_facts(study: Study, prepared: pipeline.PreparedImage) -> None:
+    study.image_width = prepared.width
+    study.image_height = prepared.height
     for attribute, column in _DICOM_FIELDS.items():
-        value = decoded.attributes.get(attribute)
+        value = prepared.attributes.get(attribute)
         if value:
             max_length = Study._meta.get_field(column).max_length
             setattr(study, column, str(value)[:max_length])
 
 
-def _prepare(study: Study, input_size: int) -> tuple[np.ndarray, float] | None:
-    """The model input for ``study`` and its original's colourfulness, or None after finishing it as FAILED/REJECTED."""
+def _prepare(study: Study, input_size: int) -> pipeline.PreparedImage | None:
+    """The study's file ready for the model, or None after finishing the study as FAILED/REJECTED."""
     try:
-        path = study.file.path
-        decoded = decode(
-            path,
-            target_size=input_size,
+        prepared = pipeline.prepare(
+            study.file.path,
+            input_size=input_size,
             max_bytes=settings.SCREENING_MAX_FILE_BYTES,
             max_pixels=settings.SCREENING_MAX_IMAGE_PIXELS,
         )
@@ -139,21 +120,18 @@ def _prepare(study: Study, input_size: int) -> tuple[np.ndarray, float] | None:
         log.exception("decoding study %s failed unexpectedly", study.pk)
         _finish_unscored(study, Study.Status.FAILED, _INTERNAL_ERROR)
         return None
-    _record_image_facts(study, decoded)
-    # The decoder hands over luma only; the gate also wants to know whether the
-    # original was in colour (photos, screenshots). DICOM radiographs are grey.
-    colour = 0.0 if decoded.format == "dicom" else colourfulness_of_file(path)
-    return squash_to_input(decoded.pixels, input_size), colour
+    _record_image_facts(study, prepared)
+    return prepared
 
 
-def score_chunk(study_ids: Sequence[int], predictor: Predictor, gate: Gate | None = None) -> ChunkSummary:
+def score_chunk(study_ids: Sequence[int], explainer: ExplainingScreener, gate: ChestXrayGate | None = None) -> ChunkSummary:
     """Score whichever of ``study_ids`` are still waiting; every claimed study ends finished or back in the queue."""
     studies = claim(study_ids)
     summary = ChunkSummary(claimed=[s.pk for s in studies])
     if not studies:
         return summary
     try:
-        _score_claimed(studies, predictor, gate)
+        _score_claimed(studies, explainer, gate)
     except SoftTimeLimitExceeded:
         release_unfinished(summary.claimed, "Scoring took longer than the time limit, several times over.")
         raise
@@ -178,79 +156,67 @@ def score_chunk(study_ids: Sequence[int], predictor: Predictor, gate: Gate | Non
     return summary
 
 
-def _score_claimed(studies: list[Study], predictor: Predictor, gate: Gate | None) -> None:
+def _score_claimed(studies: list[Study], explainer: ExplainingScreener, gate: ChestXrayGate | None) -> None:
     ready: list[Study] = []
-    inputs: list[np.ndarray] = []
-    colours: list[float] = []
+    prepared: list[pipeline.PreparedImage] = []
     for study in studies:
-        prepared = _prepare(study, predictor.input_size)
-        if prepared is not None:
+        image = _prepare(study, explainer.input_size)
+        if image is not None:
             ready.append(study)
-            inputs.append(prepared[0])
-            colours.append(prepared[1])
-    if ready and gate is not None:
-        verdicts = gate.check(np.stack(inputs), colourfulness=np.array(colours, dtype=np.float64))
-        for study, verdict in zip(ready, verdicts, strict=True):
-            if not verdict.accepted:
-                _record_gate_rejection(study, verdict.reason)
-        keep = [i for i, verdict in enumerate(verdicts) if verdict.accepted]
-        ready, inputs = [ready[i] for i in keep], [inputs[i] for i in keep]
-    if not ready:
-        return
-    started = time.perf_counter()
-    batch = np.stack(inputs)
-    if hasattr(predictor, "explain"):
-        explained = predictor.explain(batch)
-        predictions = [item.prediction for item in explained]
-        heatmaps = [item.heatmap for item in explained]
-    else:
-        predictions, heatmaps = predictor.predict(batch), [None] * len(ready)
-    per_study_ms = (time.perf_counter() - started) * 1000 / len(ready)
-    _write_results(ready, predictions, heatmaps, predictor, per_study_ms)
+            prepared.append(image)
+    timings: dict[str, float] = {}
+    outcomes = pipeline.score(prepared, explainer, gate, timings=timings)
+    scored: list[tuple[Study, pipeline.Scored]] = []
+    for study, outcome in zip(ready, outcomes, strict=True):
+        if isinstance(outcome, pipeline.Rejected):
+            _record_gate_rejection(study, outcome.reason)
+        else:
+            scored.append((study, outcome))
+    if scored:
+        per_study_ms = timings.get("model + heatmap", 0.0) * 1000 / len(scored)
+        _write_results(scored, explainer, per_study_ms)
 
 
-def _store_heatmap(study: Study, heatmap: np.ndarray, version: str, above_threshold: bool) -> dict:
+def _store_heatmap(study: Study, outcome: pipeline.Scored, version: str) -> dict:
     """Overlay PNG (stored by study content and model version, so a re-run rewrites the same file) and raw map."""
-    box = heatmaps.salient_box(heatmap) if above_threshold else None
-    png = heatmaps.overlay_png(heatmap, study.image_width or 224, study.image_height or 224, box)
+    png = outcome.overlay_png(study.image_width or 224, study.image_height or 224)
     name = f"heatmaps/{version}/{study.sha256[:2]}/{study.sha256}.png"
     if default_storage.exists(name):
         default_storage.delete(name)
     stored = default_storage.save(name, ContentFile(png))
+    box = outcome.salient_box
     return {
         "heatmap": stored,
-        "heatmap_raw": np.round(heatmap.astype(float), 3).tolist(),
+        "heatmap_raw": np.round(outcome.heatmap.astype(float), 3).tolist(),
         "salient_box": None if box is None else [round(v, 4) for v in box],
     }
 
 
-def _write_results(studies: list[Study], predictions: list, maps: list, predictor: Predictor, per_study_ms: float) -> None:
+def _write_results(scored: list[tuple[Study, pipeline.Scored]], explainer: ExplainingScreener, per_study_ms: float) -> None:
     """All results of the chunk in one transaction and a handful of queries.
 
     Only studies still RUNNING are written (a sweep may have handed one to
     another worker meanwhile); the unique constraint drops a duplicate result.
     """
     now = timezone.now()
-    extras = [
-        {} if heatmap is None else _store_heatmap(study, heatmap, predictor.version, p.label == Result.Label.PNEUMONIA)
-        for study, p, heatmap in zip(studies, predictions, maps, strict=True)
-    ]
+    extras = [_store_heatmap(study, outcome, explainer.version) for study, outcome in scored]
     with transaction.atomic():
         running = set(
             Study.objects.select_for_update()
-            .filter(pk__in=[s.pk for s in studies], status=Study.Status.RUNNING)
+            .filter(pk__in=[study.pk for study, _ in scored], status=Study.Status.RUNNING)
             .values_list("pk", flat=True)
         )
         results, finished = [], []
-        for study, prediction, extra in zip(studies, predictions, extras, strict=True):
+        for (study, outcome), extra in zip(scored, extras, strict=True):
             if study.pk not in running:
                 continue
+            prediction = outcome.prediction
             results.append(Result(
                 study=study,
-                model_version=predictor.version,
+                model_version=explainer.version,
                 probability=float(prediction.probability),
                 label=prediction.label,
-                threshold=float(predictor.threshold),
+                threshold=float(explainer.threshold),
                 viral_probability=None if prediction.viral_probability is None else float(prediction.viral_probability),
                 inference_ms=per_study_ms,
                 **extra,

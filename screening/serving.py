@@ -1,23 +1,80 @@
-"""Which model the workers serve: one answer for the worker and the web app.
+"""Which model the workers serve, and the one loaded copy per worker process.
 
-Reads only the model card (JSON), so the web process never loads TensorFlow.
+``model_dir`` and ``current_model_version`` read only the model card (JSON),
+so the web process never loads TensorFlow. ``get_screener`` and ``get_gate``
+load on first use: TensorFlow must not be initialised in the parent of a
+prefork pool (its thread pools do not survive ``fork``), so the worker calls
+them in each child after the fork (``worker.signals``), never at import time.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
+import threading
 from pathlib import Path
 
 from django.conf import settings
+
+log = logging.getLogger(__name__)
+
+_lock = threading.Lock()
+_screener = None
+_gate = None
 
 
 def model_dir() -> Path:
     if settings.SCREENING_MODEL_DIR:
         return Path(settings.SCREENING_MODEL_DIR)
-    from ml.inference import current_model_dir
+    from ml.serving.inference import current_model_dir
 
     return current_model_dir()
 
 
+@functools.lru_cache(maxsize=4)
+def _read_card(path: str, mtime: float) -> dict:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def model_card() -> dict:
+    """The served model's card, read again only when the file changes; ``{}`` (logged) when unreadable."""
+    try:
+        path = model_dir() / "card.json"
+        return _read_card(str(path), path.stat().st_mtime)
+    except (OSError, ValueError) as exc:
+        log.warning("no readable model card: %s", exc)
+        return {}
+
+
 def current_model_version() -> str:
-    return str(json.loads((model_dir() / "card.json").read_text())["version"])
+    """The version the workers serve; raises ``KeyError`` when the card cannot say (re-runs need a real answer)."""
+    return str(model_card()["version"])
+
+
+def get_screener():
+    """The served model, explaining each score with a heatmap (``ml.serving.heatmap.ExplainingScreener``)."""
+    global _screener
+    if _screener is None:
+        with _lock:
+            if _screener is None:
+                from ml.serving.heatmap import ExplainingScreener
+                from ml.serving.inference import Screener
+
+                directory = model_dir()
+                _screener = ExplainingScreener(Screener.load(directory))
+                log.info("loaded model %s from %s", _screener.version, directory)
+    return _screener
+
+
+def get_gate():
+    """The out-of-distribution gate that runs before the model (``ml/models/gate-v1``)."""
+    global _gate
+    if _gate is None:
+        with _lock:
+            if _gate is None:
+                from ml.serving.gate import ChestXrayGate
+
+                _gate = ChestXrayGate.load()
+                log.info("loaded gate %s", _gate.version)
+    return _gate

@@ -100,7 +100,7 @@ def submit(user, source: str, files: Iterable[tuple[str, BinaryIO]], *, name: st
         outcome.studies = Study.objects.bulk_create(outcome.studies)
 
         batch.files_received = received
-        batch.upload_report = [{"file": r.name, "error": r.error} for r in outcome.refusals] + outcome.notes
+        batch.upload_report = [r.as_dict() for r in outcome.refusals] + outcome.notes
         batch.save(update_fields=["files_received", "upload_report", "updated_at"])
         audit.record(
             AuditEvent.Action.SUBMIT,

@@ -7,17 +7,15 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, TooManyFilesSent
 from django.core.paginator import Paginator
-from django.db.models import Count, Q
 from django.http import FileResponse, Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.translation import gettext as _
 
-from ml.decode import UnscorableInput
-from screening import access, audit, exports, previews, triage
-from screening.api import batch_progress, studies_with_results
+from ml.serving.decode import UnscorableInput
+from screening import access, audit, exports, previews, selectors, triage
 from screening.forms import UploadForm
-from screening.models import AuditEvent, Batch, Study
+from screening.models import AuditEvent, Batch
 from screening.review import ReviewForm, save_review
 from screening.submission import NothingAccepted, submit
 
@@ -34,16 +32,7 @@ SEES_STUDIES = (access.SUBMIT, access.VIEW_ALL)
 @login_required
 def batch_list(request):
     _require(request, *SEES_STUDIES)
-    batches = (
-        access.visible_batches(request.user)
-        .select_related("submitted_by")
-        .annotate(
-            total=Count("studies"),
-            finished=Count("studies", filter=Q(studies__status__in=Study.FINISHED)),
-            failed=Count("studies", filter=Q(studies__status__in=[Study.Status.FAILED, Study.Status.REJECTED])),
-        )
-        .order_by("-created_at")[:200]
-    )
+    batches = selectors.batches_with_counts(request.user)
     return render(request, "screening/batch_list.html", {"batches": batches, "can_submit": access.can_submit(request.user)})
 
 
@@ -69,7 +58,7 @@ def batch_new(request):
             try:
                 outcome = submit(request.user, Batch.Source.WEB, ((f.name, f) for f in files))
             except NothingAccepted as exc:
-                refused = [{"file": r.name, "error": r.error} for r in exc.refusals]
+                refused = [r.as_dict() for r in exc.refusals]
                 if _wants_json(request):
                     return JsonResponse({"error": _("No file could be accepted."), "refused": refused}, status=400)
                 for item in refused:
@@ -83,7 +72,7 @@ def batch_new(request):
                             "url": url,
                             "progress_url": reverse("screening:api_batch_detail", kwargs={"batch_id": outcome.batch.pk}),
                             "accepted": len(outcome.studies),
-                            "refused": [{"file": r.name, "error": r.error} for r in outcome.refusals],
+                            "refused": [r.as_dict() for r in outcome.refusals],
                         },
                         status=202,
                     )
@@ -98,8 +87,8 @@ def batch_new(request):
 def batch_detail(request, batch_id: int):
     _require(request, *SEES_STUDIES)
     batch = get_object_or_404(access.visible_batches(request.user).select_related("submitted_by"), pk=batch_id)
-    studies = studies_with_results().filter(batch=batch).order_by("pk")
-    progress = batch_progress(batch)
+    studies = selectors.batch_studies(batch)
+    progress = selectors.batch_progress(batch)
     return render(
         request,
         "screening/batch_detail.html",

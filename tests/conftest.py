@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from django.contrib.auth.models import Group, User
@@ -65,3 +66,14 @@ def _media_root(settings, tmp_path):
 @pytest.fixture
 def xray_bytes() -> bytes:
     return XRAYS[0].read_bytes()
+
+
+@pytest.fixture
+def publish():
+    """Scoring tasks are recorded, not sent: each call's ``args[0]`` is one chunk of study ids.
+
+    Tests that check the web, the API or scoring rather than the queue use it
+    so that nothing reaches a broker.
+    """
+    with mock.patch("screening.queue.send_score_task") as publish:
+        yield publish

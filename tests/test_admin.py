@@ -39,9 +39,7 @@ def test_results_and_audit_events_are_read_only(admin_client, submitter):
     assert Result.objects.filter(pk=result.pk).exists()
 
 
-def test_rerun_queues_studies_scored_by_another_model_and_refuses_the_same(admin_client, submitter, served_model, django_capture_on_commit_callbacks, monkeypatch):
-    sent = []
-    monkeypatch.setattr("worker.tasks.score_studies_task.apply_async", lambda args: sent.append(args[0]))
+def test_rerun_queues_studies_scored_by_another_model_and_refuses_the_same(admin_client, submitter, served_model, django_capture_on_commit_callbacks, publish):
     batch = batch_for(submitter)
     old = scored_study(batch, 0.3)
     current = scored_study(batch, 0.6)
@@ -53,7 +51,7 @@ def test_rerun_queues_studies_scored_by_another_model_and_refuses_the_same(admin
     text = response.content.decode()
     assert "1 study queued for the current model v-new" in text
     assert "Refused for 1 studies: model v-new already scored them" in text
-    assert sent == [[old.pk]]
+    assert [call.args[0] for call in publish.call_args_list] == [[old.pk]]
     old.refresh_from_db()
     assert old.status == Study.Status.QUEUED and old.results.count() == 1  # the old result is kept
     assert AuditEvent.objects.filter(action="rerun", object_id=str(old.pk)).exists()

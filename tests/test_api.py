@@ -3,7 +3,6 @@
 import io
 import json
 import zipfile
-from unittest import mock
 
 import pytest
 from django.test import Client
@@ -13,10 +12,9 @@ from tests.conftest import XRAYS, token_client
 
 
 @pytest.fixture(autouse=True)
-def no_broker():
+def no_broker(publish):
     """These tests check the API, not the queue: publishing is recorded, not sent."""
-    with mock.patch("worker.tasks.score_studies_task.apply_async") as publish:
-        yield publish
+    return publish
 
 
 def _named(name, data):
@@ -45,7 +43,7 @@ def test_submit_one_study_answers_202_with_ids(api, django_capture_on_commit_cal
     body = response.json()
     study = Study.objects.get(pk=body["studies"][0]["id"])
     assert body["batch"] == study.batch_id and study.status == Study.Status.QUEUED
-    no_broker.assert_called_once_with(args=[[study.pk]])
+    no_broker.assert_called_once_with([study.pk])
 
 
 def test_submit_study_refuses_several_files(api):

@@ -9,7 +9,6 @@ so this also shows one bad file never stops the rest.
 import csv
 import io
 from pathlib import Path
-from unittest import mock
 
 import pytest
 
@@ -23,16 +22,15 @@ ROWS = [row for row in csv.DictReader((CORPUS / "EXPECTED.csv").open()) if (CORP
 
 @pytest.fixture(scope="module")
 def screener():
-    from worker.screener import get_screener
+    from screening.serving import get_screener
 
     return get_screener()
 
 
 @pytest.fixture
-def outcomes(submitter, screener):
-    with mock.patch("worker.tasks.score_studies_task.apply_async"):
-        outcome = submit(submitter, Batch.Source.API, [(row["file"], io.BytesIO((CORPUS / row["file"]).read_bytes())) for row in ROWS])
-    from worker.screener import get_gate
+def outcomes(submitter, screener, publish):
+    outcome = submit(submitter, Batch.Source.API, [(row["file"], io.BytesIO((CORPUS / row["file"]).read_bytes())) for row in ROWS])
+    from screening.serving import get_gate
 
     summary = score_chunk([s.pk for s in outcome.studies], screener, get_gate())
     assert len(summary.claimed) == len(outcome.studies)

@@ -3,7 +3,6 @@
 import json
 import shutil
 from io import StringIO
-from unittest import mock
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -42,13 +41,12 @@ def test_demo_accounts_are_created_once_with_roles(db, tmp_path, settings):
     assert Client().post("/accounts/login/", {"username": username, "password": password}).status_code == 302
 
 
-def test_submit_folder_accounts_for_every_file(submitter, tmp_path):
+def test_submit_folder_accounts_for_every_file(submitter, tmp_path, publish):
     for p in XRAYS[:3]:
         shutil.copy(p, tmp_path / p.name)
     (tmp_path / "readme.txt").write_text("not an image")
     (tmp_path / ".hidden.jpeg").write_bytes(XRAYS[0].read_bytes())
-    with mock.patch("worker.tasks.score_studies_task.apply_async"):
-        out = run("submit_folder", str(tmp_path), "--user", "sam", "--json")
+    out = run("submit_folder", str(tmp_path), "--user", "sam", "--json")
     lines = [json.loads(line) for line in out.splitlines()]
     assert sorted(line["file"] for line in lines) == sorted([p.name for p in XRAYS[:3]] + ["readme.txt"])
     assert {line["status"] for line in lines if line["file"] == "readme.txt"} == {"REFUSED"}

@@ -2,7 +2,6 @@
 
 import json
 from datetime import timedelta
-from unittest import mock
 
 import pytest
 from django.db import transaction
@@ -10,12 +9,6 @@ from django.utils import timezone
 
 from screening.models import Batch, Study
 from screening.queue import chunked, enqueue_studies_on_commit, release_unfinished, requeue_stuck_studies
-
-
-@pytest.fixture
-def publish():
-    with mock.patch("worker.tasks.score_studies_task.apply_async") as publish:
-        yield publish
 
 
 def make_studies(user, n, status=Study.Status.RECEIVED, **fields):
@@ -38,7 +31,7 @@ def test_nothing_is_sent_before_commit_and_all_is_sent_after(submitter, publish,
         enqueue_studies_on_commit([s.pk for s in studies])
         assert publish.call_count == 0
     assert len(callbacks) == 1
-    sent = [call.kwargs["args"][0] for call in publish.call_args_list]
+    sent = [call.args[0] for call in publish.call_args_list]
     assert [len(chunk) for chunk in sent] == [16, 16, 8]
     assert sorted(i for chunk in sent for i in chunk) == sorted(s.pk for s in studies)
     assert set(Study.objects.values_list("status", flat=True)) == {Study.Status.QUEUED}
@@ -48,7 +41,7 @@ def test_task_arguments_survive_a_json_round_trip(submitter, publish, django_cap
     studies = make_studies(submitter, 3)
     with django_capture_on_commit_callbacks(execute=True):
         enqueue_studies_on_commit([s.pk for s in studies])
-    args = publish.call_args.kwargs["args"]
+    args = [*publish.call_args.args]  # what send_score_task hands Celery as the task's args
     assert json.loads(json.dumps(args)) == args == [[s.pk for s in studies]]
 
 
@@ -83,7 +76,7 @@ def test_the_sweep_requeues_lost_studies_and_leaves_fresh_ones(submitter, publis
         counts = requeue_stuck_studies(now=now)
 
     assert counts == {"requeued": 3, "failed": 0}
-    sent = sorted(i for call in publish.call_args_list for i in call.kwargs["args"][0])
+    sent = sorted(i for call in publish.call_args_list for i in call.args[0])
     assert sent == sorted([received.pk, queued.pk, running.pk])
     fresh.refresh_from_db(); fresh_queued.refresh_from_db()
     assert fresh.status == Study.Status.RUNNING and fresh_queued.status == Study.Status.QUEUED
@@ -107,7 +100,7 @@ def test_release_unfinished_requeues_or_fails_by_attempts(submitter, publish, dj
     again.refresh_from_db(); spent.refresh_from_db()
     assert again.status == Study.Status.QUEUED
     assert spent.status == Study.Status.FAILED and spent.status_message == "Took too long."
-    assert publish.call_args.kwargs["args"] == [[again.pk]]
+    assert publish.call_args.args == ([again.pk],)
 
 
 @pytest.mark.django_db(transaction=True)

@@ -67,8 +67,7 @@ def upload_payload(url):
 
 
 @pytest.mark.parametrize("method, template, expected", MATRIX, ids=[f"{m} {t}" for m, t, _ in MATRIX])
-def test_role_matrix(world, method, template, expected, monkeypatch):
-    monkeypatch.setattr("worker.tasks.score_studies_task.apply_async", lambda *a, **k: None)
+def test_role_matrix(world, method, template, expected, publish):
     url = template.format(batch=world["batch"], study=world["study"])
     for role in ROLES:
         client = client_for(world, role, api=method.startswith("api"))

@@ -15,15 +15,14 @@ from tests.conftest import ORIGINALS, XRAYS
 
 @pytest.fixture(scope="session")
 def screener():
-    from worker.screener import get_screener
+    from screening.serving import get_screener
 
     return get_screener()
 
 
 @pytest.fixture(autouse=True)
-def no_broker():
-    with mock.patch("worker.tasks.score_studies_task.apply_async") as publish:
-        yield publish
+def no_broker(publish):
+    return publish
 
 
 def submit_files(user, *pairs):
@@ -93,16 +92,16 @@ def test_an_unexpected_model_error_fails_the_chunk_with_its_message(submitter, s
 
 
 def test_scores_depend_on_the_image(screener):
-    from ml.decode import decode
-    from ml.preprocess import squash_to_input
+    from ml.serving.decode import decode
+    from ml.serving.preprocess import squash_to_input
 
     images = np.stack([squash_to_input(decode(p).pixels) for p in XRAYS])
-    probabilities = [p.probability for p in screener.predict(images)]
+    probabilities = [p.probability for p in screener.screener.predict(images)]
     assert len(set(round(p, 6) for p in probabilities)) > 1
 
 
 def test_the_gate_rejects_what_is_not_a_chest_xray_before_the_model(submitter, screener):
-    from worker.screener import get_gate
+    from screening.serving import get_gate
 
     rng = np.random.default_rng(0)
     noise, photo = io.BytesIO(), io.BytesIO()

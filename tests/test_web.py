@@ -1,7 +1,6 @@
 """Web pages for submitters: login, upload form, batch pages."""
 
 import io
-from unittest import mock
 
 import pytest
 from django.test import Client
@@ -11,9 +10,8 @@ from tests.conftest import XRAYS
 
 
 @pytest.fixture(autouse=True)
-def no_broker():
-    with mock.patch("worker.tasks.score_studies_task.apply_async"):
-        yield
+def no_broker(publish):
+    return publish
 
 
 def logged_in(user) -> Client:

@@ -1,7 +1,14 @@
 """Celery configuration that the service's reliability depends on."""
 
-import worker.tasks  # noqa: F401  (registers the tasks)
+import pytest
+
+from screening.queue import SCORE_STUDIES_TASK
 from worker.app import _transport_options, app
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _tasks_registered():
+    app.loader.import_default_modules()  # what a worker does at start: import the autodiscovered task modules
 
 
 def test_reliability_settings():
@@ -21,8 +28,12 @@ def test_only_redis_gets_a_visibility_timeout(settings):
 
 def test_the_sweep_is_scheduled():
     entry = app.conf.beat_schedule["requeue-stuck-studies"]
-    assert entry["task"] == "worker.tasks.requeue_stuck_studies_task"
+    assert entry["task"] == "screening.tasks.requeue_stuck_studies_task"
     assert entry["task"] in app.tasks
+
+
+def test_the_queue_publishes_a_task_the_worker_knows():
+    assert SCORE_STUDIES_TASK in app.tasks
 
 
 def test_the_embedded_sql_broker_is_polled_every_tenth_of_a_second(monkeypatch):

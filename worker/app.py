@@ -12,15 +12,12 @@ import os
 
 from celery import Celery
 
+# Before the app is created: Celery's Django fix-up then calls django.setup()
+# in worker and beat processes before the task modules are imported.
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
 
-import django  # noqa: E402
-from django.apps import apps  # noqa: E402
-
-if not apps.ready:  # a worker or beat process; the web app has set Django up already
-    django.setup()
-
 from django.conf import settings  # noqa: E402
+from django.db.models.signals import post_migrate  # noqa: E402
 
 
 def _transport_options(broker_url: str) -> dict:
@@ -46,31 +43,46 @@ def _poll_sql_broker_often(broker_url: str) -> None:
         sqlalchemy.Transport.polling_interval = 0.1
 
 
-_poll_sql_broker_often(settings.CELERY_BROKER_URL)
-app = Celery("screening", include=["worker.tasks"])
-app.config_from_object("django.conf:settings", namespace="CELERY")
-app.conf.update(
-    task_serializer="json",
-    accept_content=["json"],
-    task_ignore_result=True,
-    task_acks_late=True,
-    worker_prefetch_multiplier=1,
-    task_soft_time_limit=settings.CELERY_TASK_SOFT_TIME_LIMIT,
-    task_time_limit=settings.CELERY_TASK_TIME_LIMIT,
-    broker_transport_options=_transport_options(settings.CELERY_BROKER_URL),
-    broker_connection_retry_on_startup=True,
-    # A web request that enqueues must not hang for long when the broker is
-    # down: the studies stay RECEIVED and the sweep re-sends them.
-    broker_connection_timeout=3,
-    task_publish_retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1},
-    worker_hijack_root_logger=False,
-    beat_schedule={
-        "requeue-stuck-studies": {
-            "task": "worker.tasks.requeue_stuck_studies_task",
-            "schedule": float(settings.SCREENING_SWEEP_INTERVAL_SECONDS),
+def _reliability_settings() -> dict:
+    """Celery settings the service depends on, read when Celery first needs its configuration.
+
+    Lazily (``add_defaults``), not at import: the ``webapp`` project imports
+    this module while Django's settings are still being loaded, so reading
+    them here at import time would be a circular import.
+    """
+    _poll_sql_broker_often(settings.CELERY_BROKER_URL)
+    return {
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_ignore_result": True,
+        "task_acks_late": True,
+        "worker_prefetch_multiplier": 1,
+        "task_soft_time_limit": settings.CELERY_TASK_SOFT_TIME_LIMIT,
+        "task_time_limit": settings.CELERY_TASK_TIME_LIMIT,
+        "broker_transport_options": _transport_options(settings.CELERY_BROKER_URL),
+        "broker_connection_retry_on_startup": True,
+        # A web request that enqueues must not hang for long when the broker is
+        # down: the studies stay RECEIVED and the sweep re-sends them.
+        "broker_connection_timeout": 3,
+        "task_publish_retry_policy": {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1},
+        "worker_hijack_root_logger": False,
+        "beat_schedule": {
+            "requeue-stuck-studies": {
+                "task": "screening.tasks.requeue_stuck_studies_task",
+                "schedule": float(settings.SCREENING_SWEEP_INTERVAL_SECONDS),
+            },
         },
-    },
-)
+    }
+
+
+app = Celery("screening")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.add_defaults(_reliability_settings)
+
+# Tasks live in each Django app's tasks.py (``screening.tasks``).
+app.autodiscover_tasks()
+
+from worker import signals  # noqa: E402,F401  (loads and warms the model in each pool process)
 
 
 def prepare_sql_broker(broker_url: str | None = None) -> bool:
@@ -82,7 +94,7 @@ def prepare_sql_broker(broker_url: str | None = None) -> bool:
     publish fails with ``IntegrityError: UNIQUE constraint failed:
     kombu_queue.name`` (seen in a test run: the upload's studies waited for the
     sweep). ``migrate`` runs before the web server and the worker start, so it
-    calls this (``screening.apps``) and the race cannot happen.
+    calls this (post_migrate, below) and the race cannot happen.
     """
     url = broker_url or settings.CELERY_BROKER_URL
     if not url.startswith("sqla+"):
@@ -93,3 +105,13 @@ def prepare_sql_broker(broker_url: str | None = None) -> bool:
         Queue(app.conf.task_default_queue, channel=connection.default_channel).declare()
     return True
 
+
+def _prepare_sql_broker_after_migrate(sender, **kwargs) -> None:
+    # ``migrate`` runs before the web server and the worker start, so the
+    # schema exists before either can race to create it. post_migrate fires
+    # once per installed app; once per migrate is enough.
+    if sender.label == "screening":
+        prepare_sql_broker()
+
+
+post_migrate.connect(_prepare_sql_broker_after_migrate, dispatch_uid="worker.prepare_sql_broker")

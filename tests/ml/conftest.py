@@ -20,14 +20,14 @@ ORIGINALS = FIXTURES / "originals"
 
 @pytest.fixture(scope="session")
 def fixture_records():
-    from ml.data import scan_folder
+    from ml.training.data import scan_folder
 
     return scan_folder(XRAY)
 
 
 @pytest.fixture(scope="session")
 def fixture_images(fixture_records):
-    from ml.data import load_inputs
+    from ml.training.data import load_inputs
 
     return load_inputs(XRAY, fixture_records)
 
@@ -37,7 +37,7 @@ def tiny_model_dir(tmp_path_factory):
     """A saved model folder (model.keras + card.json) with a 4-filter CNN, threshold 0.5, temperature 2."""
     import keras
 
-    from ml.model import build_small_cnn
+    from ml.training.model import build_small_cnn
 
     keras.utils.set_random_seed(0)
     model = build_small_cnn(width=4)
@@ -64,7 +64,7 @@ def tiny_model():
     """A fresh, seeded 4-filter compact CNN at 64 px (each test may train it)."""
     import keras
 
-    from ml.model import build_small_cnn
+    from ml.training.model import build_small_cnn
 
     keras.utils.set_random_seed(1)
     return build_small_cnn(size=SMALL_SIZE, width=4, dropout=0.0, internal_size=None)
@@ -72,6 +72,6 @@ def tiny_model():
 
 @pytest.fixture(scope="session")
 def small_images(fixture_images):
-    from ml.preprocess import squash_to_input
+    from ml.serving.preprocess import squash_to_input
 
     return np.stack([squash_to_input(image, SMALL_SIZE) for image in fixture_images])

@@ -22,7 +22,7 @@ def _extent(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _warp(**kwargs) -> np.ndarray:
     import tensorflow as tf
 
-    from ml.augment import _affine
+    from ml.training.augment import _affine
 
     tf.random.set_seed(7)
     return _affine(tf.constant(_box_image()), max_degrees=0.0, max_shift=0.0, **kwargs).numpy()
@@ -48,7 +48,7 @@ def test_stretch_changes_the_aspect_ratio_but_not_without_it():
 def test_augment_batch_keeps_shape_and_dtype_with_the_geometric_options(max_stretch):
     import tensorflow as tf
 
-    from ml.augment import augment_batch
+    from ml.training.augment import augment_batch
 
     images = (_box_image(8)[..., 0] * 255).astype(np.uint8)
     out = augment_batch(tf.constant(images), 1.0, max_zoom_in=0.25, max_stretch=max_stretch).numpy()

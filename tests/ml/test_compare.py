@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ml import perturb
-from ml.compare import ensemble, markdown_table, summarise
-from ml.data import ImageRecord
+from ml.evaluation.compare import ensemble, markdown_table, summarise
+from ml.training import perturb
+from ml.training.data import ImageRecord
 
 
 def fake_candidate(seed: int, y: np.ndarray) -> dict:
@@ -22,7 +22,7 @@ def test_ensemble_of_two_noisy_candidates_ranks_better_than_either():
     y = np.tile([0, 1], 200)
     a, b = fake_candidate(1, y), fake_candidate(2, y)
     combined, temperature, bias, threshold = ensemble([a, b], y)
-    from ml.metrics import roc_auc
+    from ml.evaluation.metrics import roc_auc
 
     assert roc_auc(y, combined["clean"]["pneumonia"]) > max(
         roc_auc(y, a["scores"]["clean"]["pneumonia"]), roc_auc(y, b["scores"]["clean"]["pneumonia"])

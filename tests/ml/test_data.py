@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ml.data import NameInfo, parse_name, scan_folder
+from ml.training.data import NameInfo, parse_name, scan_folder
 
 XRAY = Path(__file__).resolve().parents[1] / "fixtures" / "xray"
 

@@ -1,4 +1,4 @@
-"""ml.decode: every file a hospital may send ends as grey pixels, FAILED or REJECTED.
+"""ml.serving.decode: every file a hospital may send ends as grey pixels, FAILED or REJECTED.
 
 Inputs are built here from the real fixture radiographs (and, for the CT and
 JPEG-LS cases, from files bundled with pydicom), through the same builders
@@ -21,7 +21,7 @@ from PIL import Image, ImageFile
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_modality_lut, apply_windowing
 
-from ml.decode import (
+from ml.serving.decode import (
     DEFAULT_MAX_BYTES,
     DecodedImage,
     DecodeFailed,
@@ -30,7 +30,7 @@ from ml.decode import (
     decode,
     sniff_format,
 )
-from ml.preprocess import squash_to_input
+from ml.serving.preprocess import squash_to_input
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 BAD = FIXTURES / "bad"

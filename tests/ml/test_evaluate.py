@@ -1,4 +1,4 @@
-"""ml.evaluate on the fixture folder: every promised key, figure and the report."""
+"""ml.evaluation.evaluate on the fixture folder: every promised key, figure and the report."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ml.evaluate import main
+from ml.evaluation.evaluate import main
 
 XRAY = Path(__file__).resolve().parents[1] / "fixtures" / "xray"
 KEYS = (

@@ -2,12 +2,15 @@
 
 import csv
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from ml.heatmap import mass_inside, overlay_png, salient_box, upsample
+from ml.serving.heatmap import mass_inside, overlay_png, salient_box, upsample
+
+LUNG_BOXES = Path(__file__).resolve().parents[1] / "fixtures" / "xray" / "LUNG_BOXES.csv"
 
 
 def hot_spot(row: int, col: int, size: int = 7) -> np.ndarray:
@@ -45,15 +48,15 @@ def test_overlay_has_the_original_aspect_ratio_and_transparency():
 
 @pytest.fixture(scope="module")
 def explainer():
-    from ml.heatmap import ExplainingScreener
-    from ml.inference import Screener, current_model_dir
+    from ml.serving.heatmap import ExplainingScreener
+    from ml.serving.inference import Screener, current_model_dir
 
     return ExplainingScreener(Screener.load(current_model_dir()))
 
 
 def fixture_inputs(paths):
-    from ml.decode import decode
-    from ml.preprocess import squash_to_input
+    from ml.serving.decode import decode
+    from ml.serving.preprocess import squash_to_input
 
     return np.stack([squash_to_input(decode(p).pixels) for p in paths])
 
@@ -81,10 +84,10 @@ def test_the_map_changes_with_the_input(explainer):
 
 
 def test_most_of_the_map_lies_inside_the_hand_annotated_lungs():
-    from ml.heatmap_check import LUNG_BOXES, lung_mass
-    from ml.inference import current_model_dir
+    from ml.evaluation.heatmap_check import lung_mass
+    from ml.serving.inference import current_model_dir
 
-    results = lung_mass(current_model_dir())
+    results = lung_mass(current_model_dir(), LUNG_BOXES)
     assert [name for name, _, _ in results] == [row["file"] for row in csv.DictReader(LUNG_BOXES.open())]
     assert len(results) >= 4
     for name, _, inside in results:
@@ -102,8 +105,8 @@ def test_every_fixture_above_threshold_gets_a_map_with_something_in_it(explainer
 
 
 def _explainer_with(screener, **card):
-    from ml.heatmap import ExplainingScreener
-    from ml.inference import Screener
+    from ml.serving.heatmap import ExplainingScreener
+    from ml.serving.inference import Screener
 
     return ExplainingScreener(Screener(screener.model, screener.card | card))
 

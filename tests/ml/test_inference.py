@@ -7,8 +7,8 @@ import shutil
 import numpy as np
 import pytest
 
-from ml.calibration import sigmoid
-from ml.inference import Prediction, Screener, current_model_dir
+from ml.serving.calibration import sigmoid
+from ml.serving.inference import Prediction, Screener, current_model_dir
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def test_predict_applies_the_card_temperature(screener, fixture_images):
 def test_predict_and_explain_apply_the_card_bias(tiny_model_dir, tmp_path, fixture_images):
     import json
 
-    from ml.heatmap import ExplainingScreener
+    from ml.serving.heatmap import ExplainingScreener
 
     folder = tmp_path / "tiny-platt"
     shutil.copytree(tiny_model_dir, folder)

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import confusion_matrix, recall_score, roc_auc_score
 
-from ml.calibration import binary_nll, calibrated_probability, fit_temperature
-from ml.metrics import (
+from ml.evaluation.metrics import (
     at_threshold,
     bootstrap_ci,
     expected_calibration_error,
@@ -15,6 +14,8 @@ from ml.metrics import (
     screening_report,
     threshold_for_sensitivity,
 )
+from ml.serving.calibration import calibrated_probability
+from ml.training.calibration import binary_nll, fit_temperature
 
 
 @pytest.fixture
@@ -104,7 +105,7 @@ def test_temperature_scaling_recovers_a_known_temperature():
 
 
 def test_platt_scaling_recovers_a_known_temperature_and_bias():
-    from ml.calibration import fit_platt
+    from ml.training.calibration import fit_platt
 
     rng = np.random.default_rng(3)
     logits = rng.normal(0, 3, 40000)

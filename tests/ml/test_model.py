@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ml.model import FEATURE_LAYERS, build_mobilenet, build_small_cnn
+from ml.serving.heatmap import FEATURE_LAYERS
+from ml.training.model import build_mobilenet, build_small_cnn
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ml import perturb
-from ml.finalize import TARGET_SENSITIVITY, choose_threshold
-from ml.metrics import at_threshold
+from ml.evaluation.metrics import at_threshold
+from ml.training import perturb
+from ml.training.finalize import TARGET_SENSITIVITY, choose_threshold
 
 
 @pytest.mark.parametrize("name", sorted(perturb.STRESS))

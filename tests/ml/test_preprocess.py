@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ml.data import load_gray, load_input
-from ml.preprocess import INPUT_SIZE, squash_to_input
+from ml.serving.preprocess import INPUT_SIZE, squash_to_input
+from ml.training.data import load_gray, load_input
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 NORMAL_224 = FIXTURES / "xray" / "NORMAL" / "IM-0115-0001.jpeg"

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from ml.inference import Screener, current_model_dir
+from ml.serving.inference import Screener, current_model_dir
 
 
 def test_shipped_model_serves_the_fixtures(fixture_images, fixture_records):

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ml.data import ImageRecord, parse_name
-from ml.split import make_manifest, read_manifest, write_manifest
+from ml.training.data import ImageRecord, parse_name
+from ml.training.split import make_manifest, read_manifest, write_manifest
 
 REPO = Path(__file__).resolve().parents[2]
 COMMITTED = REPO / "ml" / "splits" / "v1.csv"

@@ -1,4 +1,4 @@
-"""Fine-tuning the top of a network from cached activations (``ml.train_partial``).
+"""Fine-tuning the top of a network from cached activations (``ml.training.train_partial``).
 
 The tiny compact CNN stands in for Xception: the cut, the caching and the
 copy-sampling training loop are the same code whatever the backbone.
@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ml.train import TrainConfig, fit, targets
-from ml.feature_cache import activations
-from ml.train_partial import split_at
+from ml.training.feature_cache import activations
+from ml.training.train import TrainConfig, fit, targets
+from ml.training.train_partial import split_at
 
 CUT = "conv3a"
 
@@ -39,8 +39,8 @@ def test_training_the_top_on_cached_copies_moves_only_the_top_and_keeps_the_best
 ):
     import tensorflow as tf
 
-    from ml.inference import batched_logits
-    from ml.metrics import roc_auc
+    from ml.evaluation.metrics import roc_auc
+    from ml.serving.inference import batched_logits
 
     bottom, top = split_at(tiny_model, CUT)
     for layer in tiny_model.layers:
@@ -66,7 +66,7 @@ def test_training_the_top_on_cached_copies_moves_only_the_top_and_keeps_the_best
 def test_frozen_candidate_features_are_the_pool_layer_output(tiny_model, small_images):
     import keras
 
-    from ml.train_frozen import pooled_features
+    from ml.training.train_frozen import pooled_features
 
     features = pooled_features(tiny_model, small_images, augment=False, seed=0)
     pool = keras.Model(tiny_model.inputs, tiny_model.get_layer("pool").output)

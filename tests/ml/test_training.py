@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ml.train import TrainConfig, class_weights, fit, make_train_step, targets
+from ml.training.train import TrainConfig, class_weights, fit, make_train_step, targets
 
 
 def test_targets_mark_normal_images_as_having_no_subtype(fixture_records):
@@ -43,7 +43,7 @@ def test_a_few_steps_lower_the_loss(tiny_model, fixture_records, small_images):
 def test_augmented_step_runs_and_keeps_uint8_input(tiny_model, fixture_records, small_images):
     import keras
 
-    from ml.augment import augment_batch
+    from ml.training.augment import augment_batch
 
     out = augment_batch(small_images).numpy()
     assert out.dtype == np.uint8 and out.shape == small_images.shape
@@ -71,8 +71,8 @@ def test_fit_keeps_the_best_epoch(tiny_model, fixture_records, small_images, tmp
     assert 1 <= len(history) <= 3
     assert (tmp_path / "best.weights.h5").is_file()
     best = max(history, key=lambda h: (h["val_auc"], -h["val_loss"]))
-    from ml.inference import batched_logits, compiled_forward
-    from ml.metrics import roc_auc
+    from ml.evaluation.metrics import roc_auc
+    from ml.serving.inference import batched_logits, compiled_forward
 
     restored = batched_logits(compiled_forward(tiny_model), small_images)["pneumonia"]
     assert roc_auc(y, restored) == pytest.approx(best["val_auc"])
@@ -85,7 +85,7 @@ def test_class_weights_of_a_single_class_are_neutral():
 def test_viral_specialist_trains_only_the_viral_head(tiny_model, fixture_records, small_images):
     import keras
 
-    from ml.train import pneumonia_only
+    from ml.training.train import pneumonia_only
 
     chosen = [i for i, r in enumerate(fixture_records) if r in pneumonia_only(fixture_records)]
     y, viral = targets([fixture_records[i] for i in chosen])
@@ -108,9 +108,9 @@ def test_viral_specialist_trains_only_the_viral_head(tiny_model, fixture_records
 
 
 def test_viral_specialist_keeps_the_epoch_with_the_best_viral_auc(tiny_model, fixture_records, small_images):
-    from ml.inference import batched_logits, compiled_forward
-    from ml.metrics import roc_auc
-    from ml.train import pneumonia_only
+    from ml.evaluation.metrics import roc_auc
+    from ml.serving.inference import batched_logits, compiled_forward
+    from ml.training.train import pneumonia_only
 
     chosen = [i for i, r in enumerate(fixture_records) if r in pneumonia_only(fixture_records)]
     images = small_images[chosen]

@@ -13,9 +13,9 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from screening import access
-from screening.api import studies_with_results
 from screening.intake import folder_sources
 from screening.models import Batch, Study
+from screening.selectors import batch_studies
 from screening.submission import NothingAccepted, submit
 
 
@@ -58,7 +58,7 @@ class Command(BaseCommand):
                 raise CommandError(f"Timed out after {timeout:.0f} s; batch {batch.pk} is still being processed.")
             time.sleep(1)
         self._report_refusals(outcome.refusals, as_json)
-        for study in studies_with_results().filter(batch=batch).order_by("pk"):
+        for study in batch_studies(batch):
             result = study.latest_result()
             self._emit(
                 as_json,

@@ -1,6 +1,6 @@
 """Xception with its exit flow fine-tuned, trained from cached middle-flow activations.
 
-    python -m ml.train_partial --data ../shared/data/chest_xray --out ml/runs/candidates/xception_ft
+    python -m ml.training.train_partial --data ../shared/data/chest_xray --out ml/runs/candidates/xception_ft
 
 Fine-tuning all of Xception is out of reach on a 2-core CPU: its forward pass
 alone costs 40-75 ms/image. But when blocks 1-12 (entry and middle flow) stay
@@ -10,12 +10,12 @@ changes, so it is computed once per image and cached under ``ml/cache/``
 drawn with the shipped recipe's augmentation. The exit flow (blocks 13-14) and
 the two heads, 6.8 M parameters, are then trained on those activations with
 the shipped recipe's losses, class weights, schedule and early stopping
-(``ml.train.fit``), at about a twentieth of a full step's cost. Each epoch
+(``ml.training.train.fit``), at about a twentieth of a full step's cost. Each epoch
 draws one cached copy per image at random.
 
 The result is the whole Xception with the same uint8-in, logits-out contract
 as every other candidate, so its calibration, threshold and stress test run
-through the same code (``ml.finalize.build_card``). It is a comparison
+through the same code (``ml.training.finalize.build_card``). It is a comparison
 candidate and a possible teacher, not a shippable CPU model (80 MB, ~100
 ms/image).
 """
@@ -30,11 +30,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ml import perturb
-from ml.data import load_inputs
-from ml.split import file_sha256, read_manifest, records_for
-from ml.feature_cache import CACHE, activations, cached
-from ml.train import DEFAULT_MANIFEST, TrainConfig, fit, limited, log, start_run, targets, training_record
+from ml.training import perturb
+from ml.training.data import load_inputs
+from ml.training.feature_cache import CACHE, activations, cached
+from ml.training.runs import DEFAULT_MANIFEST, limited, log, start_run, training_record
+from ml.training.split import file_sha256, read_manifest, records_for
+from ml.training.train import TrainConfig, fit, targets
 
 CUT_LAYER = "block13_sepconv1_act"  # first layer of the exit flow; its input is the last middle-flow block's output
 
@@ -68,12 +69,12 @@ def main(argv: list[str] | None = None) -> None:
     import keras
     import tensorflow as tf
 
-    from ml import finalize
-    from ml.model import build_xception
+    from ml.training import finalize
+    from ml.training.model import build_xception
 
     started = time.time()
     out = Path(args.out)
-    run_dir, log_stream, command = start_run(out, "ml.train_partial", argv)
+    run_dir, log_stream, command = start_run(out, "ml.training.train_partial", argv)
     config = TrainConfig(
         arch="xception",
         epochs=args.epochs,
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
         log_stream=log_stream,
         training=training_record(
             args.manifest,
-            "ml.train_partial",
+            "ml.training.train_partial",
             command,
             train_records,
             val_records,

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ml.decode import decode
-from ml.preprocess import INPUT_SIZE, squash_to_input
+from ml.serving.decode import decode
+from ml.serving.preprocess import INPUT_SIZE, squash_to_input
 
 LABELS = ("NORMAL", "PNEUMONIA")  # index = class id: 1 means pneumonia
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
@@ -97,7 +97,7 @@ def scan_folder(root: str | os.PathLike) -> list[ImageRecord]:
 
 
 def load_gray(path: str | os.PathLike, size: int = INPUT_SIZE) -> np.ndarray:
-    """Decode a file to 8-bit grey pixels exactly as the service does (``ml.decode``).
+    """Decode a file to 8-bit grey pixels exactly as the service does (``ml.serving.decode``).
 
     Training, evaluation and serving must see the same pixels, so this is a
     thin wrapper: colour becomes luma, 16-bit data is scaled through its bit

@@ -1,6 +1,6 @@
 """Score a model folder on any NORMAL/PNEUMONIA image folder and write a report.
 
-    python -m ml.evaluate --model ml/models/v4 --data DIR --out OUTDIR
+    python -m ml.evaluation.evaluate --model ml/models/v4 --data DIR --out OUTDIR
         [--twins DIR]                 # same files at another resolution: score agreement
         [--manifest CSV --role val]   # keep only the files of one manifest role
 
@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ml import plots
-from ml.data import load_inputs, scan_folder
-from ml.metrics import bootstrap_ci, reliability_table, roc_auc, screening_report
-from ml.split import read_manifest
+from ml.evaluation import plots
+from ml.evaluation.metrics import bootstrap_ci, reliability_table, roc_auc, screening_report
+from ml.training.data import load_inputs, scan_folder
+from ml.training.split import read_manifest
 
 
 def _clean(value):
@@ -55,7 +55,7 @@ def evaluate(
     role: str = "val",
     n_resamples: int = 2000,
 ) -> dict:
-    from ml.inference import Screener
+    from ml.serving.inference import Screener
 
     started = time.time()
     out_dir = Path(out_dir)

@@ -1,4 +1,4 @@
-"""Fit the out-of-distribution gate (``ml/gate.py``) and write its folder.
+"""Fit the out-of-distribution gate (``ml/serving/gate.py``) and write its folder.
 
 Everything is fitted on the *training* rows of the patient-wise split manifest
 (``ml/splits/v1.csv``); validation rows are only read by ``ml/gate_eval.py``
@@ -7,7 +7,7 @@ to count false rejections. The held-out probe images
 head's negatives are generated below by code that shares nothing with the
 probe script, so probe acceptance measures generalisation, not memory.
 
-    .venv/bin/python -m ml.gate_fit --data ../shared/data/chest_xray \\
+    .venv/bin/python -m ml.training.gate_fit --data ../shared/data/chest_xray \\
         --weights ../shared/weights/mobilenet_2_5_224_tf_no_top.h5 --out ml/models/gate-v1
 
 Embeddings are cached under ``ml/cache/gate/`` (git-ignored), keyed by the
@@ -26,10 +26,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from ml.decode import decode
-from ml.feature_cache import CACHE as FEATURE_CACHE
-from ml.feature_cache import cached
-from ml.gate import (
+from ml.serving.decode import decode
+from ml.serving.gate import (
     BACKBONE_FILE,
     CARD_FILE,
     CHEST,
@@ -44,7 +42,9 @@ from ml.gate import (
     pixel_statistics,
     save_params,
 )
-from ml.preprocess import squash_to_input
+from ml.serving.preprocess import squash_to_input
+from ml.training.feature_cache import CACHE as FEATURE_CACHE
+from ml.training.feature_cache import cached
 
 SEED = 20261123
 PCA_DIMS = 64
@@ -76,7 +76,7 @@ def read_split(manifest: str | Path, role: str) -> list[str]:
 
 
 def load_input(path: str | Path) -> np.ndarray:
-    """The service's own path: ``ml.decode`` then the shared squash."""
+    """The service's own path: ``ml.serving.decode`` then the shared squash."""
     return squash_to_input(decode(path, target_size=INPUT_SIZE).pixels)
 
 

@@ -1,6 +1,6 @@
 """Train, calibrate and package a screening model from the split manifest.
 
-    python -m ml.train --data ../shared/data/chest_xray --out ml/models/<version>
+    python -m ml.training.train --data ../shared/data/chest_xray --out ml/models/<version>
 
 Steps: read the patient-wise manifest (``ml/splits/v1.csv``; never tune on
 anything outside its validation rows), fine-tune the network with
@@ -15,21 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ml.data import load_inputs
-from ml.split import file_sha256, read_manifest, records_for
-
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_MANIFEST = REPO / "ml" / "splits" / "v1.csv"
-RUNS = REPO / "ml" / "runs"
+from ml.training.data import load_inputs
+from ml.training.runs import DEFAULT_MANIFEST, limited, log, measure_speed, start_run, training_record
+from ml.training.split import read_manifest, records_for
 
 
 @dataclass
@@ -54,41 +48,6 @@ class TrainConfig:
 
 
 TASKS = ("screen", "viral")
-
-
-def start_run(out: str | Path, tool: str, argv: list[str] | None):
-    """(run folder, open log, command line) for a training tool writing model folder ``out``.
-
-    Checkpoints, logs and cached scores go to ``ml/runs/<folder name>/`` (git-ignored); the
-    command line is logged first so every run log says how to reproduce it.
-    """
-    run_dir = RUNS / Path(out).name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log_stream = (run_dir / "train.log").open("a")
-    command = " ".join(sys.argv[1:] if argv is None else argv)
-    log(f"{tool} {command}", log_stream)
-    return run_dir, log_stream, command
-
-
-def training_record(manifest, tool: str, command: str, train_records, val_records, **fields) -> dict:
-    """The card's ``training`` entry: what every training tool records, plus its own ``fields``."""
-    return {
-        "manifest": os.path.relpath(Path(manifest).resolve(), REPO),
-        "manifest_sha256": file_sha256(manifest),
-        "n_train": len(train_records),
-        "n_val": len(val_records),
-        **fields,
-        "hardware": hardware(),
-        "command": f"python -m {tool} {command}",
-    }
-
-
-def log(message: str, stream=None) -> None:
-    line = f"{time.strftime('%H:%M:%S')} {message}"
-    print(line, flush=True)
-    if stream is not None:
-        stream.write(line + "\n")
-        stream.flush()
 
 
 def targets(records) -> tuple[np.ndarray, np.ndarray]:
@@ -120,7 +79,7 @@ def make_train_step(
     """A compiled step: augment, forward, class-weighted losses, update. Returns the batch loss."""
     import tensorflow as tf
 
-    from ml.augment import augment_batch
+    from ml.training.augment import augment_batch
 
     w_normal, w_pneumonia = weights
     w_bacteria, w_virus = viral_weights
@@ -172,14 +131,14 @@ def fit(
 
     ``train_images`` is one uint8 array, or a list of equally long arrays holding
     cached copies of the same inputs (clean and augmented activations, see
-    ``ml.train_partial``): each epoch then draws one copy per image at random.
+    ``ml.training.train_partial``): each epoch then draws one copy per image at random.
     ``forward`` scores ``val_images`` (default: the uint8 serving function).
     """
     import keras
     import tensorflow as tf
 
-    from ml.inference import batched_logits, compiled_forward
-    from ml.metrics import roc_auc
+    from ml.evaluation.metrics import roc_auc
+    from ml.serving.inference import batched_logits, compiled_forward
 
     copies = train_images if isinstance(train_images, list) else None
     n_train = len(copies[0]) if copies else len(train_images)
@@ -260,12 +219,6 @@ def fit(
     return history
 
 
-def limited(records, n: int) -> list:
-    """A seeded random subset of ``n`` records in manifest order (smoke runs need both classes)."""
-    rng = np.random.default_rng(0)
-    return [records[i] for i in sorted(rng.choice(len(records), min(n, len(records)), replace=False))]
-
-
 def pneumonia_only(records) -> list:
     return [r for r in records if r.subtype in ("virus", "bacteria")]
 
@@ -274,11 +227,11 @@ def viral_specialist_card(model, version, config, val_images, val_records, train
     """What a viral specialist is judged on: P(viral | pneumonia) on the validation pneumonia images.
 
     Its logits are saved like a screener's (``val_scores.npz``, ``clean__viral``) so that
-    ``ml.compare`` can pair it with a screener; it gets no threshold or temperature of its own.
+    ``ml.evaluation.compare`` can pair it with a screener; it gets no threshold or temperature of its own.
     """
-    from ml.calibration import sigmoid
-    from ml.finalize import save_scores, viral_report
-    from ml.inference import batched_logits, compiled_forward
+    from ml.serving.calibration import sigmoid
+    from ml.serving.inference import batched_logits, compiled_forward
+    from ml.training.finalize import save_scores, viral_report
 
     logits = batched_logits(compiled_forward(model), val_images)
     save_scores(run_dir / "val_scores.npz", logits, {}, training["manifest_sha256"])
@@ -298,41 +251,6 @@ def viral_specialist_card(model, version, config, val_images, val_records, train
     }
 
 
-def hardware() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{cores} CPU cores ({cpu}), {'GPU: ' + str(len(gpus)) if gpus else 'no GPU'}, TensorFlow {tf.__version__}"
-
-
-def measure_speed(model, size: int, repeats: int = 5) -> dict:
-    """CPU/GPU milliseconds per image through the compiled serving function, batch 1 and 32."""
-    from ml.inference import compiled_forward
-
-    forward = compiled_forward(model)
-    rng = np.random.default_rng(0)
-    result = {}
-    for batch in (1, 32):
-        images = rng.integers(0, 256, (batch, size, size), dtype=np.uint8)
-        forward(images)
-        timings = []
-        for _ in range(repeats if batch == 32 else repeats * 4):
-            started = time.perf_counter()
-            forward(images)
-            timings.append(time.perf_counter() - started)
-        result[f"ms_per_image_batch{batch}"] = round(1000 * float(np.median(timings)) / batch, 2)
-    return result
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="folder with train/NORMAL and train/PNEUMONIA")
@@ -349,13 +267,13 @@ def main(argv: list[str] | None = None) -> None:
 
     import keras
 
-    from ml import finalize
-    from ml.model import BUILDERS
+    from ml.training import finalize
+    from ml.training.model import BUILDERS
 
     started = time.time()
     out = Path(args.out)
     version = out.name
-    run_dir, log_stream, command = start_run(out, "ml.train", argv)
+    run_dir, log_stream, command = start_run(out, "ml.training.train", argv)
     log(f"config {json.dumps(asdict(config))}", log_stream)
     keras.utils.set_random_seed(config.seed)
 
@@ -391,7 +309,7 @@ def main(argv: list[str] | None = None) -> None:
     model.save(out / "model.keras")
     training = training_record(
         args.manifest,
-        "ml.train",
+        "ml.training.train",
         command,
         train_records,
         val_records,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ml.train import REPO, log
+from ml.training.runs import REPO, log
 
 CACHE = REPO / "ml" / "cache"
 
@@ -42,7 +42,7 @@ def activations(
     (``{}`` for its defaults), or None for the clean images."""
     import tensorflow as tf
 
-    from ml.augment import augment_batch
+    from ml.training.augment import augment_batch
 
     @tf.function(input_signature=[tf.TensorSpec([None, *images.shape[1:]], tf.uint8)])
     def forward(x):

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ml.calibration import calibrated_probability, sigmoid
+from ml.serving.calibration import calibrated_probability, sigmoid
 
-MODELS_ROOT = Path(__file__).resolve().parent / "models"
+MODELS_ROOT = Path(__file__).resolve().parents[1] / "models"
 CHUNK = 64  # images per compiled call: bounds memory for large batches without retracing
 
 

@@ -15,10 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ml import perturb
-from ml.calibration import calibrated_probability, fit_platt, fit_temperature, sigmoid
-from ml.heatmap import GRADCAM_LAYERS
-from ml.metrics import (
+from ml.evaluation.metrics import (
     at_threshold,
     bootstrap_ci,
     expected_calibration_error,
@@ -26,7 +23,11 @@ from ml.metrics import (
     screening_report,
     threshold_for_sensitivity,
 )
-from ml.preprocess import INPUT_SIZE
+from ml.serving.calibration import calibrated_probability, sigmoid
+from ml.serving.heatmap import FEATURE_LAYERS, GRADCAM_LAYERS
+from ml.serving.preprocess import INPUT_SIZE
+from ml.training import perturb
+from ml.training.calibration import fit_platt, fit_temperature
 
 TARGET_SENSITIVITY = 0.97
 
@@ -142,9 +143,8 @@ def build_card(
     scores_file: Path | None = None,
     stress: dict | None = None,
 ) -> dict:
-    from ml.inference import batched_logits, compiled_forward
-    from ml.model import FEATURE_LAYERS
-    from ml.train import log, measure_speed
+    from ml.serving.inference import batched_logits, compiled_forward
+    from ml.training.runs import log, measure_speed
 
     forward = compiled_forward(model)
     logits_fn = lambda images: batched_logits(forward, images)
@@ -198,7 +198,7 @@ def build_card(
         "file_bytes": model_file.stat().st_size if model_file and model_file.exists() else None,
         "input_size": INPUT_SIZE,
         "input": "uint8 array (N, 224, 224): grey image squashed to 224x224 ignoring aspect ratio by "
-        "ml.preprocess.squash_to_input (Pillow bilinear)",
+        "ml.serving.preprocess.squash_to_input (Pillow bilinear)",
         "preprocessing": "inside the model: x/127.5 - 1, grey repeated to 3 channels",
         "outputs": {
             "pneumonia": "logit; P = sigmoid(logit / temperature + bias)",
@@ -206,7 +206,7 @@ def build_card(
         },
         "feature_layer": FEATURE_LAYERS.get(arch),
         "gradcam_layer": GRADCAM_LAYERS.get(arch),
-        "heatmap_method": "hirescam",  # see ml/heatmap.py for why not plain Grad-CAM
+        "heatmap_method": "hirescam",  # see ml/serving/heatmap.py for why not plain Grad-CAM
         "threshold": threshold,
         "threshold_rule": "min over clean and mildly perturbed validation copies of the highest threshold with "
         f"sensitivity >= {TARGET_SENSITIVITY}",
@@ -231,16 +231,16 @@ def build_card(
 def main(argv: list[str] | None = None) -> None:
     """Re-derive temperature, threshold, metrics and speed for an existing model folder, keeping its training record.
 
-    python -m ml.finalize --model ml/models/v4 --data ../shared/data/chest_xray
+    python -m ml.training.finalize --model ml/models/v4 --data ../shared/data/chest_xray
     """
     import argparse
     import json
 
     import keras
 
-    from ml.data import load_inputs
-    from ml.split import file_sha256, read_manifest, records_for
-    from ml.train import DEFAULT_MANIFEST, RUNS
+    from ml.training.data import load_inputs
+    from ml.training.runs import DEFAULT_MANIFEST, RUNS
+    from ml.training.split import file_sha256, read_manifest, records_for
 
     parser = argparse.ArgumentParser(description=main.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True)

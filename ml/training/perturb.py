@@ -14,7 +14,7 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image, ImageFilter
 
-from ml.preprocess import squash_to_input
+from ml.serving.preprocess import squash_to_input
 
 Perturbation = Callable[[np.ndarray], np.ndarray]
 

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from ml.calibration import sigmoid
-from ml.inference import Prediction, Screener
+from ml.serving.calibration import sigmoid
+from ml.serving.inference import Prediction, Screener
 
 OVERLAY_LONG_SIDE = 256  # the map comes from a 7x7 grid: more pixels add nothing but encoding time
 SALIENT_FRACTION = 0.5  # the salient box covers the map at or above half its peak
@@ -45,6 +45,9 @@ class Explained:
 # mediastinum. (Measured on the hand-annotated fixtures: the 7x7 map of one of
 # the four pneumonia fixtures had less than half its mass inside the lungs.)
 GRADCAM_LAYERS = {"mobilenet_025": "conv_pw_11_relu"}
+# The last convolutional feature map of each architecture, before global pooling:
+# the fallback for cards that name no Grad-CAM layer (and what training records).
+FEATURE_LAYERS = {"mobilenet_025": "conv_pw_13_relu", "xception": "block14_sepconv2_act", "small_cnn": "last_conv"}
 METHODS = ("gradcam", "hirescam")
 
 
@@ -56,8 +59,6 @@ def _feature_layer_name(screener: Screener) -> str:
     )
     if name:
         return str(name)
-    from ml.model import FEATURE_LAYERS
-
     for candidate in FEATURE_LAYERS.values():
         try:
             screener.model.get_layer(candidate)
@@ -111,13 +112,6 @@ class ExplainingScreener:
 
         self._forward = forward
         self._has_viral = screener.has_viral_output
-
-    @property
-    def model(self):
-        return self.screener.model
-
-    def predict(self, images: np.ndarray) -> list[Prediction]:
-        return [item.prediction for item in self.explain(images)]
 
     def explain(self, images: np.ndarray, chunk: int = 64) -> list[Explained]:
         self.screener._check(images)

@@ -1,13 +1,13 @@
 """Measure the out-of-distribution gate: false rejections, probe acceptance, speed.
 
     .venv/bin/python tests/fixtures/make_gate_probes.py        # probes -> ml/cache/gate_probes
-    .venv/bin/python -m ml.gate_eval [--gate ml/models/gate-v1]
+    .venv/bin/python -m ml.evaluation.gate_eval [--gate ml/models/gate-v1]
 
 False rejections are counted on chest X-rays the gate never saw while fitting:
 the *validation* rows of ``ml/splits/v1.csv`` (224x224 copies), their
 full-resolution twins in ``chest_xray_hires`` (shorter side 256, decoded and
 squashed as the service does), and the 16 images of the official ``val/``
-folder. Every probe file goes through ``ml.decode`` and the colourfulness cue
+folder. Every probe file goes through ``ml.serving.decode`` and the colourfulness cue
 exactly as an upload would. Prints a summary and writes it as JSON
 (``--json``, default ``ml/runs/gate/eval.json``).
 """
@@ -24,11 +24,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
-from ml.decode import UnscorableInput, decode
-from ml.gate import ChestXrayGate, colourfulness_of_file
-from ml.preprocess import INPUT_SIZE, squash_to_input
+from ml.serving import pipeline
+from ml.serving.decode import UnscorableInput
+from ml.serving.gate import ChestXrayGate
+from ml.serving.preprocess import INPUT_SIZE, squash_to_input
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
@@ -42,9 +43,8 @@ def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
 
 def upload(path: Path) -> tuple[np.ndarray, float]:
     """What the worker would hand the gate for this file: squashed grey input and colourfulness."""
-    decoded = decode(path, target_size=INPUT_SIZE)
-    colour = colourfulness_of_file(path) if decoded.format in ("jpeg", "png") else float("nan")
-    return squash_to_input(decoded.pixels), colour
+    prepared = pipeline.prepare(path, input_size=INPUT_SIZE)
+    return prepared.pixels, prepared.colourfulness
 
 
 def run_batches(gate: ChestXrayGate, images: np.ndarray, colour: np.ndarray, batch: int = 16):

@@ -1,20 +1,25 @@
-"""Celery tasks: thin wrappers that take ids and leave the work to ``screening``."""
+"""Celery tasks: thin wrappers that take ids and leave the work to ``scoring`` and ``queue``.
+
+``shared_task`` binds them to whichever Celery application the process runs
+(``worker.app``, which the ``webapp`` project loads at start-up), so the Django
+app publishes tasks without importing the worker package.
+"""
 
 from __future__ import annotations
 
 import logging
 
+from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
 from screening.queue import requeue_stuck_studies
 from screening.scoring import score_chunk
-from worker.app import app
-from worker.screener import get_gate, get_screener
+from screening.serving import get_gate, get_screener
 
 log = logging.getLogger(__name__)
 
 
-@app.task(
+@shared_task(
     acks_late=True,
     ignore_result=True,
     autoretry_for=(OperationalError, InterfaceError),
@@ -31,6 +36,6 @@ def score_studies_task(study_ids: list[int]) -> None:
     )
 
 
-@app.task(ignore_result=True, acks_late=False)
+@shared_task(ignore_result=True, acks_late=False)
 def requeue_stuck_studies_task() -> None:
     requeue_stuck_studies()

@@ -1,7 +1,7 @@
 """Turn an uploaded file (JPEG, PNG or DICOM) into the 8-bit grey pixels we score.
 
 Hospitals send whatever their systems export, so every branch here ends in one
-of three places: a ``DecodedImage`` ready for ``ml.preprocess.squash_to_input``,
+of three places: a ``DecodedImage`` ready for ``ml.serving.preprocess.squash_to_input``,
 ``DecodeFailed`` (we could not read it) or ``InputRejected`` (we read it, but it
 is not something the model was validated on). Library errors never escape:
 the worker turns these two exceptions into a study status and shows ``.reason``
@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 # pydicom's default (WARN) logs and warns about malformed values *quoting the
 # value*, which may be a patient's name. We never validate values we do not
-# use, so reading stays lenient and silent. ml.decode is the service's only
+# use, so reading stays lenient and silent. ml.serving.decode is the service's only
 # pydicom user, which makes this process-wide setting safe.
 pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
 
@@ -145,7 +145,7 @@ def decode(
     if ImageFile.LOAD_TRUNCATED_IMAGES:
         # Someone flipped Pillow's global switch: a truncated X-ray would then
         # be scored with a grey bottom half. A programming error, so not wrapped.
-        raise RuntimeError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES must stay False for ml.decode")
+        raise RuntimeError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES must stay False for ml.serving.decode")
     data = _read_limited(source, max_bytes)
     kind = sniff_format(data[:1024])
     if kind is None:

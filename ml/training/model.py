@@ -4,7 +4,7 @@ The saved model takes exactly what ``squash_to_input`` returns, a batch of
 ``(224, 224)`` uint8 images, and does the rest itself (scale to [-1, 1],
 repeat grey into three channels), so serving cannot drift from training by
 forgetting a normalisation step. It returns logits, not probabilities:
-temperature scaling is applied by ``ml.inference`` with the temperature from
+calibration is applied by ``ml.serving.inference`` with the temperature from
 the model card, and logits keep that step exact.
 
 Outputs
@@ -21,14 +21,12 @@ from pathlib import Path
 import keras
 from keras import layers
 
-from ml.preprocess import INPUT_SIZE
+from ml.serving.preprocess import INPUT_SIZE
 
-WEIGHTS_DIR = Path(os.environ.get("ML_WEIGHTS_DIR", Path(__file__).resolve().parents[1].parent / "shared" / "weights"))
+WEIGHTS_DIR = Path(os.environ.get("ML_WEIGHTS_DIR", Path(__file__).resolve().parents[3] / "shared" / "weights"))
 MOBILENET_WEIGHTS = "mobilenet_2_5_224_tf_no_top.h5"
 XCEPTION_WEIGHTS = "xception_imagenet_notop_extracted.h5"
 
-# Last convolutional feature map of each backbone, kept reachable by name for Grad-CAM.
-FEATURE_LAYERS = {"mobilenet_025": "conv_pw_13_relu", "xception": "block14_sepconv2_act", "small_cnn": "last_conv"}
 OUTPUT_NAMES = ("pneumonia", "viral")
 
 

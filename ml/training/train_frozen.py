@@ -1,6 +1,6 @@
 """Frozen ImageNet backbone + logistic-regression heads, from cached features.
 
-    python -m ml.train_frozen --data ../shared/data/chest_xray --out ml/runs/candidates/xception_lr
+    python -m ml.training.train_frozen --data ../shared/data/chest_xray --out ml/runs/candidates/xception_lr
 
 Fine-tuning Xception is out of reach on a 2-core CPU (~75 ms/image forward
 alone), but its pooled features are strong and pretrained features are known
@@ -24,11 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ml import perturb
-from ml.data import load_inputs
-from ml.split import file_sha256, read_manifest, records_for
-from ml.feature_cache import CACHE, activations, cached
-from ml.train import DEFAULT_MANIFEST, log, start_run, targets, training_record
+from ml.training import perturb
+from ml.training.data import load_inputs
+from ml.training.feature_cache import CACHE, activations, cached
+from ml.training.runs import DEFAULT_MANIFEST, log, start_run, training_record
+from ml.training.split import file_sha256, read_manifest, records_for
+from ml.training.train import targets
 
 C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3)
 
@@ -53,7 +54,7 @@ def fit_head(features: np.ndarray, y: np.ndarray, folds: np.ndarray, balanced: b
     """Logistic regression; C chosen by mean AUC over patient-wise folds (the manifest's training folds)."""
     from sklearn.linear_model import LogisticRegression
 
-    from ml.metrics import roc_auc
+    from ml.evaluation.metrics import roc_auc
 
     mean, std = features.mean(0), features.std(0) + 1e-6
     z = (features - mean) / std
@@ -87,12 +88,12 @@ def main(argv: list[str] | None = None) -> None:
 
     import keras
 
-    from ml import finalize
-    from ml.model import BUILDERS
+    from ml.training import finalize
+    from ml.training.model import BUILDERS
 
     started = time.time()
     out = Path(args.out)
-    run_dir, log_stream, command = start_run(out, "ml.train_frozen", argv)
+    run_dir, log_stream, command = start_run(out, "ml.training.train_frozen", argv)
     keras.utils.set_random_seed(args.seed)
     rows = read_manifest(args.manifest)
     train_rows = [r for r in rows if r["role"] == "train"]
@@ -120,9 +121,10 @@ def main(argv: list[str] | None = None) -> None:
     pneumonia = fit_head(features, y_all, folds_all)
     has = viral_all >= 0
     viral_head = fit_head(features[has], viral_all[has], folds_all[has])
+    fit_seconds = round(time.time() - fit_started)
     log(
         f"pneumonia head C={pneumonia.c} cv_auc={pneumonia.cv_auc:.4f}; viral head C={viral_head.c} "
-        f"cv_auc={viral_head.cv_auc:.4f} ({time.time() - fit_started:.0f}s)",
+        f"cv_auc={viral_head.cv_auc:.4f} ({fit_seconds}s)",
         log_stream,
     )
     model.get_layer("pneumonia_logit").set_weights(
@@ -145,14 +147,14 @@ def main(argv: list[str] | None = None) -> None:
         log_stream=log_stream,
         training=training_record(
             args.manifest,
-            "ml.train_frozen",
+            "ml.training.train_frozen",
             command,
             train_records,
             val_records,
             augmented_copies=args.augmented_copies,
             pneumonia_head={"C": pneumonia.c, "cv_auc": pneumonia.cv_auc},
             viral_head={"C": viral_head.c, "cv_auc": viral_head.cv_auc},
-            fit_seconds=round(time.time() - started),
+            fit_seconds=fit_seconds,
         ),
     )
     card["training"]["total_seconds"] = round(time.time() - started)

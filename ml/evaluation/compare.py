@@ -1,6 +1,6 @@
 """Candidate comparison on the one validation split: accuracy, robustness, size and speed.
 
-    python -m ml.compare --data ../shared/data/chest_xray --out ml/runs/compare \\
+    python -m ml.evaluation.compare --data ../shared/data/chest_xray --out ml/runs/compare \\
         --models ml/models/v1 ml/runs/candidates/small_cnn ml/runs/candidates/xception_lr \\
         --ensemble v1+xception_lr
 
@@ -27,13 +27,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ml import perturb
-from ml.calibration import calibrated_probability, fit_platt, sigmoid
-from ml.data import load_inputs
-from ml.finalize import choose_threshold, perturbed_logits, stress_table, viral_report
-from ml.metrics import screening_report
-from ml.split import file_sha256, read_manifest, records_for
-from ml.train import DEFAULT_MANIFEST, RUNS, hardware, measure_speed
+from ml.evaluation.metrics import screening_report
+from ml.serving.calibration import calibrated_probability, sigmoid
+from ml.training import perturb
+from ml.training.calibration import fit_platt
+from ml.training.data import load_inputs
+from ml.training.finalize import choose_threshold, perturbed_logits, stress_table, viral_report
+from ml.training.runs import DEFAULT_MANIFEST, RUNS, hardware, measure_speed
+from ml.training.split import file_sha256, read_manifest, records_for
 
 
 def candidate_scores(model_dir: Path, val_images: np.ndarray, manifest_sha: str) -> dict[str, dict[str, np.ndarray]]:
@@ -48,8 +49,8 @@ def candidate_scores(model_dir: Path, val_images: np.ndarray, manifest_sha: str)
                     condition, output = key.split("__")
                     scores.setdefault(condition, {})[output] = data[key]
             return scores
-    from ml.finalize import save_scores
-    from ml.inference import Screener
+    from ml.serving.inference import Screener
+    from ml.training.finalize import save_scores
 
     screener = Screener.load(model_dir)
     scores = {"clean": screener.logits(val_images)}

@@ -2,7 +2,7 @@
 
 The pneumonia model returns a confident-looking probability for anything it is
 shown, a holiday photo included. The gate runs before it, on the very same
-224x224 grey squash (``ml.preprocess.squash_to_input``), and turns inputs the
+224x224 grey squash (``ml.serving.preprocess.squash_to_input``), and turns inputs the
 model was never meant to score into a REJECTED study with a reason a hospital
 user can act on.
 
@@ -46,9 +46,9 @@ from pathlib import Path
 
 import numpy as np
 
-INPUT_SIZE = 224  # = ml.preprocess.INPUT_SIZE; the gate sees exactly the model's input
+INPUT_SIZE = 224  # = ml.serving.preprocess.INPUT_SIZE; the gate sees exactly the model's input
 GATE_VERSION = "gate-v1"
-DEFAULT_GATE_DIR = Path(__file__).resolve().parent / "models" / GATE_VERSION
+DEFAULT_GATE_DIR = Path(__file__).resolve().parents[1] / "models" / GATE_VERSION
 BACKBONE_FILE = "backbone.weights.h5"
 PARAMS_FILE = "params.h5"
 CARD_FILE = "card.json"
@@ -115,7 +115,7 @@ def colourfulness_of_file(source: bytes | str | os.PathLike) -> float:
     For the worker, which decodes JPEGs in draft mode straight to luma and so
     never holds their colour: colour JPEGs are decoded again here at 1/8 scale
     (DCT scaling in libjpeg, a few milliseconds even for a 12-megapixel photo).
-    Call it only on files ``ml.decode`` has accepted: that is where size and
+    Call it only on files ``ml.serving.decode`` has accepted: that is where size and
     pixel-count limits are enforced. Grey files return 0.0 without decoding.
     """
     import io
@@ -223,7 +223,7 @@ def check_inputs(images: np.ndarray) -> np.ndarray:
         # ValueError, not TypeError: the worker's contract is "bad input raises ValueError".
         raise ValueError(f"images must be a numpy array, got {type(images).__name__}")  # noqa: TRY004
     if images.dtype != np.uint8:
-        raise ValueError(f"images must be uint8 grey from ml.preprocess.squash_to_input, got dtype {images.dtype}")
+        raise ValueError(f"images must be uint8 grey from ml.serving.preprocess.squash_to_input, got dtype {images.dtype}")
     if images.ndim != 3 or images.shape[1:] != (INPUT_SIZE, INPUT_SIZE):
         raise ValueError(
             f"images must have shape (N, {INPUT_SIZE}, {INPUT_SIZE}) (a batch of squashed grey inputs), "

@@ -23,7 +23,7 @@ def squash_to_input(gray: np.ndarray | Image.Image, size: int = INPUT_SIZE) -> n
     """Return a ``(size, size)`` uint8 array: ``gray`` resized, aspect ratio ignored.
 
     ``gray`` must already be a single-channel 8-bit image (decoding, windowing
-    and MONOCHROME1 inversion happen before this, in ``ml.decode``).
+    and MONOCHROME1 inversion happen before this, in ``ml.serving.decode``).
     """
     image = gray if isinstance(gray, Image.Image) else Image.fromarray(_as_uint8_2d(gray))
     if image.mode != "L":

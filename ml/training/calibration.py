@@ -1,4 +1,4 @@
-"""Calibration: make the pneumonia logit's probabilities honest on validation.
+"""Fitting the calibration: make the pneumonia logit's probabilities honest on validation.
 
 Class weighting and early stopping leave a network over- or under-confident;
 a monotone map of the logit fitted on validation fixes that without moving the
@@ -12,6 +12,8 @@ calibrated probabilities and reported as one. Two maps:
   cross-validation fold 2 of v4's recipe it left ECE at 0.138 where Platt
   scaling reaches 0.017. Cards from v4 on carry a ``bias``; older cards have
   none, which means 0.
+
+Applying the fitted map is ``ml.serving.calibration`` (numpy only).
 """
 
 from __future__ import annotations
@@ -21,11 +23,6 @@ from scipy.optimize import minimize, minimize_scalar
 
 TEMPERATURE_BOUNDS = (0.05, 20.0)
 BIAS_BOUNDS = (-10.0, 10.0)
-
-
-def sigmoid(z: np.ndarray) -> np.ndarray:
-    z = np.asarray(z, dtype=np.float64)
-    return np.exp(-np.logaddexp(0.0, -z))
 
 
 def binary_nll(logits: np.ndarray, y_true: np.ndarray, temperature: float = 1.0, bias: float = 0.0) -> float:
@@ -55,6 +52,3 @@ def fit_platt(logits: np.ndarray, y_true: np.ndarray) -> tuple[float, float]:
     )
     return float(np.exp(result.x[0])), float(result.x[1])
 
-
-def calibrated_probability(logits: np.ndarray, temperature: float, bias: float = 0.0) -> np.ndarray:
-    return sigmoid(np.asarray(logits, dtype=np.float64) / temperature + bias)

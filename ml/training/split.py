@@ -7,7 +7,7 @@ bacteria, virus), each patient going to the fold with the fewest images of that
 stratum so far; fold 0 is the validation set and the other folds can serve
 patient-wise cross-validation for candidate comparisons.
 
-    python -m ml.split --data ../shared/data/chest_xray --out ml/splits/v1.csv
+    python -m ml.training.split --data ../shared/data/chest_xray --out ml/splits/v1.csv
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ml.data import ImageRecord, scan_folder
+from ml.training.data import ImageRecord, scan_folder
 
 DEFAULT_SEED = 20261123
 DEFAULT_FOLDS = 8  # fold 0 = validation: 1/8 = 12.5 % of the patients' images

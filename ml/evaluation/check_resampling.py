@@ -1,13 +1,13 @@
 """Which Pillow filter makes a full-resolution file look most like its 224×224 training copy?
 
-    python -m ml.check_resampling --hires ../shared/data/chest_xray_hires/train \\
+    python -m ml.evaluation.check_resampling --hires ../shared/data/chest_xray_hires/train \\
         --low ../shared/data/chest_xray/train [--every 3]
 
 The training copies were squashed to 224×224 by a tool we do not have; serving
 must reproduce that squash from whatever resolution arrives. This measures
 the mean absolute grey-level difference between each filter's squash of the
 hires file (decoded like the service does) and the 224 copy, which is how
-``ml.preprocess.RESAMPLE`` was chosen.
+``ml.serving.preprocess.RESAMPLE`` was chosen.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import argparse
 import numpy as np
 from PIL import Image
 
-from ml.data import load_gray, scan_folder
-from ml.preprocess import INPUT_SIZE
+from ml.serving.preprocess import INPUT_SIZE
+from ml.training.data import load_gray, scan_folder
 
 FILTERS = ("NEAREST", "BOX", "BILINEAR", "HAMMING", "BICUBIC", "LANCZOS")
 

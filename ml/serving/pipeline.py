@@ -1,0 +1,125 @@
+"""From file bytes to scored, explained results for a chunk: the one path every caller runs.
+
+The worker (``screening.scoring``), the benchmarks, evaluation and the tests
+all go through these functions, so a figure measured anywhere is a figure of
+the production path, and a fix lands everywhere at once. No Django here: the
+caller decides what a study row, a file on disk or a log line becomes.
+
+    prepared = prepare(path_or_bytes)                 # raises UnscorableInput (FAILED/REJECTED with a reason)
+    outcomes = score([prepared, ...], explainer, gate)  # one gate pass and one model pass for the chunk
+    png = outcomes[0].overlay_png(prepared.width, prepared.height)   # for a Scored outcome
+
+Optional ``timings`` dicts collect seconds per stage, for the benchmarks.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ml.serving import heatmap as heatmaps
+from ml.serving.decode import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, decode
+from ml.serving.gate import ChestXrayGate, colourfulness_of_file
+from ml.serving.heatmap import ExplainingScreener
+from ml.serving.inference import Prediction
+from ml.serving.preprocess import INPUT_SIZE, squash_to_input
+
+PNEUMONIA = "PNEUMONIA"
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """A decoded file, ready for the gate and the model."""
+
+    pixels: np.ndarray  # (input_size, input_size) uint8, from squash_to_input
+    colourfulness: float  # of the original before grey conversion; NaN = unknown (DICOM)
+    width: int  # of the original, as displayed
+    height: int
+    format: str  # "jpeg", "png" or "dicom"
+    attributes: dict[str, str] = field(default_factory=dict)  # DICOM header values the service records
+
+
+@dataclass(frozen=True)
+class Scored:
+    """The model's answer for one accepted image, with the map that explains it."""
+
+    prediction: Prediction
+    heatmap: np.ndarray  # (h, w) float32 in [0, 1] on the model's squashed grid
+    salient_box: tuple[float, float, float, float] | None  # image fractions; only for a PNEUMONIA label
+
+    def overlay_png(self, width: int, height: int) -> bytes:
+        """The map as a transparent PNG with the original's aspect ratio, box drawn where there is one."""
+        return heatmaps.overlay_png(self.heatmap, width, height, self.salient_box)
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """The gate's refusal: not a frontal chest X-ray of the kind the model was validated on."""
+
+    reason: str
+    gate_score: float
+
+
+def _add(timings: dict[str, float] | None, stage: str, since: float) -> float:
+    now = time.perf_counter()
+    if timings is not None:
+        timings[stage] = timings.get(stage, 0.0) + now - since
+    return now
+
+
+def prepare(
+    source: bytes | str | os.PathLike,
+    *,
+    input_size: int = INPUT_SIZE,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    timings: dict[str, float] | None = None,
+) -> PreparedImage:
+    """Decode ``source`` (a path or the file's bytes) and squash it to the model's input.
+
+    Raises ``UnscorableInput`` (its ``status`` and ``reason`` are for the user)
+    and ``FileNotFoundError``; anything else is a bug in a library or here.
+    """
+    started = time.perf_counter()
+    decoded = decode(source, target_size=input_size, max_bytes=max_bytes, max_pixels=max_pixels)
+    started = _add(timings, "decode", started)
+    pixels = squash_to_input(decoded.pixels, input_size)
+    started = _add(timings, "preprocess", started)
+    # The decoder hands over luma only; the gate also wants to know whether the
+    # original was in colour (photos, screenshots). DICOM radiographs carry no such cue.
+    colour = float("nan") if decoded.format == "dicom" else colourfulness_of_file(source)
+    _add(timings, "gate", started)
+    return PreparedImage(pixels, colour, decoded.width, decoded.height, decoded.format, dict(decoded.attributes))
+
+
+def score(
+    prepared: Sequence[PreparedImage],
+    explainer: ExplainingScreener,
+    gate: ChestXrayGate | None,
+    *,
+    timings: dict[str, float] | None = None,
+) -> list[Scored | Rejected]:
+    """One outcome per image, in order: the gate first, then one model pass over what it accepted."""
+    if not prepared:
+        return []
+    started = time.perf_counter()
+    images = np.stack([p.pixels for p in prepared])
+    outcomes: list[Scored | Rejected | None] = [None] * len(prepared)
+    if gate is not None:
+        colours = np.array([p.colourfulness for p in prepared], dtype=np.float64)
+        for i, verdict in enumerate(gate.check(images, colourfulness=colours)):
+            if not verdict.accepted:
+                outcomes[i] = Rejected(verdict.reason, verdict.score)
+    started = _add(timings, "gate", started)
+    accepted = [i for i, outcome in enumerate(outcomes) if outcome is None]
+    if accepted:
+        explained = explainer.explain(images[accepted])
+        for i, item in zip(accepted, explained, strict=True):
+            box = heatmaps.salient_box(item.heatmap) if item.prediction.label == PNEUMONIA else None
+            outcomes[i] = Scored(item.prediction, item.heatmap, box)
+    _add(timings, "model + heatmap", started)
+    return outcomes  # type: ignore[return-value]  (every slot is filled above)

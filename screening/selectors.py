@@ -1,0 +1,45 @@
+"""The read side shared by pages, the API and commands: one query per question.
+
+Writes live in their action modules (``submission``, ``review``, ``scoring``);
+what several readers ask of the database lives here, so a prefetch added for
+one page cannot be forgotten by the API that shows the same rows.
+"""
+
+from __future__ import annotations
+
+from django.db.models import Count, Prefetch, Q, QuerySet
+
+from screening import access
+from screening.models import Batch, Study
+
+
+def studies_with_results() -> QuerySet[Study]:
+    """Studies with what ``Study.latest_result`` needs, their own results or the earlier study's they link to."""
+    return Study.objects.select_related("duplicate_of").prefetch_related("results", Prefetch("duplicate_of__results"))
+
+
+def batch_studies(batch: Batch) -> QuerySet[Study]:
+    return studies_with_results().filter(batch=batch).order_by("pk")
+
+
+def batch_progress(batch: Batch) -> dict[str, int]:
+    """Studies per status, plus ``total`` and ``finished``, in one grouped query."""
+    counts = dict(batch.studies.values_list("status").annotate(n=Count("pk")).order_by())
+    progress = {status.value: counts.get(status.value, 0) for status in Study.Status}
+    progress["total"] = sum(counts.values())
+    progress["finished"] = sum(counts.get(s, 0) for s in Study.FINISHED)
+    return progress
+
+
+def batches_with_counts(user, limit: int = 200) -> QuerySet[Batch]:
+    """The newest batches ``user`` may see, each annotated with total, finished and failed study counts."""
+    return (
+        access.visible_batches(user)
+        .select_related("submitted_by")
+        .annotate(
+            total=Count("studies"),
+            finished=Count("studies", filter=Q(studies__status__in=Study.FINISHED)),
+            failed=Count("studies", filter=Q(studies__status__in=[Study.Status.FAILED, Study.Status.REJECTED])),
+        )
+        .order_by("-created_at")[:limit]
+    )

@@ -1,0 +1,28 @@
+"""Worker signals: load and warm the model in each pool process, after the fork."""
+
+from __future__ import annotations
+
+import numpy as np
+from celery.signals import worker_process_init
+from django.conf import settings
+
+from screening.serving import get_gate, get_screener
+
+
+def warm_up() -> None:
+    """Run the model and the gate once at a single study and at a full chunk.
+
+    The first call at a new batch size traces the graph and builds oneDNN's
+    kernels for that shape (about a second on 2 cores); paying it when the
+    worker starts keeps it out of the first real study's latency.
+    """
+    screener, gate = get_screener(), get_gate()
+    for batch in sorted({1, settings.SCREENING_CHUNK_SIZE}):
+        images = np.zeros((batch, screener.input_size, screener.input_size), np.uint8)
+        screener.explain(images)
+        gate.check(images)
+
+
+@worker_process_init.connect
+def load_screener_in_child(**kwargs) -> None:
+    warm_up()
