@@ -53,8 +53,10 @@ def main() -> None:
         done += args.chunk
         if done % 1000 < args.chunk:
             baseline = baseline or rss_mb()
-            print(f"{done:6d} studies  RSS {rss_mb():7.1f} MB  ({rss_mb() - baseline:+.1f} MB since 1,000)  "
-                  f"{done / (time.perf_counter() - started):5.1f} studies/s")
+            print(
+                f"{done:6d} studies  RSS {rss_mb():7.1f} MB  ({rss_mb() - baseline:+.1f} MB since 1,000)  "
+                f"{done / (time.perf_counter() - started):5.1f} studies/s"
+            )
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import statistics
 import time
 from pathlib import Path
 
@@ -35,18 +34,15 @@ from django.conf import settings  # noqa: E402
 from django.db import connection  # noqa: E402
 from django.test.utils import setup_test_environment  # noqa: E402
 
+from bench.figures import p50_p95  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def percentile(values, q):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def line(name, studies, seconds, latencies_ms=None):
     text = f"{name:52} {studies / seconds:7.1f} studies/s"
     if latencies_ms:
-        text += f"   p50 {statistics.median(latencies_ms):7.1f} ms   p95 {percentile(latencies_ms, 0.95):7.1f} ms"
+        text += f"   {p50_p95(latencies_ms)}"
     print(text)
 
 
@@ -70,7 +66,10 @@ def in_process(files, explainer, gate, chunk: int):
     started = time.perf_counter()
     for first in range(0, len(files), chunk):
         chunk_started = time.perf_counter()
-        prepared = [pipeline.prepare(data, input_size=explainer.input_size, timings=shares) for _, data in files[first : first + chunk]]
+        prepared = [
+            pipeline.prepare(data, input_size=explainer.input_size, timings=shares)
+            for _, data in files[first : first + chunk]
+        ]
         outcomes = pipeline.score(prepared, explainer, gate, timings=shares)
         t0 = time.perf_counter()
         for image, outcome in zip(prepared, outcomes):
@@ -90,7 +89,9 @@ def main() -> None:
     args = parser.parse_args()
     chunk = settings.SCREENING_CHUNK_SIZE
     files = unique_files(Path(args.originals), args.files)
-    print(f"{len(files)} files, {sum(len(d) for _, d in files) / 1e6:.0f} MB, chunk size {chunk}, {os.cpu_count()} CPUs")
+    print(
+        f"{len(files)} files, {sum(len(d) for _, d in files) / 1e6:.0f} MB, chunk size {chunk}, {os.cpu_count()} CPUs"
+    )
 
     from screening.serving import get_gate, get_screener
 
@@ -124,20 +125,14 @@ def main() -> None:
     from screening import roles
     from screening.models import Batch, Study
     from screening.submission import submit
-    from tests.worker_process import WorkerProcess, base_env, wait_until
+    from tests.worker_process import WorkerProcess, postgres_worker_env, wait_until
 
     setup_test_environment()
     old_name = connection.creation.create_test_db(verbosity=0, keepdb=False)
     import redis
 
     redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
-    database = connection.settings_dict
-    env = base_env(
-        DJANGO_SETTINGS_MODULE="webapp.settings_test",
-        TEST_DATABASE_URL=f"postgres://{database['USER'] or 'postgres'}@{database['HOST'] or '127.0.0.1'}:{database['PORT'] or 5432}/{database['NAME']}",
-        TEST_BROKER_URL=settings.CELERY_BROKER_URL,
-        MEDIA_ROOT=str(settings.MEDIA_ROOT),
-    )
+    env = postgres_worker_env(settings)
     log_path = Path(settings.MEDIA_ROOT) / "bench-worker.log"
     worker = WorkerProcess(env, log_path).start()
     try:
@@ -145,29 +140,46 @@ def main() -> None:
         user.groups.add(Group.objects.get(name=roles.SUBMITTER))
         # Warm the worker (model loaded, graph traced) with one study first.
         warm = submit(user, Batch.Source.API, [("warm.jpeg", io.BytesIO(files[0][1] + b"warm"))]).batch
-        wait_until(lambda: not Study.objects.filter(batch=warm, status__in=Study.UNFINISHED).exists(), 300, describe=worker.log)
+        wait_until(
+            lambda: not Study.objects.filter(batch=warm, status__in=Study.UNFINISHED).exists(), 300, describe=worker.log
+        )
 
         started = time.perf_counter()
         batch = submit(user, Batch.Source.API, [(n, io.BytesIO(d)) for n, d in files]).batch
         submitted = time.perf_counter()
-        wait_until(lambda: not Study.objects.filter(batch=batch, status__in=Study.UNFINISHED).exists(), 1800, 0.2, worker.log)
+        wait_until(
+            lambda: not Study.objects.filter(batch=batch, status__in=Study.UNFINISHED).exists(), 1800, 0.2, worker.log
+        )
         seconds_c = time.perf_counter() - started
         rows = list(Study.objects.filter(batch=batch).values_list("status", "created_at", "finished_at"))
         done = sum(1 for status, *_ in rows if status == Study.Status.DONE)
         latencies_c = [(finished - created).total_seconds() * 1000 for _, created, finished in rows if finished]
         line("(c) submit -> queue -> worker -> database", len(files), seconds_c, latencies_c)
-        print(f"      submission (store, rows, enqueue) {submitted - started:6.1f} s of {seconds_c:.1f} s; {done}/{len(files)} DONE")
+        submission = submitted - started
+        print(
+            f"      submission (store, rows, enqueue) {submission:.1f} s of {seconds_c:.1f} s; {done}/{len(files)} DONE"
+        )
         print(f"ratio (c)/(b): {(len(files) / seconds_c) / (len(files) / seconds_b):.2f}")
 
         single = []
         for i in range(args.single):
             t0 = time.perf_counter()
-            one = submit(user, Batch.Source.API, [(f"single-{i}.jpeg", io.BytesIO(files[i % len(files)][1] + f"single{i}".encode()))]).batch
-            wait_until(lambda: not Study.objects.filter(batch=one, status__in=Study.UNFINISHED).exists(), 60, 0.02,
-                       lambda: f"{list(Study.objects.filter(batch=one).values_list('status', 'queued_at'))} {worker.log()[-1500:]}")
+            one = submit(
+                user,
+                Batch.Source.API,
+                [(f"single-{i}.jpeg", io.BytesIO(files[i % len(files)][1] + f"single{i}".encode()))],
+            ).batch
+            wait_until(
+                lambda: not Study.objects.filter(batch=one, status__in=Study.UNFINISHED).exists(),
+                60,
+                0.02,
+                lambda: (
+                    f"{list(Study.objects.filter(batch=one).values_list('status', 'queued_at'))} {worker.log()[-1500:]}"
+                ),
+            )
             single.append((time.perf_counter() - t0) * 1000)
             time.sleep(0.3)
-        print(f"single study on an idle system: p50 {statistics.median(single):.0f} ms   p95 {percentile(single, 0.95):.0f} ms   (n={len(single)})")
+        print(f"single study on an idle system: {p50_p95(single, width=0, decimals=0)}   (n={len(single)})")
 
         peaks = []
         for pid in [worker.process.pid] + [int(p) for p in os.popen(f"pgrep -P {worker.process.pid}").read().split()]:

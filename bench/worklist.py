@@ -30,10 +30,7 @@ from django.test.utils import setup_test_environment  # noqa: E402
 from django.utils import timezone  # noqa: E402
 from PIL import Image  # noqa: E402
 
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+from bench.figures import p50_p95  # noqa: E402
 
 
 def timed(call, repeats: int) -> list[float]:
@@ -47,7 +44,7 @@ def timed(call, repeats: int) -> list[float]:
 
 
 def report(name: str, samples: list[float]) -> None:
-    print(f"{name:42} p50 {statistics.median(samples):7.1f} ms   p95 {percentile(samples, 0.95):7.1f} ms   (n={len(samples)})")
+    print(f"{name:42} {p50_p95(samples)}   (n={len(samples)})")
 
 
 def main() -> None:
@@ -76,16 +73,31 @@ def main() -> None:
         for first in range(0, args.studies, 2000):
             batch = Batch.objects.create(submitted_by=submitter, source=Batch.Source.API)
             studies = Study.objects.bulk_create(
-                Study(batch=batch, file=f"studies/b/{i}.png", original_name=f"{i}.png", sha256=f"{i:064x}",
-                      size_bytes=1, format="png", status=Study.Status.DONE if i % 20 else Study.Status.FAILED,
-                      score=((i * 7919) % 10007) / 10007 if i % 20 else None,
-                      model_label="PNEUMONIA" if (i * 7919) % 10007 > 5000 else "NORMAL", finished_at=now)
+                Study(
+                    batch=batch,
+                    file=f"studies/b/{i}.png",
+                    original_name=f"{i}.png",
+                    sha256=f"{i:064x}",
+                    size_bytes=1,
+                    format="png",
+                    status=Study.Status.DONE if i % 20 else Study.Status.FAILED,
+                    score=((i * 7919) % 10007) / 10007 if i % 20 else None,
+                    model_label="PNEUMONIA" if (i * 7919) % 10007 > 5000 else "NORMAL",
+                    finished_at=now,
+                )
                 for i in range(first, min(first + 2000, args.studies))
             )
             Result.objects.bulk_create(
-                Result(study=s, model_version="bench", probability=s.score, label=s.model_label, threshold=0.5,
-                       inference_ms=1.0)
-                for s in studies if s.score is not None
+                Result(
+                    study=s,
+                    model_version="bench",
+                    probability=s.score,
+                    label=s.model_label,
+                    threshold=0.5,
+                    inference_ms=1.0,
+                )
+                for s in studies
+                if s.score is not None
             )
         with connection.cursor() as cursor:
             if connection.vendor == "postgresql":
@@ -96,7 +108,9 @@ def main() -> None:
         client.force_login(radiologist)
         report("worklist, first page", timed(lambda: client.get("/worklist/"), args.requests))
         report("worklist, page 100", timed(lambda: client.get("/worklist/?page=100"), args.requests))
-        report("worklist, label=PNEUMONIA filter", timed(lambda: client.get("/worklist/?label=PNEUMONIA"), args.requests))
+        report(
+            "worklist, label=PNEUMONIA filter", timed(lambda: client.get("/worklist/?label=PNEUMONIA"), args.requests)
+        )
         report("worklist, rejected/failed tab", timed(lambda: client.get("/worklist/?tab=unscored"), args.requests))
 
         files = []
@@ -120,7 +134,8 @@ def main() -> None:
 
         samples = timed(upload, 3)
         report(f"accept a {args.upload_files}-file upload", samples)
-        print(f"  = {args.upload_files / (statistics.median(samples) / 1000):.0f} files/s accepted (stored, rows written, enqueued)")
+        rate = args.upload_files / (statistics.median(samples) / 1000)
+        print(f"  = {rate:.0f} files/s accepted (stored, rows written, enqueued)")
     finally:
         connection.creation.destroy_test_db(old_name, verbosity=0)
         if settings.CELERY_BROKER_URL.startswith("redis"):

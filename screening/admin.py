@@ -23,16 +23,29 @@ def rerun_inference(modeladmin, request, queryset):
     outcome = rerun_with_current_model(queryset, request.user)
     version = current_model_version()
     if outcome.queued:
-        modeladmin.message_user(request, ngettext(
-            "%(n)d study queued for the current model %(v)s.", "%(n)d studies queued for the current model %(v)s.",
-            len(outcome.queued)) % {"n": len(outcome.queued), "v": version}, messages.SUCCESS)
+        modeladmin.message_user(
+            request,
+            ngettext(
+                "%(n)d study queued for the current model %(v)s.",
+                "%(n)d studies queued for the current model %(v)s.",
+                len(outcome.queued),
+            )
+            % {"n": len(outcome.queued), "v": version},
+            messages.SUCCESS,
+        )
     if outcome.same_model:
-        modeladmin.message_user(request, _(
-            "Refused for %(n)d studies: model %(v)s already scored them; a re-run would change nothing.")
-            % {"n": len(outcome.same_model), "v": version}, messages.WARNING)
+        modeladmin.message_user(
+            request,
+            _("Refused for %(n)d studies: model %(v)s already scored them; a re-run would change nothing.")
+            % {"n": len(outcome.same_model), "v": version},
+            messages.WARNING,
+        )
     if outcome.not_finished:
-        modeladmin.message_user(request, _("Skipped %(n)d studies that are still being processed.")
-                                % {"n": len(outcome.not_finished)}, messages.WARNING)
+        modeladmin.message_user(
+            request,
+            _("Skipped %(n)d studies that are still being processed.") % {"n": len(outcome.not_finished)},
+            messages.WARNING,
+        )
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -88,7 +101,17 @@ class ReviewInline(ResultInline):
 
 @admin.register(Study)
 class StudyAdmin(admin.ModelAdmin):
-    list_display = ("id", "batch", "original_name", "format", "status", "score", "model_label", "review_status", "created_at")
+    list_display = (
+        "id",
+        "batch",
+        "original_name",
+        "format",
+        "status",
+        "score",
+        "model_label",
+        "review_status",
+        "created_at",
+    )
     list_filter = ("status", "review_status", "model_label", "format", "modality", "created_at")
     search_fields = ("original_name", "sha256", "accession_number", "study_instance_uid")
     date_hierarchy = "created_at"

@@ -21,9 +21,23 @@ def intended_use_line() -> str:
     card = model_card()
     population = card.get("population") or FALLBACK_POPULATION
     return f"# Decision support for triage, not a diagnosis. Model validated on {population}; see the model card."
+
+
 COLUMNS = [
-    "study", "batch", "file", "accession_number", "status", "probability", "model_label", "model_version",
-    "review_finding", "review_agrees_with_model", "needs_second_read", "reviewer", "submitted_at", "scored_at",
+    "study",
+    "batch",
+    "file",
+    "accession_number",
+    "status",
+    "probability",
+    "model_label",
+    "model_version",
+    "review_finding",
+    "review_agrees_with_model",
+    "needs_second_read",
+    "reviewer",
+    "submitted_at",
+    "scored_at",
     "reviewed_at",
 ]
 
@@ -38,19 +52,33 @@ def _rows(studies: QuerySet[Study]):
     yield intended_use_line() + "\n"
     yield writer.writerow(COLUMNS)
     latest_reviews = Prefetch("reviews", queryset=Review.objects.select_related("reviewer").order_by("-created_at"))
-    for study in studies.select_related("duplicate_of").prefetch_related("results", "duplicate_of__results", latest_reviews).iterator(chunk_size=500):
+    for study in (
+        studies.select_related("duplicate_of")
+        .prefetch_related("results", "duplicate_of__results", latest_reviews)
+        .iterator(chunk_size=500)
+    ):
         result = study.latest_result()
         reviews = list(study.reviews.all())
         review = reviews[0] if reviews else None
-        yield writer.writerow([
-            study.pk, study.batch_id, study.original_name, study.accession_number, study.status,
-            f"{result.probability:.6f}" if result else "", result.label if result else "",
-            result.model_version if result else "",
-            review.finding if review else "", "" if review is None or review.agrees_with_model is None else review.agrees_with_model,
-            review.needs_second_read if review else "", review.reviewer.get_username() if review else "",
-            study.created_at.isoformat(), result.created_at.isoformat() if result else "",
-            review.created_at.isoformat() if review else "",
-        ])
+        yield writer.writerow(
+            [
+                study.pk,
+                study.batch_id,
+                study.original_name,
+                study.accession_number,
+                study.status,
+                f"{result.probability:.6f}" if result else "",
+                result.label if result else "",
+                result.model_version if result else "",
+                review.finding if review else "",
+                "" if review is None or review.agrees_with_model is None else review.agrees_with_model,
+                review.needs_second_read if review else "",
+                review.reviewer.get_username() if review else "",
+                study.created_at.isoformat(),
+                result.created_at.isoformat() if result else "",
+                review.created_at.isoformat() if review else "",
+            ]
+        )
 
 
 def csv_response(studies: QuerySet[Study], filename: str) -> StreamingHttpResponse:

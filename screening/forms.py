@@ -11,7 +11,9 @@ class MultipleFileField(forms.FileField):
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("allow_empty_file", True)  # refused per file by screening.intake, with the others kept
-        kwargs.setdefault("widget", MultipleFileInput(attrs={"accept": ".jpg,.jpeg,.png,.dcm,.dicom,.zip,application/dicom,image/*"}))
+        kwargs.setdefault(
+            "widget", MultipleFileInput(attrs={"accept": ".jpg,.jpeg,.png,.dcm,.dicom,.zip,application/dicom,image/*"})
+        )
         super().__init__(*args, **kwargs)
 
     def clean(self, data, initial=None):

@@ -118,7 +118,9 @@ def _skippable(name: str) -> bool:
     return path.name in _SKIPPED_NAMES or path.name.startswith("._") or "__MACOSX" in path.parts
 
 
-def _expand_zip(archive: BinaryIO, archive_name: str, limits: Limits, budget: list[int]) -> Iterator[Incoming | Refusal]:
+def _expand_zip(
+    archive: BinaryIO, archive_name: str, limits: Limits, budget: list[int]
+) -> Iterator[Incoming | Refusal]:
     try:
         bundle = zipfile.ZipFile(archive)
     except (zipfile.BadZipFile, OSError, ValueError):

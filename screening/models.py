@@ -58,7 +58,6 @@ class StudyStatus(models.TextChoices):
     REJECTED = "REJECTED", _("Rejected")  # readable, but not an image we may score
 
 
-
 class ReviewStatus(models.TextChoices):
     UNREVIEWED = "unreviewed", _("Not reviewed")
     REVIEWED = "reviewed", _("Reviewed")
@@ -127,9 +126,7 @@ class Study(TimeStamped):
         constraints = [
             models.UniqueConstraint(fields=["batch", "sha256"], name="study_unique_file_per_batch"),
             models.CheckConstraint(condition=Q(size_bytes__gt=0), name="study_size_positive"),
-            models.CheckConstraint(
-                condition=Q(status__in=StudyStatus.values), name="study_status_valid"
-            ),
+            models.CheckConstraint(condition=Q(status__in=StudyStatus.values), name="study_status_valid"),
         ]
         indexes = [
             # Serves the "already scored in an earlier batch?" look-up at upload.
@@ -168,16 +165,22 @@ class Result(TimeStamped):
     viral_probability = models.FloatField(null=True, blank=True, help_text=_("P(viral | pneumonia)."))
     inference_ms = models.FloatField(help_text=_("Model time per study in its chunk, milliseconds."))
     heatmap = models.FileField(max_length=255, blank=True, help_text=_("Grad-CAM overlay (RGBA PNG)."))
-    heatmap_raw = models.JSONField(null=True, blank=True, help_text=_("Grad-CAM map on the model's feature grid, 0..1."))
+    heatmap_raw = models.JSONField(
+        null=True, blank=True, help_text=_("Grad-CAM map on the model's feature grid, 0..1.")
+    )
     salient_box = models.JSONField(
-        null=True, blank=True, help_text=_("[x0, y0, x1, y1] image fractions around the most salient region, above threshold.")
+        null=True,
+        blank=True,
+        help_text=_("[x0, y0, x1, y1] image fractions around the most salient region, above threshold."),
     )
 
     class Meta:
         constraints = [
             # A task that runs twice cannot add a second result.
             models.UniqueConstraint(fields=["study", "model_version"], name="result_unique_per_study_model"),
-            models.CheckConstraint(condition=Q(probability__gte=0) & Q(probability__lte=1), name="result_probability_range"),
+            models.CheckConstraint(
+                condition=Q(probability__gte=0) & Q(probability__lte=1), name="result_probability_range"
+            ),
         ]
 
     def __str__(self) -> str:

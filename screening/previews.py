@@ -25,7 +25,9 @@ def preview_file(study: Study) -> Path:
     target = Path(settings.MEDIA_ROOT) / "previews" / study.sha256[:2] / f"{study.sha256}.png"
     if target.exists():
         return target
-    decoded = decode(study.file.path, max_bytes=settings.SCREENING_MAX_FILE_BYTES, max_pixels=settings.SCREENING_MAX_IMAGE_PIXELS)
+    decoded = decode(
+        study.file.path, max_bytes=settings.SCREENING_MAX_FILE_BYTES, max_pixels=settings.SCREENING_MAX_IMAGE_PIXELS
+    )
     image = Image.fromarray(decoded.pixels)
     image.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()

@@ -43,7 +43,9 @@ _DICOM_FIELDS = {
 # chunks that have any: bulk_update's CASE expressions cost Python time per
 # field and row (76 ms a chunk of 16 with every column, a fifth of the chunk).
 _PER_STUDY_FIELDS = ["score", "model_label", "image_width", "image_height"]
-_INTERNAL_ERROR = "The file could not be processed because of an internal error; an administrator has been notified in the logs."
+_INTERNAL_ERROR = (
+    "The file could not be processed because of an internal error; an administrator has been notified in the logs."
+)
 
 
 @dataclass
@@ -80,8 +82,11 @@ def claim(study_ids: Sequence[int]) -> list[Study]:
 
 def _record_gate_rejection(study: Study, reason: str) -> None:
     Study.objects.filter(pk=study.pk, status=Study.Status.RUNNING).update(
-        status=Study.Status.REJECTED, status_message=reason, finished_at=timezone.now(),
-        image_width=study.image_width, image_height=study.image_height,
+        status=Study.Status.REJECTED,
+        status_message=reason,
+        finished_at=timezone.now(),
+        image_width=study.image_width,
+        image_height=study.image_height,
     )
 
 
@@ -124,7 +129,9 @@ def _prepare(study: Study, input_size: int) -> pipeline.PreparedImage | None:
     return prepared
 
 
-def score_chunk(study_ids: Sequence[int], explainer: ExplainingScreener, gate: ChestXrayGate | None = None) -> ChunkSummary:
+def score_chunk(
+    study_ids: Sequence[int], explainer: ExplainingScreener, gate: ChestXrayGate | None = None
+) -> ChunkSummary:
     """Score whichever of ``study_ids`` are still waiting; every claimed study ends finished or back in the queue."""
     studies = claim(study_ids)
     summary = ChunkSummary(claimed=[s.pk for s in studies])
@@ -192,7 +199,9 @@ def _store_heatmap(study: Study, outcome: pipeline.Scored, version: str) -> dict
     }
 
 
-def _write_results(scored: list[tuple[Study, pipeline.Scored]], explainer: ExplainingScreener, per_study_ms: float) -> None:
+def _write_results(
+    scored: list[tuple[Study, pipeline.Scored]], explainer: ExplainingScreener, per_study_ms: float
+) -> None:
     """All results of the chunk in one transaction and a handful of queries.
 
     Only studies still RUNNING are written (a sweep may have handed one to
@@ -211,16 +220,20 @@ def _write_results(scored: list[tuple[Study, pipeline.Scored]], explainer: Expla
             if study.pk not in running:
                 continue
             prediction = outcome.prediction
-            results.append(Result(
-                study=study,
-                model_version=explainer.version,
-                probability=float(prediction.probability),
-                label=prediction.label,
-                threshold=float(explainer.threshold),
-                viral_probability=None if prediction.viral_probability is None else float(prediction.viral_probability),
-                inference_ms=per_study_ms,
-                **extra,
-            ))
+            results.append(
+                Result(
+                    study=study,
+                    model_version=explainer.version,
+                    probability=float(prediction.probability),
+                    label=prediction.label,
+                    threshold=float(explainer.threshold),
+                    viral_probability=None
+                    if prediction.viral_probability is None
+                    else float(prediction.viral_probability),
+                    inference_ms=per_study_ms,
+                    **extra,
+                )
+            )
             study.score = float(prediction.probability)
             study.model_label = prediction.label
             finished.append(study)

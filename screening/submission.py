@@ -58,14 +58,16 @@ def _store(incoming: Incoming) -> str:
 def _earlier_scored_studies(sha256s: list[str]) -> dict[str, Study]:
     """The newest scored original study of each of these contents, in one query."""
     earlier: dict[str, Study] = {}
-    for study in Study.objects.filter(
-        sha256__in=sha256s, status=Study.Status.DONE, duplicate_of__isnull=True
-    ).order_by("sha256", "-created_at"):
+    for study in Study.objects.filter(sha256__in=sha256s, status=Study.Status.DONE, duplicate_of__isnull=True).order_by(
+        "sha256", "-created_at"
+    ):
         earlier.setdefault(study.sha256, study)
     return earlier
 
 
-def submit(user, source: str, files: Iterable[tuple[str, BinaryIO]], *, name: str = "", limits: Limits | None = None) -> SubmissionOutcome:
+def submit(
+    user, source: str, files: Iterable[tuple[str, BinaryIO]], *, name: str = "", limits: Limits | None = None
+) -> SubmissionOutcome:
     """Accept what can be accepted from ``files`` as one new batch.
 
     Raises ``NothingAccepted`` (and stores nothing) when every file is refused.
@@ -148,6 +150,16 @@ def _link_to_earlier_results(studies: list[Study]) -> None:
         study.status_message = (
             f"Identical to study {earlier.pk} (batch {earlier.batch_id}), already scored; its result is shown."
         )
-        for attribute in ("score", "model_label", "image_width", "image_height", "study_instance_uid",
-                          "accession_number", "modality", "view_position", "body_part", "patient_age"):
+        for attribute in (
+            "score",
+            "model_label",
+            "image_width",
+            "image_height",
+            "study_instance_uid",
+            "accession_number",
+            "modality",
+            "view_position",
+            "body_part",
+            "patient_age",
+        ):
             setattr(study, attribute, getattr(earlier, attribute))

@@ -32,7 +32,11 @@ def score_studies_task(study_ids: list[int]) -> None:
     summary = score_chunk(study_ids, get_screener(), get_gate())
     log.info(
         "chunk of %d: claimed %d, done %d, failed %d, rejected %d",
-        len(study_ids), len(summary.claimed), summary.done, summary.failed, summary.rejected,
+        len(study_ids),
+        len(summary.claimed),
+        summary.done,
+        summary.failed,
+        summary.rejected,
     )
 
 

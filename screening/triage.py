@@ -26,13 +26,24 @@ class Tab:
 
 
 TABS = [
-    Tab("to-review", _("To review"), Q(status=Study.Status.DONE, review_status=Study.ReviewStatus.UNREVIEWED),
-        ("-score", "id")),
-    Tab("second-read", _("Second read"), Q(status=Study.Status.DONE, review_status=Study.ReviewStatus.SECOND_READ),
-        ("-score", "id")),
-    Tab("unscored", _("Rejected and failed"),
+    Tab(
+        "to-review",
+        _("To review"),
+        Q(status=Study.Status.DONE, review_status=Study.ReviewStatus.UNREVIEWED),
+        ("-score", "id"),
+    ),
+    Tab(
+        "second-read",
+        _("Second read"),
+        Q(status=Study.Status.DONE, review_status=Study.ReviewStatus.SECOND_READ),
+        ("-score", "id"),
+    ),
+    Tab(
+        "unscored",
+        _("Rejected and failed"),
         Q(status__in=[Study.Status.FAILED, Study.Status.REJECTED], review_status=Study.ReviewStatus.UNREVIEWED),
-        ("-created_at", "id")),
+        ("-created_at", "id"),
+    ),
     Tab("reviewed", _("Reviewed"), Q(review_status=Study.ReviewStatus.REVIEWED), ("-reviewed_at", "id")),
 ]
 TABS_BY_SLUG = {tab.slug: tab for tab in TABS}

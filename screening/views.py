@@ -33,7 +33,9 @@ SEES_STUDIES = (access.SUBMIT, access.VIEW_ALL)
 def batch_list(request):
     _require(request, *SEES_STUDIES)
     batches = selectors.batches_with_counts(request.user)
-    return render(request, "screening/batch_list.html", {"batches": batches, "can_submit": access.can_submit(request.user)})
+    return render(
+        request, "screening/batch_list.html", {"batches": batches, "can_submit": access.can_submit(request.user)}
+    )
 
 
 def _wants_json(request) -> bool:
@@ -70,7 +72,9 @@ def batch_new(request):
                         {
                             "batch": outcome.batch.pk,
                             "url": url,
-                            "progress_url": reverse("screening:api_batch_detail", kwargs={"batch_id": outcome.batch.pk}),
+                            "progress_url": reverse(
+                                "screening:api_batch_detail", kwargs={"batch_id": outcome.batch.pk}
+                            ),
                             "accepted": len(outcome.studies),
                             "refused": [r.as_dict() for r in outcome.refusals],
                         },
@@ -138,7 +142,9 @@ def worklist_export(request):
     _require(request, access.REVIEW)
     tab = triage.TABS_BY_SLUG.get(request.GET.get("tab", "to-review"), triage.TABS[0])
     studies = triage.worklist(request.user, tab, triage.WorklistFilter(request.GET or None))
-    audit.record(AuditEvent.Action.EXPORT, actor=request.user, what="worklist", tab=tab.slug, filters=request.GET.dict())
+    audit.record(
+        AuditEvent.Action.EXPORT, actor=request.user, what="worklist", tab=tab.slug, filters=request.GET.dict()
+    )
     return exports.csv_response(studies, f"worklist-{tab.slug}.csv")
 
 

@@ -24,11 +24,21 @@ def scored_study(batch: Batch, probability: float, *, threshold: float = 0.5, me
     sha = f"{n:064x}"
     label = "PNEUMONIA" if probability >= threshold else "NORMAL"
     study = Study.objects.create(
-        batch=batch, file=storage_path(sha, "png"), original_name=f"study-{n}.png", sha256=sha, size_bytes=100,
-        format="png", status=Study.Status.DONE, score=probability, model_label=label, finished_at=timezone.now(), **fields,
+        batch=batch,
+        file=storage_path(sha, "png"),
+        original_name=f"study-{n}.png",
+        sha256=sha,
+        size_bytes=100,
+        format="png",
+        status=Study.Status.DONE,
+        score=probability,
+        model_label=label,
+        finished_at=timezone.now(),
+        **fields,
     )
-    result = Result.objects.create(study=study, model_version="v-test", probability=probability, label=label,
-                                   threshold=threshold, inference_ms=2.0)
+    result = Result.objects.create(
+        study=study, model_version="v-test", probability=probability, label=label, threshold=threshold, inference_ms=2.0
+    )
     if media_root is not None:
         for name, mode, size in ((study.file.name, "L", (64, 48)), (f"heatmaps/v-test/{sha}.png", "RGBA", (32, 24))):
             path = media_root / name
@@ -43,8 +53,15 @@ def scored_study(batch: Batch, probability: float, *, threshold: float = 0.5, me
 def unscored_study(batch: Batch, status: str, message: str = "Could not be read.") -> Study:
     n = next(_counter)
     return Study.objects.create(
-        batch=batch, file=storage_path(f"{n:064x}", "jpeg"), original_name=f"bad-{n}.jpeg", sha256=f"{n:064x}",
-        size_bytes=10, format="jpeg", status=status, status_message=message, finished_at=timezone.now(),
+        batch=batch,
+        file=storage_path(f"{n:064x}", "jpeg"),
+        original_name=f"bad-{n}.jpeg",
+        sha256=f"{n:064x}",
+        size_bytes=10,
+        format="jpeg",
+        status=status,
+        status_message=message,
+        finished_at=timezone.now(),
     )
 
 
@@ -53,9 +70,18 @@ def bulk_scored_studies(batch: Batch, n: int) -> list[Study]:
     now = timezone.now()
     first = next(_counter) * 100_000
     studies = Study.objects.bulk_create(
-        Study(batch=batch, file=f"studies/x/{first + i}.png", original_name=f"{first + i}.png",
-              sha256=f"{first + i:064x}", size_bytes=1, format="png", status=Study.Status.DONE,
-              score=(i % 997) / 997, model_label="NORMAL", finished_at=now)
+        Study(
+            batch=batch,
+            file=f"studies/x/{first + i}.png",
+            original_name=f"{first + i}.png",
+            sha256=f"{first + i:064x}",
+            size_bytes=1,
+            format="png",
+            status=Study.Status.DONE,
+            score=(i % 997) / 997,
+            model_label="NORMAL",
+            finished_at=now,
+        )
         for i in range(n)
     )
     Result.objects.bulk_create(

@@ -24,7 +24,12 @@ def _named(name, data):
 
 
 def test_anonymous_calls_get_401_with_a_hint():
-    for method, url in [("get", "/api/v1/batches/1"), ("get", "/api/v1/studies/1"), ("post", "/api/v1/batches"), ("post", "/api/v1/studies")]:
+    for method, url in [
+        ("get", "/api/v1/batches/1"),
+        ("get", "/api/v1/studies/1"),
+        ("post", "/api/v1/batches"),
+        ("post", "/api/v1/studies"),
+    ]:
         response = getattr(Client(), method)(url)
         assert response.status_code == 401, url
         assert response["WWW-Authenticate"] == "Token"
@@ -47,7 +52,9 @@ def test_submit_one_study_answers_202_with_ids(api, django_capture_on_commit_cal
 
 
 def test_submit_study_refuses_several_files(api):
-    response = api.post("/api/v1/studies", {"file": [_named("a.jpeg", XRAYS[0].read_bytes()), _named("b.jpeg", XRAYS[1].read_bytes())]})
+    response = api.post(
+        "/api/v1/studies", {"file": [_named("a.jpeg", XRAYS[0].read_bytes()), _named("b.jpeg", XRAYS[1].read_bytes())]}
+    )
     assert response.status_code == 400 and "exactly one" in response.json()["error"]
 
 
@@ -56,7 +63,13 @@ def test_submit_batch_of_files_and_zip_reports_refusals(api):
     with zipfile.ZipFile(archive, "w") as bundle:
         bundle.writestr("z1.jpeg", XRAYS[2].read_bytes())
         bundle.writestr("../evil.jpeg", XRAYS[3].read_bytes())
-    payload = {"files": [_named("a.jpeg", XRAYS[0].read_bytes()), _named("empty.png", b""), _named("set.zip", archive.getvalue())]}
+    payload = {
+        "files": [
+            _named("a.jpeg", XRAYS[0].read_bytes()),
+            _named("empty.png", b""),
+            _named("set.zip", archive.getvalue()),
+        ]
+    }
     response = api.post("/api/v1/batches", payload)
     assert response.status_code == 202
     body = response.json()
@@ -80,7 +93,14 @@ def test_batch_progress_and_results(api, submitter):
     body = api.post("/api/v1/batches", {"files": [_named(p.name, p.read_bytes()) for p in XRAYS[:3]]}).json()
     done, failed, waiting = body["studies"]
     Study.objects.filter(pk=done["id"]).update(status=Study.Status.DONE)
-    Result.objects.create(study_id=done["id"], model_version="v-test", probability=0.91, label="PNEUMONIA", threshold=0.4, inference_ms=3.0)
+    Result.objects.create(
+        study_id=done["id"],
+        model_version="v-test",
+        probability=0.91,
+        label="PNEUMONIA",
+        threshold=0.4,
+        inference_ms=3.0,
+    )
     Study.objects.filter(pk=failed["id"]).update(status=Study.Status.FAILED, status_message="Truncated file.")
 
     batch = api.get(f"/api/v1/batches/{body['batch']}").json()
@@ -96,7 +116,9 @@ def test_batch_progress_and_results(api, submitter):
 
 
 def test_another_submitters_batch_and_study_are_404(api, other_submitter):
-    theirs = token_client(other_submitter).post("/api/v1/studies", {"file": _named("t.jpeg", XRAYS[0].read_bytes())}).json()
+    theirs = (
+        token_client(other_submitter).post("/api/v1/studies", {"file": _named("t.jpeg", XRAYS[0].read_bytes())}).json()
+    )
     assert api.get(f"/api/v1/batches/{theirs['batch']}").status_code == 404
     assert api.get(f"/api/v1/studies/{theirs['studies'][0]['id']}").status_code == 404
     assert api.get("/api/v1/batches/999999").status_code == 404
@@ -130,6 +152,11 @@ def test_too_many_files_in_one_request_is_a_clear_400(api, settings):
 
 
 def test_garbage_requests_never_500(api):
-    assert api.post("/api/v1/batches", data=b"\x00\xff garbage", content_type="multipart/form-data; boundary=zz").status_code == 400
+    assert (
+        api.post(
+            "/api/v1/batches", data=b"\x00\xff garbage", content_type="multipart/form-data; boundary=zz"
+        ).status_code
+        == 400
+    )
     assert api.post("/api/v1/studies", data="{}", content_type="application/json").status_code == 400
     assert api.get("/api/v1/studies/1").status_code == 404

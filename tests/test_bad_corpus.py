@@ -29,7 +29,9 @@ def screener():
 
 @pytest.fixture
 def outcomes(submitter, screener, publish):
-    outcome = submit(submitter, Batch.Source.API, [(row["file"], io.BytesIO((CORPUS / row["file"]).read_bytes())) for row in ROWS])
+    outcome = submit(
+        submitter, Batch.Source.API, [(row["file"], io.BytesIO((CORPUS / row["file"]).read_bytes())) for row in ROWS]
+    )
     from screening.serving import get_gate
 
     summary = score_chunk([s.pk for s in outcome.studies], screener, get_gate())

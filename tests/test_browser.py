@@ -18,17 +18,25 @@ from django.conf import settings as django_settings
 
 from screening.models import AuditEvent, Review, Study
 from tests.conftest import ORIGINALS, XRAYS
-from tests.test_worker_e2e import postgres_worker_env
-from tests.worker_process import ROOT, WorkerProcess
+from tests.worker_process import ROOT, WorkerProcess, postgres_worker_env
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts"
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-               "--no-first-run", "--disable-sync"]
+LAUNCH_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
 
 pytestmark = [
     pytest.mark.worker,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}: browser tests skipped (run `make test` as root to install it)"),
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists(),
+        reason=f"no Chromium at {CHROMIUM}: browser tests skipped (run `make test` as root to install it)",
+    ),
 ]
 
 
@@ -93,7 +101,8 @@ def test_submit_review_and_audit_in_a_browser(page, live_server, worker, submitt
     page.wait_for_selector("#upload-done:not([hidden])")
     page.wait_for_function(
         "document.getElementById('processing-progress').max == 5 && "
-        "document.getElementById('processing-progress').value == 5", timeout=180_000,
+        "document.getElementById('processing-progress').value == 5",
+        timeout=180_000,
     )
     assert "5 / 5" in page.inner_text("#processing-text")
     shot(page, "02-upload-finished")
@@ -107,7 +116,12 @@ def test_submit_review_and_audit_in_a_browser(page, live_server, worker, submitt
     log_in(page, base, "rita")
     page.goto(f"{base}/worklist/")
     shot(page, "04-worklist")
-    ordered = [int(x) for x in page.eval_on_selector_all("#worklist tbody tr[data-href] td:first-child a", "els => els.map(e => e.textContent)")]
+    ordered = [
+        int(x)
+        for x in page.eval_on_selector_all(
+            "#worklist tbody tr[data-href] td:first-child a", "els => els.map(e => e.textContent)"
+        )
+    ]
     scores = [Study.objects.get(pk=pk).score for pk in ordered]
     assert scores == sorted(scores, reverse=True)
     page.keyboard.press("j")

@@ -65,7 +65,11 @@ def test_settings_refuse_to_start_without_a_secret_key(tmp_path):
     env["DJANGO_SETTINGS_MODULE"] = "webapp.settings"
     env["SCREENING_VAR_DIR"] = str(tmp_path)  # no var/secret_key from a `make run` here
     done = subprocess.run(
-        [sys.executable, "-c", "import django; django.setup()"], env=env, capture_output=True, text=True, cwd=os.getcwd()
+        [sys.executable, "-c", "import django; django.setup()"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=os.getcwd(),
     )
     assert done.returncode != 0
     assert "DJANGO_SECRET_KEY" in done.stderr
@@ -81,6 +85,9 @@ def test_settings_use_the_key_make_run_generated(tmp_path):
     env.update(DJANGO_SETTINGS_MODULE="webapp.settings", SCREENING_VAR_DIR=str(tmp_path))
     done = subprocess.run(
         [sys.executable, "-c", "from django.conf import settings; print(settings.SECRET_KEY)"],
-        env=env, capture_output=True, text=True, cwd=os.getcwd(),
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=os.getcwd(),
     )
     assert done.stdout.strip() == "generated-by-make-run", done.stderr

@@ -14,8 +14,16 @@ from screening.queue import chunked, enqueue_studies_on_commit, release_unfinish
 def make_studies(user, n, status=Study.Status.RECEIVED, **fields):
     batch = Batch.objects.create(submitted_by=user, source=Batch.Source.API)
     return [
-        Study.objects.create(batch=batch, file=f"studies/x/{i}.jpg", original_name=f"{i}.jpg", sha256=f"{i:064x}",
-                             size_bytes=10, format="jpeg", status=status, **fields)
+        Study.objects.create(
+            batch=batch,
+            file=f"studies/x/{i}.jpg",
+            original_name=f"{i}.jpg",
+            sha256=f"{i:064x}",
+            size_bytes=10,
+            format="jpeg",
+            status=status,
+            **fields,
+        )
         for i in range(n)
     ]
 
@@ -24,7 +32,9 @@ def test_chunked_splits_in_order():
     assert chunked([1, 2, 3, 4, 5], 2) == [[1, 2], [3, 4], [5]]
 
 
-def test_nothing_is_sent_before_commit_and_all_is_sent_after(submitter, publish, django_capture_on_commit_callbacks, settings):
+def test_nothing_is_sent_before_commit_and_all_is_sent_after(
+    submitter, publish, django_capture_on_commit_callbacks, settings
+):
     settings.SCREENING_CHUNK_SIZE = 16
     studies = make_studies(submitter, 40)
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
@@ -62,7 +72,9 @@ def test_a_broker_outage_leaves_studies_received_for_the_sweep(submitter, publis
     assert set(Study.objects.values_list("status", flat=True)) == {Study.Status.RECEIVED}
 
 
-def test_the_sweep_requeues_lost_studies_and_leaves_fresh_ones(submitter, publish, django_capture_on_commit_callbacks, settings):
+def test_the_sweep_requeues_lost_studies_and_leaves_fresh_ones(
+    submitter, publish, django_capture_on_commit_callbacks, settings
+):
     now = timezone.now()
     long_ago = now - timedelta(hours=1)
     received = make_studies(submitter, 1)[0]
@@ -78,7 +90,8 @@ def test_the_sweep_requeues_lost_studies_and_leaves_fresh_ones(submitter, publis
     assert counts == {"requeued": 3, "failed": 0}
     sent = sorted(i for call in publish.call_args_list for i in call.args[0])
     assert sent == sorted([received.pk, queued.pk, running.pk])
-    fresh.refresh_from_db(); fresh_queued.refresh_from_db()
+    fresh.refresh_from_db()
+    fresh_queued.refresh_from_db()
     assert fresh.status == Study.Status.RUNNING and fresh_queued.status == Study.Status.QUEUED
 
 
@@ -91,13 +104,16 @@ def test_the_sweep_fails_a_study_lost_too_often(submitter, publish, settings):
     assert study.status == Study.Status.FAILED and "interrupted 3 times" in study.status_message
 
 
-def test_release_unfinished_requeues_or_fails_by_attempts(submitter, publish, django_capture_on_commit_callbacks, settings):
+def test_release_unfinished_requeues_or_fails_by_attempts(
+    submitter, publish, django_capture_on_commit_callbacks, settings
+):
     settings.SCREENING_MAX_ATTEMPTS = 2
     again = make_studies(submitter, 1, Study.Status.RUNNING, attempts=1)[0]
     spent = make_studies(submitter, 1, Study.Status.RUNNING, attempts=2)[0]
     with django_capture_on_commit_callbacks(execute=True):
         release_unfinished([again.pk, spent.pk], "Took too long.")
-    again.refresh_from_db(); spent.refresh_from_db()
+    again.refresh_from_db()
+    spent.refresh_from_db()
     assert again.status == Study.Status.QUEUED
     assert spent.status == Study.Status.FAILED and spent.status_message == "Took too long."
     assert publish.call_args.args == ([again.pk],)

@@ -16,22 +16,86 @@ ROLES = ["anonymous", "submitter", "other_submitter", "radiologist", "auditor", 
 
 # (method, url template, {role: expected status})
 MATRIX = [
-    ("get", "/batches/", dict(anonymous=302, submitter=200, other_submitter=200, radiologist=200, auditor=200, outsider=403)),
-    ("get", "/batches/new/", dict(anonymous=302, submitter=200, other_submitter=200, radiologist=403, auditor=403, outsider=403)),
-    ("get", "/batches/{batch}/", dict(anonymous=302, submitter=200, other_submitter=404, radiologist=200, auditor=200, outsider=403)),
-    ("get", "/batches/{batch}/export.csv", dict(anonymous=302, submitter=200, other_submitter=404, radiologist=200, auditor=200, outsider=403)),
-    ("get", "/worklist/", dict(anonymous=302, submitter=403, other_submitter=403, radiologist=200, auditor=403, outsider=403)),
-    ("get", "/worklist/export.csv", dict(anonymous=302, submitter=403, other_submitter=403, radiologist=200, auditor=403, outsider=403)),
-    ("get", "/studies/{study}/", dict(anonymous=302, submitter=200, other_submitter=404, radiologist=200, auditor=200, outsider=403)),
-    ("get", "/studies/{study}/image.png", dict(anonymous=302, submitter=200, other_submitter=404, radiologist=200, auditor=200, outsider=403)),
-    ("get", "/studies/{study}/heatmap.png", dict(anonymous=302, submitter=200, other_submitter=404, radiologist=200, auditor=200, outsider=403)),
-    ("post", "/studies/{study}/", dict(anonymous=302, submitter=403, other_submitter=404, radiologist=302, auditor=403, outsider=403)),
-    ("get", "/admin/screening/study/", dict(anonymous=302, submitter=302, other_submitter=302, radiologist=302, auditor=200, outsider=302)),
-    ("get", "/admin/screening/auditevent/", dict(anonymous=302, submitter=302, other_submitter=302, radiologist=302, auditor=200, outsider=302)),
-    ("api-get", "/api/v1/batches/{batch}", dict(anonymous=401, submitter=200, other_submitter=404, radiologist=200, auditor=200, outsider=404)),
-    ("api-get", "/api/v1/studies/{study}", dict(anonymous=401, submitter=200, other_submitter=404, radiologist=200, auditor=200, outsider=404)),
-    ("api-post", "/api/v1/studies", dict(anonymous=401, submitter=202, other_submitter=202, radiologist=403, auditor=403, outsider=403)),
-    ("api-post", "/api/v1/batches", dict(anonymous=401, submitter=202, other_submitter=202, radiologist=403, auditor=403, outsider=403)),
+    (
+        "get",
+        "/batches/",
+        dict(anonymous=302, submitter=200, other_submitter=200, radiologist=200, auditor=200, outsider=403),
+    ),
+    (
+        "get",
+        "/batches/new/",
+        dict(anonymous=302, submitter=200, other_submitter=200, radiologist=403, auditor=403, outsider=403),
+    ),
+    (
+        "get",
+        "/batches/{batch}/",
+        dict(anonymous=302, submitter=200, other_submitter=404, radiologist=200, auditor=200, outsider=403),
+    ),
+    (
+        "get",
+        "/batches/{batch}/export.csv",
+        dict(anonymous=302, submitter=200, other_submitter=404, radiologist=200, auditor=200, outsider=403),
+    ),
+    (
+        "get",
+        "/worklist/",
+        dict(anonymous=302, submitter=403, other_submitter=403, radiologist=200, auditor=403, outsider=403),
+    ),
+    (
+        "get",
+        "/worklist/export.csv",
+        dict(anonymous=302, submitter=403, other_submitter=403, radiologist=200, auditor=403, outsider=403),
+    ),
+    (
+        "get",
+        "/studies/{study}/",
+        dict(anonymous=302, submitter=200, other_submitter=404, radiologist=200, auditor=200, outsider=403),
+    ),
+    (
+        "get",
+        "/studies/{study}/image.png",
+        dict(anonymous=302, submitter=200, other_submitter=404, radiologist=200, auditor=200, outsider=403),
+    ),
+    (
+        "get",
+        "/studies/{study}/heatmap.png",
+        dict(anonymous=302, submitter=200, other_submitter=404, radiologist=200, auditor=200, outsider=403),
+    ),
+    (
+        "post",
+        "/studies/{study}/",
+        dict(anonymous=302, submitter=403, other_submitter=404, radiologist=302, auditor=403, outsider=403),
+    ),
+    (
+        "get",
+        "/admin/screening/study/",
+        dict(anonymous=302, submitter=302, other_submitter=302, radiologist=302, auditor=200, outsider=302),
+    ),
+    (
+        "get",
+        "/admin/screening/auditevent/",
+        dict(anonymous=302, submitter=302, other_submitter=302, radiologist=302, auditor=200, outsider=302),
+    ),
+    (
+        "api-get",
+        "/api/v1/batches/{batch}",
+        dict(anonymous=401, submitter=200, other_submitter=404, radiologist=200, auditor=200, outsider=404),
+    ),
+    (
+        "api-get",
+        "/api/v1/studies/{study}",
+        dict(anonymous=401, submitter=200, other_submitter=404, radiologist=200, auditor=200, outsider=404),
+    ),
+    (
+        "api-post",
+        "/api/v1/studies",
+        dict(anonymous=401, submitter=202, other_submitter=202, radiologist=403, auditor=403, outsider=403),
+    ),
+    (
+        "api-post",
+        "/api/v1/batches",
+        dict(anonymous=401, submitter=202, other_submitter=202, radiologist=403, auditor=403, outsider=403),
+    ),
 ]
 
 
@@ -40,8 +104,13 @@ def world(submitter, other_submitter, radiologist, auditor, outsider, settings):
     batch = batch_for(submitter)
     study = scored_study(batch, 0.8, media_root=settings.MEDIA_ROOT)
     return {
-        "users": {"submitter": submitter, "other_submitter": other_submitter, "radiologist": radiologist,
-                  "auditor": auditor, "outsider": outsider},
+        "users": {
+            "submitter": submitter,
+            "other_submitter": other_submitter,
+            "radiologist": radiologist,
+            "auditor": auditor,
+            "outsider": outsider,
+        },
         "batch": batch.pk,
         "study": study.pk,
     }

@@ -110,7 +110,9 @@ def test_the_gate_rejects_what_is_not_a_chest_xray_before_the_model(submitter, s
     colour = np.dstack([xx * 255 // 400, yy * 255 // 300, 255 - xx * 255 // 400]).astype(np.uint8)
     Image.fromarray(colour).save(photo, format="JPEG")
     studies = submit_files(
-        submitter, ("noise.png", noise.getvalue()), ("colour.jpeg", photo.getvalue()),
+        submitter,
+        ("noise.png", noise.getvalue()),
+        ("colour.jpeg", photo.getvalue()),
         *[(p.name, p.read_bytes()) for p in XRAYS[:3]],
     )
     summary = score_chunk([s.pk for s in studies], screener, get_gate())

@@ -10,7 +10,9 @@ from screening.models import Batch, Study
 from screening.submission import NothingAccepted, storage_path, submit
 from tests.conftest import ORIGINALS, XRAYS
 
-LIMITS = Limits(max_file_bytes=2 * 1024 * 1024, max_files=10, max_zip_uncompressed_bytes=8 * 1024 * 1024, max_zip_ratio=50)
+LIMITS = Limits(
+    max_file_bytes=2 * 1024 * 1024, max_files=10, max_zip_uncompressed_bytes=8 * 1024 * 1024, max_zip_ratio=50
+)
 
 
 def files(*pairs):
@@ -81,7 +83,9 @@ def test_it_refuses_a_zip_bomb_by_ratio(submitter, xray):
 
 
 def test_it_refuses_a_zip_that_expands_past_the_total_limit(submitter, xray):
-    limits = Limits(max_file_bytes=LIMITS.max_file_bytes, max_files=10, max_zip_uncompressed_bytes=len(xray) + 10, max_zip_ratio=50)
+    limits = Limits(
+        max_file_bytes=LIMITS.max_file_bytes, max_files=10, max_zip_uncompressed_bytes=len(xray) + 10, max_zip_ratio=50
+    )
     archive = zip_bytes({"a.jpeg": xray, "b.jpeg": XRAYS[1].read_bytes()})
     with pytest.raises(NothingAccepted) as caught:
         submit(submitter, Batch.Source.API, files(("big.zip", archive)), limits=limits)
@@ -89,7 +93,12 @@ def test_it_refuses_a_zip_that_expands_past_the_total_limit(submitter, xray):
 
 
 def test_it_refuses_files_past_the_batch_limit(submitter):
-    limits = Limits(max_file_bytes=LIMITS.max_file_bytes, max_files=3, max_zip_uncompressed_bytes=LIMITS.max_zip_uncompressed_bytes, max_zip_ratio=50)
+    limits = Limits(
+        max_file_bytes=LIMITS.max_file_bytes,
+        max_files=3,
+        max_zip_uncompressed_bytes=LIMITS.max_zip_uncompressed_bytes,
+        max_zip_ratio=50,
+    )
     outcome = submit(submitter, Batch.Source.API, files(*[(p.name, p.read_bytes()) for p in XRAYS[:5]]), limits=limits)
     assert len(outcome.studies) == 3
     assert len(outcome.refusals) == 2 and all("Batch limit of 3" in r.error for r in outcome.refusals)
@@ -98,7 +107,9 @@ def test_it_refuses_files_past_the_batch_limit(submitter):
 def test_it_refuses_nested_and_damaged_archives(submitter, xray):
     inner = zip_bytes({"x.jpeg": xray})
     outer = zip_bytes({"inner.zip": inner, "y.jpeg": XRAYS[1].read_bytes()})
-    outcome = submit(submitter, Batch.Source.API, files(("outer.zip", outer), ("broken.zip", b"PK\x03\x04garbage")), limits=LIMITS)
+    outcome = submit(
+        submitter, Batch.Source.API, files(("outer.zip", outer), ("broken.zip", b"PK\x03\x04garbage")), limits=LIMITS
+    )
     assert [s.original_name for s in outcome.studies] == ["outer.zip/y.jpeg"]
     errors = {r.name: r.error for r in outcome.refusals}
     assert "Archives inside archives" in errors["outer.zip/inner.zip"]
@@ -131,5 +142,10 @@ def test_it_accepts_png_and_full_resolution_jpeg(submitter):
 
     png = io.BytesIO()
     Image.open(XRAYS[0]).save(png, format="PNG")
-    outcome = submit(submitter, Batch.Source.API, files(("x.png", png.getvalue()), ("orig.jpeg", ORIGINALS[0].read_bytes())), limits=LIMITS)
+    outcome = submit(
+        submitter,
+        Batch.Source.API,
+        files(("x.png", png.getvalue()), ("orig.jpeg", ORIGINALS[0].read_bytes())),
+        limits=LIMITS,
+    )
     assert sorted(s.format for s in outcome.studies) == ["jpeg", "png"]

@@ -63,7 +63,9 @@ def test_reviewing_saves_and_moves_to_the_next_study(radiologist, studies):
     assert studies["high"].review_status == Study.ReviewStatus.REVIEWED
     assert worklist_ids(client) == [studies["mid"].pk, studies["low"].pk]
     assert worklist_ids(client, tab="reviewed") == [studies["high"].pk]
-    assert AuditEvent.objects.filter(action="review_saved", object_id=str(studies["high"].pk), actor=radiologist).exists()
+    assert AuditEvent.objects.filter(
+        action="review_saved", object_id=str(studies["high"].pk), actor=radiologist
+    ).exists()
 
 
 def test_reviews_are_append_only_and_the_latest_sets_the_status(radiologist, studies):
@@ -76,7 +78,10 @@ def test_reviews_are_append_only_and_the_latest_sets_the_status(radiologist, stu
     client.post(url, {"agrees_with_model": "yes", "finding": "normal"})
     studies["low"].refresh_from_db()
     assert studies["low"].review_status == Study.ReviewStatus.REVIEWED
-    assert list(Review.objects.filter(study=studies["low"]).order_by("pk").values_list("finding", flat=True)) == ["other", "normal"]
+    assert list(Review.objects.filter(study=studies["low"]).order_by("pk").values_list("finding", flat=True)) == [
+        "other",
+        "normal",
+    ]
 
 
 def test_an_invalid_review_is_not_saved(radiologist, studies):
@@ -113,7 +118,11 @@ def test_worklist_export_is_csv_with_intended_use(radiologist, studies):
     assert first.startswith("# Decision support for triage, not a diagnosis")
     rows = list(csv.DictReader(io.StringIO(rest)))
     assert len(rows) == 1 and rows[0]["study"] == str(studies["high"].pk)
-    assert rows[0]["probability"] == "0.950000" and rows[0]["review_finding"] == "pneumonia" and rows[0]["reviewer"] == "rita"
+    assert (
+        rows[0]["probability"] == "0.950000"
+        and rows[0]["review_finding"] == "pneumonia"
+        and rows[0]["reviewer"] == "rita"
+    )
     assert AuditEvent.objects.filter(action="export", actor=radiologist).exists()
 
 

@@ -94,7 +94,9 @@ def test_healthz_answers_without_login(db):
 def test_the_upload_page_answers_json_for_its_script(submitter):
     client = logged_in(submitter)
     response = client.post(
-        "/batches/new/", {"files": [named("a.jpeg", XRAYS[0].read_bytes()), named("e.png", b"")]}, HTTP_ACCEPT="application/json"
+        "/batches/new/",
+        {"files": [named("a.jpeg", XRAYS[0].read_bytes()), named("e.png", b"")]},
+        HTTP_ACCEPT="application/json",
     )
     assert response.status_code == 202
     body = response.json()
@@ -104,7 +106,9 @@ def test_the_upload_page_answers_json_for_its_script(submitter):
 
 
 def test_the_upload_page_json_error_when_nothing_is_acceptable(submitter):
-    response = logged_in(submitter).post("/batches/new/", {"files": [named("n.jpg", b"nope")]}, HTTP_ACCEPT="application/json")
+    response = logged_in(submitter).post(
+        "/batches/new/", {"files": [named("n.jpg", b"nope")]}, HTTP_ACCEPT="application/json"
+    )
     assert response.status_code == 400 and response.json()["refused"][0]["file"] == "n.jpg"
 
 

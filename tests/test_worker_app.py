@@ -20,7 +20,9 @@ def test_reliability_settings():
 
 
 def test_only_redis_gets_a_visibility_timeout(settings):
-    assert _transport_options("redis://127.0.0.1:6379/0") == {"visibility_timeout": settings.CELERY_BROKER_VISIBILITY_TIMEOUT}
+    assert _transport_options("redis://127.0.0.1:6379/0") == {
+        "visibility_timeout": settings.CELERY_BROKER_VISIBILITY_TIMEOUT
+    }
     assert settings.CELERY_BROKER_VISIBILITY_TIMEOUT > settings.CELERY_TASK_TIME_LIMIT
     # The SQLAlchemy transport hands its options to create_engine, which refuses unknown keys.
     assert _transport_options("sqla+sqlite:///var/broker.sqlite3") == {}

@@ -17,13 +17,12 @@ import sys
 import numpy as np
 import pytest
 from django.conf import settings as django_settings
-from django.db import connection
 from PIL import Image
 
 from screening.models import Batch, Result, Study
 from screening.submission import submit
 from tests.conftest import XRAYS
-from tests.worker_process import ROOT, WorkerProcess, base_env, wait_until
+from tests.worker_process import ROOT, WorkerProcess, base_env, postgres_worker_env, wait_until
 
 pytestmark = [pytest.mark.worker]
 
@@ -38,18 +37,6 @@ def redis_broker():
     client.flushdb()
     yield django_settings.CELERY_BROKER_URL
     client.flushdb()
-
-
-def postgres_worker_env(settings, **overrides) -> dict[str, str]:
-    database = connection.settings_dict
-    url = f"postgres://{database['USER'] or 'postgres'}@{database['HOST'] or '127.0.0.1'}:{database['PORT'] or 5432}/{database['NAME']}"
-    return base_env(
-        DJANGO_SETTINGS_MODULE="webapp.settings_test",
-        TEST_DATABASE_URL=url,
-        TEST_BROKER_URL=settings.CELERY_BROKER_URL,
-        MEDIA_ROOT=str(settings.MEDIA_ROOT),
-        **overrides,
-    )
 
 
 def distinct_xrays(n: int) -> list[tuple[str, bytes]]:
@@ -101,8 +88,12 @@ def test_killing_the_worker_mid_batch_loses_no_study(submitter, redis_broker, se
     try:
         # Kill as soon as a chunk is claimed: its first forward pass (graph
         # tracing) takes seconds, so the crash lands mid-chunk.
-        wait_until(lambda: Study.objects.filter(batch=outcome.batch, status=Study.Status.RUNNING).exists(),
-                   timeout=240, interval=0.1, describe=first.log)
+        wait_until(
+            lambda: Study.objects.filter(batch=outcome.batch, status=Study.Status.RUNNING).exists(),
+            timeout=240,
+            interval=0.1,
+            describe=first.log,
+        )
     finally:
         first.kill_hard()
     assert not finished(outcome.batch.pk), "the batch finished before the crash; the test proves nothing"
@@ -123,12 +114,16 @@ def embedded_setup(var, **overrides: str):
     Returns the environment and a ``manage(*args)`` that runs manage.py in it.
     """
     env = base_env(
-        DJANGO_SETTINGS_MODULE="webapp.settings", DJANGO_SECRET_KEY="embedded-test-key", SCREENING_VAR_DIR=str(var),
+        DJANGO_SETTINGS_MODULE="webapp.settings",
+        DJANGO_SECRET_KEY="embedded-test-key",
+        SCREENING_VAR_DIR=str(var),
         **overrides,
     )
 
     def manage(*args, timeout=300):
-        return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+        )
 
     var.mkdir()
     assert manage("migrate", "--noinput").returncode == 0
@@ -145,7 +140,9 @@ def test_embedded_defaults_run_end_to_end_without_any_server(tmp_path):
     assert queues == [("celery",)]
     worker = WorkerProcess(env, tmp_path / "worker.log").start()
     try:
-        done = manage("submit_folder", str(ROOT / "tests" / "fixtures" / "xray"), "--wait", "--json", "--timeout", "240")
+        done = manage(
+            "submit_folder", str(ROOT / "tests" / "fixtures" / "xray"), "--wait", "--json", "--timeout", "240"
+        )
     finally:
         worker.stop()
     assert done.returncode == 0, done.stderr + worker.log()

@@ -22,9 +22,29 @@ class WorkerProcess:
     def start(self) -> WorkerProcess:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "worker", "worker", "--pool", "prefork", "--concurrency", "1",
-             "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat", *self.extra_args],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker",
+                "worker",
+                "--pool",
+                "prefork",
+                "--concurrency",
+                "1",
+                "--loglevel",
+                "INFO",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                *self.extra_args,
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         return self
 
@@ -57,6 +77,21 @@ def base_env(**overrides: str) -> dict[str, str]:
     }
     env.update(overrides)
     return env
+
+
+def postgres_worker_env(settings, **overrides: str) -> dict[str, str]:
+    """A worker's environment that points at this process's test database, broker and media folder."""
+    from django.db import connection
+
+    database = connection.settings_dict
+    user, host, port = database["USER"] or "postgres", database["HOST"] or "127.0.0.1", database["PORT"] or 5432
+    return base_env(
+        DJANGO_SETTINGS_MODULE="webapp.settings_test",
+        TEST_DATABASE_URL=f"postgres://{user}@{host}:{port}/{database['NAME']}",
+        TEST_BROKER_URL=settings.CELERY_BROKER_URL,
+        MEDIA_ROOT=str(settings.MEDIA_ROOT),
+        **overrides,
+    )
 
 
 def wait_until(condition, timeout: float, interval: float = 0.5, describe=lambda: "") -> None:

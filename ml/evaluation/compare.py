@@ -189,9 +189,7 @@ def main(argv: list[str] | None = None) -> None:
         }
         bias = card.get("bias", 0.0)
         members[folder.name] = {"scores": scores, "temperature": card["temperature"], "bias": bias, "cost": cost}
-        rows.append(
-            summarise(folder.name, scores, card["temperature"], card["threshold"], y, val_records, cost, bias)
-        )
+        rows.append(summarise(folder.name, scores, card["temperature"], card["threshold"], y, val_records, cost, bias))
         print(
             f"{folder.name}: AUC {rows[-1]['auc']:.4f} spec {rows[-1]['specificity']:.3f} "
             f"b32 {cost['ms_b32']} ms ({time.time() - started:.0f}s)",

@@ -223,7 +223,9 @@ def check_inputs(images: np.ndarray) -> np.ndarray:
         # ValueError, not TypeError: the worker's contract is "bad input raises ValueError".
         raise ValueError(f"images must be a numpy array, got {type(images).__name__}")  # noqa: TRY004
     if images.dtype != np.uint8:
-        raise ValueError(f"images must be uint8 grey from ml.serving.preprocess.squash_to_input, got dtype {images.dtype}")
+        raise ValueError(
+            f"images must be uint8 grey from ml.serving.preprocess.squash_to_input, got dtype {images.dtype}"
+        )
     if images.ndim != 3 or images.shape[1:] != (INPUT_SIZE, INPUT_SIZE):
         raise ValueError(
             f"images must have shape (N, {INPUT_SIZE}, {INPUT_SIZE}) (a batch of squashed grey inputs), "

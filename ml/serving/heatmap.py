@@ -37,7 +37,9 @@ SALIENT_FRACTION = 0.5  # the salient box covers the map at or above half its pe
 @dataclass(frozen=True)
 class Explained:
     prediction: Prediction
-    heatmap: np.ndarray  # (h, w) float32 in [0, 1] at the feature map's resolution; all zeros when nothing drove the score
+    heatmap: (
+        np.ndarray
+    )  # (h, w) float32 in [0, 1] at the feature map's resolution; all zeros when nothing drove the score
 
 
 # The deepest layer at 14x14 rather than the last one at 7x7: a 7x7 map puts
@@ -158,8 +160,9 @@ def _colour(values: np.ndarray) -> np.ndarray:
     return (np.stack([red, green, blue], axis=-1) * 255).astype(np.uint8)
 
 
-def overlay_png(heatmap: np.ndarray, original_width: int, original_height: int,
-                box: tuple[float, float, float, float] | None = None) -> bytes:
+def overlay_png(
+    heatmap: np.ndarray, original_width: int, original_height: int, box: tuple[float, float, float, float] | None = None
+) -> bytes:
     """An RGBA PNG with the original's aspect ratio: colour shows where, alpha how much; ``box`` outlined."""
     scale = OVERLAY_LONG_SIDE / max(original_width, original_height)
     width = max(1, round(original_width * scale))

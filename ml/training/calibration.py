@@ -51,4 +51,3 @@ def fit_platt(logits: np.ndarray, y_true: np.ndarray) -> tuple[float, float]:
         bounds=[tuple(np.log(TEMPERATURE_BOUNDS)), BIAS_BOUNDS],
     )
     return float(np.exp(result.x[0])), float(result.x[1])
-

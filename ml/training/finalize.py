@@ -147,7 +147,10 @@ def build_card(
     from ml.training.runs import log, measure_speed
 
     forward = compiled_forward(model)
-    logits_fn = lambda images: batched_logits(forward, images)
+
+    def logits_fn(images):
+        return batched_logits(forward, images)
+
     y = np.array([r.target for r in val_records])
     patients = [r.patient for r in val_records]
     logits = logits_fn(val_images)
@@ -165,7 +168,9 @@ def build_card(
         f"clean validation alone {temperature_clean_only:.3f})",
         log_stream,
     )
-    perturbed = {name: calibrated_probability(out["pneumonia"], temperature, bias) for name, out in perturbed_raw.items()}
+    perturbed = {
+        name: calibrated_probability(out["pneumonia"], temperature, bias) for name, out in perturbed_raw.items()
+    }
     threshold, candidates = choose_threshold(y, probability, perturbed)
     clean_threshold = candidates["clean"]
     stress = stress_table(perturbed, y, threshold)

@@ -69,7 +69,10 @@ def build_mobilenet(
 def build_xception(
     size: int = INPUT_SIZE, weights: str | os.PathLike | None = "imagenet", dropout: float = 0.0
 ) -> keras.Model:
-    """ImageNet Xception (20.9 M parameters, ~75 ms/image on 2 CPU cores): a frozen-feature teacher, too slow to ship."""
+    """ImageNet Xception (20.9 M parameters, ~75 ms/image on 2 CPU cores): a frozen-feature teacher, too slow to ship.
+
+    Used by the comparison candidates only.
+    """
     image = keras.Input((size, size), dtype="uint8", name="image")
     x = grey_to_backbone_input(image, size)
     backbone = keras.applications.Xception(include_top=False, weights=None, input_tensor=x)

@@ -38,7 +38,7 @@ def test_zoom_in_only_magnifies_when_zoom_out_is_off():
 def test_stretch_changes_the_aspect_ratio_but_not_without_it():
     width, height = _extent(_warp(max_zoom=0.0, max_stretch=0.3))
     assert (width != height).mean() > 0.5
-    assert ((width > height).any() and (width < height).any())  # both directions
+    assert (width > height).any() and (width < height).any()  # both directions
     plain_width, plain_height = _extent(_warp(max_zoom=0.0))
     np.testing.assert_array_equal(plain_width, 16)
     np.testing.assert_array_equal(plain_height, 16)

@@ -104,7 +104,9 @@ def test_viral_specialist_trains_only_the_viral_head(tiny_model, fixture_records
         step(small_images[chosen], y, viral)
     for old, new in zip(before, tiny_model.get_layer("pneumonia_logit").get_weights()):
         np.testing.assert_array_equal(old, new)
-    assert any(not np.array_equal(o, n) for o, n in zip(viral_before, tiny_model.get_layer("viral_logit").get_weights()))
+    assert any(
+        not np.array_equal(o, n) for o, n in zip(viral_before, tiny_model.get_layer("viral_logit").get_weights())
+    )
 
 
 def test_viral_specialist_keeps_the_epoch_with_the_best_viral_auc(tiny_model, fixture_records, small_images):

@@ -26,7 +26,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--i-know-this-is-not-production", action="store_true", dest="allowed")
-        parser.add_argument("--credentials-file", help="Where passwords are kept between runs (default: var/demo-accounts.txt).")
+        parser.add_argument(
+            "--credentials-file", help="Where passwords are kept between runs (default: var/demo-accounts.txt)."
+        )
 
     def handle(self, *args, allowed, credentials_file, **options):
         if not (settings.DEBUG or allowed):
@@ -38,8 +40,9 @@ class Command(BaseCommand):
             user = User.objects.filter(username=username).first()
             if user is None:
                 password = secrets.token_urlsafe(9)
-                user = User.objects.create_user(username=username, password=password, is_staff=staff,
-                                                is_superuser=role is None)
+                user = User.objects.create_user(
+                    username=username, password=password, is_staff=staff, is_superuser=role is None
+                )
                 if role:
                     user.groups.add(Group.objects.get(name=role))
                 lines.append(f"{username:12} {password:16} {role or 'Administrator'}")

@@ -45,7 +45,9 @@ class Command(BaseCommand):
             raise CommandError("No file could be accepted.") from None
         batch = outcome.batch
         if not as_json:
-            self.stdout.write(f"Batch {batch.pk}: {len(outcome.studies)} studies accepted, {len(outcome.refusals)} refused.")
+            self.stdout.write(
+                f"Batch {batch.pk}: {len(outcome.studies)} studies accepted, {len(outcome.refusals)} refused."
+            )
         if not wait:
             self._report_refusals(outcome.refusals, as_json)
             if as_json:
