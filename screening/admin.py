@@ -84,7 +84,16 @@ class BatchAdmin(admin.ModelAdmin):
 
 class ResultInline(admin.TabularInline):
     model = Result
-    fields = ("model_version", "probability", "label", "threshold", "viral_probability", "created_at")
+    fields = (
+        "model_version",
+        "probability",
+        "label",
+        "threshold",
+        "viral_probability",
+        "population",
+        "population_reason",
+        "created_at",
+    )
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -109,10 +118,11 @@ class StudyAdmin(admin.ModelAdmin):
         "status",
         "score",
         "model_label",
+        "population",
         "review_status",
         "created_at",
     )
-    list_filter = ("status", "review_status", "model_label", "format", "modality", "created_at")
+    list_filter = ("status", "review_status", "model_label", "population", "format", "modality", "created_at")
     search_fields = ("original_name", "sha256", "accession_number", "study_instance_uid")
     date_hierarchy = "created_at"
     list_select_related = ("batch",)
@@ -129,8 +139,8 @@ class StudyAdmin(admin.ModelAdmin):
 
 @admin.register(Result)
 class ResultAdmin(ReadOnlyAdmin):
-    list_display = ("id", "study", "model_version", "probability", "label", "threshold", "created_at")
-    list_filter = ("label", "model_version", "created_at")
+    list_display = ("id", "study", "model_version", "probability", "label", "threshold", "population", "created_at")
+    list_filter = ("label", "model_version", "population", "population_source", "created_at")
     search_fields = ("study__original_name", "model_version")
     date_hierarchy = "created_at"
     list_select_related = ("study",)

@@ -18,6 +18,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from screening import access, selectors, tokens
 from screening.models import Batch, Result, Study
+from screening.population import Declaration, InvalidDeclaration
 from screening.submission import NothingAccepted, SubmissionOutcome, submit
 
 
@@ -68,6 +69,9 @@ def study_json(study: Study) -> dict:
         "note": study.status_message if study.status == Study.Status.DONE and study.status_message else None,
         "duplicate_of": study.duplicate_of_id,
         "result": result_json(study.latest_result()),
+        # null until a result exists: "validated" or "outside" the population the model was validated on.
+        "population": study.population or None,
+        "population_reason": study.population_reason or None,
         "created_at": study.created_at.isoformat(),
         "finished_at": study.finished_at.isoformat() if study.finished_at else None,
     }
@@ -92,10 +96,15 @@ def _uploaded(request, field: str):
 
 
 def _submit(request, files) -> JsonResponse:
+    """Submit ``files``; the optional form fields ``population`` and ``age`` declare who the patients are."""
     if not access.can_submit(request.user):
         return _error(403, "Your account may not submit studies.")
     try:
-        outcome = submit(request.user, Batch.Source.API, ((f.name, f) for f in files))
+        declaration = Declaration.parse(request.POST.get("population"), request.POST.get("age"))
+    except InvalidDeclaration as exc:
+        return _error(400, str(exc))
+    try:
+        outcome = submit(request.user, Batch.Source.API, ((f.name, f) for f in files), declaration=declaration)
     except NothingAccepted as exc:
         return _error(400, "No file could be accepted.", refused=[r.as_dict() for r in exc.refusals])
     return JsonResponse(_outcome_json(outcome), status=202)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from screening.population import population_summary
 from screening.serving import model_card
 
 FALLBACK_POPULATION = "pediatric frontal chest X-rays (ages 1–5, one hospital)"
@@ -11,5 +12,5 @@ def intended_use(request) -> dict:
     card = model_card()
     return {
         "model_version": card.get("version", ""),
-        "model_population": card.get("population") or FALLBACK_POPULATION,
+        "model_population": population_summary(card, FALLBACK_POPULATION),
     }

@@ -16,10 +16,10 @@ from screening.models import Review, Study
 
 def intended_use_line() -> str:
     from screening.context_processors import FALLBACK_POPULATION
+    from screening.population import population_summary
     from screening.serving import model_card
 
-    card = model_card()
-    population = card.get("population") or FALLBACK_POPULATION
+    population = population_summary(model_card(), FALLBACK_POPULATION)
     return f"# Decision support for triage, not a diagnosis. Model validated on {population}; see the model card."
 
 
@@ -32,6 +32,8 @@ COLUMNS = [
     "probability",
     "model_label",
     "model_version",
+    "population",
+    "population_reason",
     "review_finding",
     "review_agrees_with_model",
     "needs_second_read",
@@ -70,6 +72,8 @@ def _rows(studies: QuerySet[Study]):
                 f"{result.probability:.6f}" if result else "",
                 result.label if result else "",
                 result.model_version if result else "",
+                study.population if result else "",
+                study.population_reason if result else "",
                 review.finding if review else "",
                 "" if review is None or review.agrees_with_model is None else review.agrees_with_model,
                 review.needs_second_read if review else "",

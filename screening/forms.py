@@ -1,6 +1,9 @@
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
+from screening.models import DeclaredPopulation
+from screening.population import Declaration, InvalidDeclaration
+
 
 class MultipleFileInput(forms.ClearableFileInput):
     allow_multiple_selected = True
@@ -28,3 +31,23 @@ class UploadForm(forms.Form):
         label=_("X-ray files"),
         help_text=_("One or more JPEG, PNG or DICOM files, or a .zip of them."),
     )
+    population = forms.ChoiceField(
+        label=_("Patients"),
+        choices=DeclaredPopulation.choices,
+        required=False,
+        help_text=_("Who the patients of this batch are, if you know. Adults are outside the validated population."),
+    )
+    age = forms.CharField(
+        label=_("Age in years"),
+        required=False,
+        max_length=16,
+        help_text=_("Optional: the patients' age, when one age holds for the whole batch."),
+    )
+
+    def clean(self):
+        cleaned = super().clean()
+        try:
+            cleaned["declaration"] = Declaration.parse(cleaned.get("population"), cleaned.get("age"))
+        except InvalidDeclaration as exc:
+            self.add_error("age" if cleaned.get("age") else "population", str(exc))
+        return cleaned

@@ -58,6 +58,19 @@ class StudyStatus(models.TextChoices):
     REJECTED = "REJECTED", _("Rejected")  # readable, but not an image we may score
 
 
+class Population(models.TextChoices):
+    """Whether the patient is inside the population the model was validated on (``ml.serving.population``)."""
+
+    VALIDATED = "validated", _("Validated population")
+    OUTSIDE = "outside", _("Outside validated population")
+
+
+class DeclaredPopulation(models.TextChoices):
+    NOT_DECLARED = "", _("Not declared")
+    PEDIATRIC = "pediatric", _("Children in the validated age range")
+    ADULT = "adult", _("Adults")
+
+
 class ReviewStatus(models.TextChoices):
     UNREVIEWED = "unreviewed", _("Not reviewed")
     REVIEWED = "reviewed", _("Reviewed")
@@ -69,6 +82,8 @@ class Study(TimeStamped):
 
     Status = StudyStatus
     ReviewStatus = ReviewStatus
+    Population = Population
+    DeclaredPopulation = DeclaredPopulation
 
     UNFINISHED = (Status.RECEIVED, Status.QUEUED, Status.RUNNING)
     FINISHED = (Status.DONE, Status.FAILED, Status.REJECTED)
@@ -105,6 +120,13 @@ class Study(TimeStamped):
     model_label = models.CharField(max_length=10, blank=True)
     review_status = models.CharField(max_length=12, choices=ReviewStatus.choices, default=ReviewStatus.UNREVIEWED)
     reviewed_at = models.DateTimeField(null=True, blank=True)
+    # Copied from the latest result: the worklist keeps "outside" studies out of its main lane.
+    population = models.CharField(max_length=10, choices=Population.choices, blank=True)
+    population_reason = models.TextField(blank=True)
+
+    # What the submitter said about the patient, for the population verdict.
+    declared_population = models.CharField(max_length=10, choices=DeclaredPopulation.choices, blank=True)
+    declared_age_years = models.FloatField(null=True, blank=True)
 
     image_width = models.PositiveIntegerField(null=True, blank=True)
     image_height = models.PositiveIntegerField(null=True, blank=True)
@@ -173,6 +195,15 @@ class Result(TimeStamped):
         blank=True,
         help_text=_("[x0, y0, x1, y1] image fractions around the most salient region, above threshold."),
     )
+    population = models.CharField(max_length=10, choices=Population.choices, blank=True)
+    population_reason = models.TextField(blank=True)
+    population_source = models.CharField(
+        max_length=20, blank=True, help_text=_("Which signal decided: DICOM age, declaration or image check.")
+    )
+    adult_probability = models.FloatField(
+        null=True, blank=True, help_text=_("The image-based population check's P(adult), when it ran.")
+    )
+    population_check_version = models.CharField(max_length=32, blank=True)
 
     class Meta:
         constraints = [

@@ -21,11 +21,12 @@ from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from ml.serving import pipeline
+from ml.serving import pipeline, population
 from ml.serving.decode import UnscorableInput
 from ml.serving.gate import ChestXrayGate
 from ml.serving.heatmap import ExplainingScreener
 from screening.models import Result, Study
+from screening.population import validated_range
 from screening.queue import release_unfinished
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ _DICOM_FIELDS = {
 # whole chunk, go in one plain UPDATE. The DICOM columns are written only for
 # chunks that have any: bulk_update's CASE expressions cost Python time per
 # field and row (76 ms a chunk of 16 with every column, a fifth of the chunk).
-_PER_STUDY_FIELDS = ["score", "model_label", "image_width", "image_height"]
+_PER_STUDY_FIELDS = ["score", "model_label", "image_width", "image_height", "population", "population_reason"]
 _INTERNAL_ERROR = (
     "The file could not be processed because of an internal error; an administrator has been notified in the logs."
 )
@@ -173,15 +174,28 @@ def _score_claimed(studies: list[Study], explainer: ExplainingScreener, gate: Ch
             prepared.append(image)
     timings: dict[str, float] = {}
     outcomes = pipeline.score(prepared, explainer, gate, timings=timings)
-    scored: list[tuple[Study, pipeline.Scored]] = []
-    for study, outcome in zip(ready, outcomes, strict=True):
+    scored: list[tuple[Study, pipeline.Scored, population.Verdict]] = []
+    for study, image, outcome in zip(ready, prepared, outcomes, strict=True):
         if isinstance(outcome, pipeline.Rejected):
             _record_gate_rejection(study, outcome.reason)
         else:
-            scored.append((study, outcome))
+            scored.append((study, outcome, _population_verdict(study, image, outcome, explainer)))
     if scored:
         per_study_ms = timings.get("model + heatmap", 0.0) * 1000 / len(scored)
         _write_results(scored, explainer, per_study_ms)
+
+
+def _population_verdict(
+    study: Study, image: pipeline.PreparedImage, outcome: pipeline.Scored, explainer: ExplainingScreener
+) -> population.Verdict:
+    return population.decide(
+        validated_range(explainer.card),
+        dicom=image.attributes,
+        declared_group=study.declared_population,
+        declared_age=study.declared_age_years,
+        adult_probability=outcome.adult_probability,
+        adult_threshold=outcome.adult_threshold,
+    )
 
 
 def _store_heatmap(study: Study, outcome: pipeline.Scored, version: str) -> dict:
@@ -200,7 +214,9 @@ def _store_heatmap(study: Study, outcome: pipeline.Scored, version: str) -> dict
 
 
 def _write_results(
-    scored: list[tuple[Study, pipeline.Scored]], explainer: ExplainingScreener, per_study_ms: float
+    scored: list[tuple[Study, pipeline.Scored, population.Verdict]],
+    explainer: ExplainingScreener,
+    per_study_ms: float,
 ) -> None:
     """All results of the chunk in one transaction and a handful of queries.
 
@@ -208,15 +224,15 @@ def _write_results(
     another worker meanwhile); the unique constraint drops a duplicate result.
     """
     now = timezone.now()
-    extras = [_store_heatmap(study, outcome, explainer.version) for study, outcome in scored]
+    extras = [_store_heatmap(study, outcome, explainer.version) for study, outcome, _ in scored]
     with transaction.atomic():
         running = set(
             Study.objects.select_for_update()
-            .filter(pk__in=[study.pk for study, _ in scored], status=Study.Status.RUNNING)
+            .filter(pk__in=[study.pk for study, _, _ in scored], status=Study.Status.RUNNING)
             .values_list("pk", flat=True)
         )
         results, finished = [], []
-        for (study, outcome), extra in zip(scored, extras, strict=True):
+        for (study, outcome, verdict), extra in zip(scored, extras, strict=True):
             if study.pk not in running:
                 continue
             prediction = outcome.prediction
@@ -231,11 +247,18 @@ def _write_results(
                     if prediction.viral_probability is None
                     else float(prediction.viral_probability),
                     inference_ms=per_study_ms,
+                    population=verdict.population,
+                    population_reason=verdict.reason,
+                    population_source=verdict.source,
+                    adult_probability=outcome.adult_probability,
+                    population_check_version=outcome.population_check_version,
                     **extra,
                 )
             )
             study.score = float(prediction.probability)
             study.model_label = prediction.label
+            study.population = verdict.population
+            study.population_reason = verdict.reason
             finished.append(study)
         if not finished:
             return

@@ -21,6 +21,7 @@ from django.utils import timezone
 from screening import audit
 from screening.intake import Incoming, Limits, Refusal, expand
 from screening.models import AuditEvent, Batch, Study
+from screening.population import Declaration
 from screening.queue import enqueue_studies_on_commit
 
 log = logging.getLogger(__name__)
@@ -66,13 +67,22 @@ def _earlier_scored_studies(sha256s: list[str]) -> dict[str, Study]:
 
 
 def submit(
-    user, source: str, files: Iterable[tuple[str, BinaryIO]], *, name: str = "", limits: Limits | None = None
+    user,
+    source: str,
+    files: Iterable[tuple[str, BinaryIO]],
+    *,
+    name: str = "",
+    limits: Limits | None = None,
+    declaration: Declaration | None = None,
 ) -> SubmissionOutcome:
     """Accept what can be accepted from ``files`` as one new batch.
 
+    ``declaration`` is what the submitter says about the patients (group or
+    age); every study of the batch carries it into its population verdict.
     Raises ``NothingAccepted`` (and stores nothing) when every file is refused.
     """
     limits = limits or Limits.from_settings()
+    declaration = declaration or Declaration()
     with transaction.atomic():
         batch = Batch.objects.create(submitted_by=user, source=source, name=name[:255])
         outcome = SubmissionOutcome(batch=batch)
@@ -90,7 +100,7 @@ def submit(
                     )
                     continue
                 first_name_by_sha[item.sha256] = item.name
-                outcome.studies.append(_new_study(batch, item))
+                outcome.studies.append(_new_study(batch, item, declaration))
             finally:
                 item.spool.close()
 
@@ -109,6 +119,7 @@ def submit(
             actor=user,
             obj=batch,
             source=source,
+            **({"declared": declaration.as_fields()} if declaration else {}),
             studies=len(outcome.studies),
             refused=len(outcome.refusals),
         )
@@ -122,7 +133,7 @@ def submit(
     return outcome
 
 
-def _new_study(batch: Batch, item: Incoming) -> Study:
+def _new_study(batch: Batch, item: Incoming, declaration: Declaration) -> Study:
     """An unsaved study with its file stored (content-addressed, so storing twice is harmless)."""
     study = Study(
         batch=batch,
@@ -130,18 +141,27 @@ def _new_study(batch: Batch, item: Incoming) -> Study:
         sha256=item.sha256,
         size_bytes=item.size,
         format=item.format,
+        **declaration.as_fields(),
     )
     study.file.name = _store(item)
     return study
 
 
 def _link_to_earlier_results(studies: list[Study]) -> None:
-    """Studies of a file that an earlier batch already scored show that result instead of queueing again."""
+    """Studies of a file that an earlier batch already scored show that result instead of queueing again.
+
+    Only when the submitter declared the same about the patient: the
+    population verdict depends on the declaration, so a file declared
+    differently is scored again and gets a verdict of its own.
+    """
     earlier_by_sha = _earlier_scored_studies([s.sha256 for s in studies])
     now = timezone.now()
     for study in studies:
         earlier = earlier_by_sha.get(study.sha256)
-        if earlier is None:
+        if earlier is None or (earlier.declared_population, earlier.declared_age_years) != (
+            study.declared_population,
+            study.declared_age_years,
+        ):
             continue
         study.file.name = earlier.file.name
         study.status = Study.Status.DONE
@@ -161,5 +181,7 @@ def _link_to_earlier_results(studies: list[Study]) -> None:
             "view_position",
             "body_part",
             "patient_age",
+            "population",
+            "population_reason",
         ):
             setattr(study, attribute, getattr(earlier, attribute))

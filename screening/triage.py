@@ -1,8 +1,12 @@
 """The radiologists' worklist: which studies, in which order, with which filters.
 
 Scored studies waiting for a read come first, highest model score first, so
-the likeliest pneumonia is read soonest. Studies the model could not score
-(FAILED, REJECTED) have their own tab: they still need a person.
+the likeliest pneumonia is read soonest. Studies of patients outside the
+population the model was validated on (adults, for the shipped model) have
+their own tab: their score is shown but is not evidence, so they must never
+sit among the validated positives at the top of the main lane. Studies the
+model could not score (FAILED, REJECTED) have their own tab: they still need a
+person.
 """
 
 from __future__ import annotations
@@ -25,18 +29,33 @@ class Tab:
     ordering: tuple[str, ...]
 
 
+# Studies scored before verdicts existed have none and stay in the main lane, as before.
+_VALIDATED = ~Q(population=Study.Population.OUTSIDE)
+_OUTSIDE = Q(population=Study.Population.OUTSIDE)
+
 TABS = [
     Tab(
         "to-review",
         _("To review"),
-        Q(status=Study.Status.DONE, review_status=Study.ReviewStatus.UNREVIEWED),
+        Q(status=Study.Status.DONE, review_status=Study.ReviewStatus.UNREVIEWED) & _VALIDATED,
         ("-score", "id"),
     ),
     Tab(
         "second-read",
         _("Second read"),
-        Q(status=Study.Status.DONE, review_status=Study.ReviewStatus.SECOND_READ),
+        Q(status=Study.Status.DONE, review_status=Study.ReviewStatus.SECOND_READ) & _VALIDATED,
         ("-score", "id"),
+    ),
+    Tab(
+        "outside",
+        _("Outside validated population"),
+        Q(
+            status=Study.Status.DONE,
+            review_status__in=[Study.ReviewStatus.UNREVIEWED, Study.ReviewStatus.SECOND_READ],
+        )
+        & _OUTSIDE,
+        # Newest first, never by score: a high score here is not evidence of pneumonia.
+        ("-created_at", "id"),
     ),
     Tab(
         "unscored",
@@ -91,6 +110,6 @@ def tab_counts(user, filters: WorklistFilter) -> dict[str, int]:
 
 
 def next_study(user, after: Study) -> Study | None:
-    """The study a radiologist should read after ``after``: the top of the to-review list."""
-    tab = TABS_BY_SLUG["to-review"]
+    """The study a radiologist should read after ``after``: the top of the lane it came from."""
+    tab = TABS_BY_SLUG["outside" if after.population == Study.Population.OUTSIDE else "to-review"]
     return worklist(user, tab, WorklistFilter({})).exclude(pk=after.pk).first()

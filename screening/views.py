@@ -58,7 +58,12 @@ def batch_new(request):
         if valid:
             files = form.cleaned_data["files"]
             try:
-                outcome = submit(request.user, Batch.Source.WEB, ((f.name, f) for f in files))
+                outcome = submit(
+                    request.user,
+                    Batch.Source.WEB,
+                    ((f.name, f) for f in files),
+                    declaration=form.cleaned_data["declaration"],
+                )
             except NothingAccepted as exc:
                 refused = [r.as_dict() for r in exc.refusals]
                 if _wants_json(request):

@@ -51,8 +51,8 @@ LATERAL_VIEWS = frozenset({"LL", "RL", "LAT", "LATERAL"})
 # size; see ``_draft`` for the measurement behind it.
 DRAFT_OVERSAMPLE = 3
 
-# Stored alongside the study. Never PatientName/PatientID/PatientBirthDate:
-# the service does not need them and must not spread them.
+# Stored alongside the study. Never PatientName/PatientID: the service does
+# not need them and must not spread them.
 DICOM_ATTRIBUTES = (
     "StudyInstanceUID",
     "AccessionNumber",
@@ -60,7 +60,11 @@ DICOM_ATTRIBUTES = (
     "ViewPosition",
     "BodyPartExamined",
     "PatientAge",
+    "StudyDate",
 )
+# Read for the population verdict (age at the study when PatientAge is
+# absent) and then dropped: never stored, logged or shown.
+DICOM_TRANSIENT_ATTRIBUTES = ("PatientBirthDate",)
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _JPEG_SIGNATURE = b"\xff\xd8\xff"
@@ -372,7 +376,7 @@ def _read_dicom(data: bytes) -> pydicom.Dataset:
 
 def _dicom_attributes(dataset: pydicom.Dataset) -> dict[str, str]:
     attributes = {}
-    for keyword in DICOM_ATTRIBUTES:
+    for keyword in DICOM_ATTRIBUTES + DICOM_TRANSIENT_ATTRIBUTES:
         value = dataset.get(keyword)
         if value is not None and str(value).strip():
             attributes[keyword] = str(value).strip()

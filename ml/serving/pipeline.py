@@ -50,6 +50,10 @@ class Scored:
     prediction: Prediction
     heatmap: np.ndarray  # (h, w) float32 in [0, 1] on the model's squashed grid
     salient_box: tuple[float, float, float, float] | None  # image fractions; only for a PNEUMONIA label
+    # The image-based population check (``ml.serving.population``), when one ran.
+    adult_probability: float | None = None
+    adult_threshold: float | None = None
+    population_check_version: str = ""
 
     def overlay_png(self, width: int, height: int) -> bytes:
         """The map as a transparent PNG with the original's aspect ratio, box drawn where there is one."""

@@ -1,8 +1,10 @@
 """Submit every file under a folder as one batch; optionally wait and report.
 
 With --json and --wait it prints one JSON line per file: file, status,
-probability, label, error. Files refused at upload appear with status
-REFUSED, so the output accounts for every file in the folder.
+probability, label, population, population_reason, error. Files refused at
+upload appear with status REFUSED, so the output accounts for every file in
+the folder. --population adult|pediatric or --age N declares who the patients
+are, for the population verdict.
 """
 
 import json
@@ -15,6 +17,7 @@ from django.core.management.base import BaseCommand, CommandError
 from screening import access
 from screening.intake import folder_sources
 from screening.models import Batch, Study
+from screening.population import Declaration, InvalidDeclaration
 from screening.selectors import batch_studies
 from screening.submission import NothingAccepted, submit
 
@@ -28,8 +31,18 @@ class Command(BaseCommand):
         parser.add_argument("--wait", action="store_true", help="Wait until every study is finished.")
         parser.add_argument("--json", action="store_true", dest="as_json", help="One JSON line per file.")
         parser.add_argument("--timeout", type=float, default=3600, help="Seconds to wait at most (default 3600).")
+        parser.add_argument(
+            "--population",
+            default="",
+            help="Who the patients are: 'pediatric' (children in the validated age range) or 'adult'.",
+        )
+        parser.add_argument("--age", default=None, help="The patients' age in years, when one age holds for all.")
 
-    def handle(self, *args, directory, user, wait, as_json, timeout, **options):
+    def handle(self, *args, directory, user, wait, as_json, timeout, population, age, **options):
+        try:
+            declaration = Declaration.parse(population, age)
+        except InvalidDeclaration as exc:
+            raise CommandError(str(exc)) from None
         root = Path(directory)
         if not root.is_dir():
             raise CommandError(f"{directory} is not a folder.")
@@ -39,7 +52,7 @@ class Command(BaseCommand):
         if not access.can_submit(account):
             raise CommandError(f"User {user!r} may not submit studies (add them to the Submitter group).")
         try:
-            outcome = submit(account, Batch.Source.CLI, folder_sources(root), name=root.name)
+            outcome = submit(account, Batch.Source.CLI, folder_sources(root), name=root.name, declaration=declaration)
         except NothingAccepted as exc:
             self._report_refusals(exc.refusals, as_json)
             raise CommandError("No file could be accepted.") from None
@@ -68,6 +81,8 @@ class Command(BaseCommand):
                 study.status,
                 probability=None if result is None else round(result.probability, 6),
                 label=None if result is None else result.label,
+                population=study.population or None,
+                population_reason=study.population_reason or None,
                 error=study.status_message if study.status in (Study.Status.FAILED, Study.Status.REJECTED) else None,
                 study=study.pk,
                 batch=batch.pk,
@@ -75,7 +90,16 @@ class Command(BaseCommand):
 
     def _report_refusals(self, refusals, as_json):
         for refusal in refusals:
-            self._emit(as_json, refusal.name, "REFUSED", probability=None, label=None, error=refusal.error)
+            self._emit(
+                as_json,
+                refusal.name,
+                "REFUSED",
+                probability=None,
+                label=None,
+                population=None,
+                population_reason=None,
+                error=refusal.error,
+            )
 
     def _emit(self, as_json, file, status, **fields):
         if as_json:

@@ -48,6 +48,10 @@
     event.preventDefault();
     const data = new FormData();
     data.append("csrfmiddlewaretoken", form.querySelector("[name=csrfmiddlewaretoken]").value);
+    ["population", "age"].forEach(function (name) {
+      const field = form.querySelector("[name=" + name + "]");
+      if (field && field.value) { data.append(name, field.value); }
+    });
     files.forEach(function (file) { data.append("files", file, file.name); });
     const request = new XMLHttpRequest();
     request.open("POST", form.action || window.location.href);
