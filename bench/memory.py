@@ -35,19 +35,21 @@ def main() -> None:
     from ml.serving.gate import ChestXrayGate
     from ml.serving.heatmap import ExplainingScreener
     from ml.serving.inference import Screener, current_model_dir
+    from ml.serving.population_check import PopulationCheck
 
     fixtures = ROOT / "tests" / "fixtures"
     files = sorted((fixtures / "originals").glob("*.jpeg")) + sorted((fixtures / "xray").glob("*/*.jpeg"))
     data = [p.read_bytes() for p in files]
     explainer = ExplainingScreener(Screener.load(current_model_dir()))
     gate = ChestXrayGate.load()
+    check = PopulationCheck.load()
     print(f"{len(files)} fixture files cycled; chunk {args.chunk}; model {explainer.version}")
     started = time.perf_counter()
     done = 0
     baseline = None
     while done < args.studies:
         prepared = [pipeline.prepare(data[(done + i) % len(data)]) for i in range(args.chunk)]
-        for image, outcome in zip(prepared, pipeline.score(prepared, explainer, gate)):
+        for image, outcome in zip(prepared, pipeline.score(prepared, explainer, gate, check)):
             if isinstance(outcome, pipeline.Scored):
                 outcome.overlay_png(image.width, image.height)
         done += args.chunk

@@ -56,7 +56,7 @@ def unique_files(originals: Path, count: int) -> list[tuple[str, bytes]]:
     ]
 
 
-def in_process(files, explainer, gate, chunk: int):
+def in_process(files, explainer, gate, check, chunk: int):
     """(b): the production chunk path (``ml.serving.pipeline``) plus the overlay PNG the worker stores."""
     from ml.serving import pipeline
 
@@ -70,7 +70,7 @@ def in_process(files, explainer, gate, chunk: int):
             pipeline.prepare(data, input_size=explainer.input_size, timings=shares)
             for _, data in files[first : first + chunk]
         ]
-        outcomes = pipeline.score(prepared, explainer, gate, timings=shares)
+        outcomes = pipeline.score(prepared, explainer, gate, check, timings=shares)
         t0 = time.perf_counter()
         for image, outcome in zip(prepared, outcomes):
             if isinstance(outcome, pipeline.Scored):
@@ -93,17 +93,18 @@ def main() -> None:
         f"{len(files)} files, {sum(len(d) for _, d in files) / 1e6:.0f} MB, chunk size {chunk}, {os.cpu_count()} CPUs"
     )
 
-    from screening.serving import get_gate, get_screener
+    from screening.serving import get_gate, get_population_check, get_screener
 
     explainer = get_screener()
     gate = get_gate()
+    check = get_population_check()
     print(f"model {explainer.version}, gate {gate.version}")
 
     # (b) first (it also gives (a) its preprocessed tensors).
     warm = np.zeros((chunk, explainer.input_size, explainer.input_size), np.uint8)
     explainer.explain(warm)  # trace once
     gate.check(warm)
-    seconds_b, shares, latencies_b, images = in_process(files, explainer, gate, chunk)
+    seconds_b, shares, latencies_b, images = in_process(files, explainer, gate, check, chunk)
 
     # (a) model alone.
     latencies_a = []

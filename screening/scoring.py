@@ -25,6 +25,7 @@ from ml.serving import pipeline, population
 from ml.serving.decode import UnscorableInput
 from ml.serving.gate import ChestXrayGate
 from ml.serving.heatmap import ExplainingScreener
+from ml.serving.population_check import PopulationCheck
 from screening.models import Result, Study
 from screening.population import validated_range
 from screening.queue import release_unfinished
@@ -131,7 +132,10 @@ def _prepare(study: Study, input_size: int) -> pipeline.PreparedImage | None:
 
 
 def score_chunk(
-    study_ids: Sequence[int], explainer: ExplainingScreener, gate: ChestXrayGate | None = None
+    study_ids: Sequence[int],
+    explainer: ExplainingScreener,
+    gate: ChestXrayGate | None = None,
+    population_check: PopulationCheck | None = None,
 ) -> ChunkSummary:
     """Score whichever of ``study_ids`` are still waiting; every claimed study ends finished or back in the queue."""
     studies = claim(study_ids)
@@ -139,7 +143,7 @@ def score_chunk(
     if not studies:
         return summary
     try:
-        _score_claimed(studies, explainer, gate)
+        _score_claimed(studies, explainer, gate, population_check)
     except SoftTimeLimitExceeded:
         release_unfinished(summary.claimed, "Scoring took longer than the time limit, several times over.")
         raise
@@ -164,7 +168,12 @@ def score_chunk(
     return summary
 
 
-def _score_claimed(studies: list[Study], explainer: ExplainingScreener, gate: ChestXrayGate | None) -> None:
+def _score_claimed(
+    studies: list[Study],
+    explainer: ExplainingScreener,
+    gate: ChestXrayGate | None,
+    population_check: PopulationCheck | None,
+) -> None:
     ready: list[Study] = []
     prepared: list[pipeline.PreparedImage] = []
     for study in studies:
@@ -173,7 +182,7 @@ def _score_claimed(studies: list[Study], explainer: ExplainingScreener, gate: Ch
             ready.append(study)
             prepared.append(image)
     timings: dict[str, float] = {}
-    outcomes = pipeline.score(prepared, explainer, gate, timings=timings)
+    outcomes = pipeline.score(prepared, explainer, gate, population_check, timings=timings)
     scored: list[tuple[Study, pipeline.Scored, population.Verdict]] = []
     for study, image, outcome in zip(ready, prepared, outcomes, strict=True):
         if isinstance(outcome, pipeline.Rejected):

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _screener = None
 _gate = None
+_population_check = None
 
 
 def model_dir() -> Path:
@@ -78,3 +79,23 @@ def get_gate():
                 _gate = ChestXrayGate.load()
                 log.info("loaded gate %s", _gate.version)
     return _gate
+
+
+def get_population_check():
+    """The image-based population check (``ml/models/population-v1``), which reads the gate's features."""
+    global _population_check
+    if _population_check is None:
+        with _lock:
+            if _population_check is None:
+                from ml.serving.population_check import PopulationCheck
+
+                check = PopulationCheck.load()
+                gate = get_gate()
+                if check.gate_version != gate.version:
+                    raise RuntimeError(
+                        f"population check {check.version} was fitted on {check.gate_version} features, "
+                        f"but the served gate is {gate.version}"
+                    )
+                _population_check = check
+                log.info("loaded population check %s", check.version)
+    return _population_check

@@ -14,7 +14,7 @@ from django.db import InterfaceError, OperationalError
 
 from screening.queue import requeue_stuck_studies
 from screening.scoring import score_chunk
-from screening.serving import get_gate, get_screener
+from screening.serving import get_gate, get_population_check, get_screener
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 )
 def score_studies_task(study_ids: list[int]) -> None:
     """Score a chunk of studies in one forward pass. Safe to run twice."""
-    summary = score_chunk(study_ids, get_screener(), get_gate())
+    summary = score_chunk(study_ids, get_screener(), get_gate(), get_population_check())
     log.info(
         "chunk of %d: claimed %d, done %d, failed %d, rejected %d",
         len(study_ids),

@@ -52,8 +52,10 @@ def gate():
 
 
 def scored(user, screener, gate, files, **submit_options):
+    from screening.serving import get_population_check
+
     outcome = submit(user, Batch.Source.API, [(n, io.BytesIO(d)) for n, d in files], **submit_options)
-    score_chunk([s.pk for s in outcome.studies], screener, gate)
+    score_chunk([s.pk for s in outcome.studies], screener, gate, get_population_check())
     return {s.original_name: s for s in Study.objects.filter(batch=outcome.batch)}
 
 
@@ -210,3 +212,24 @@ def test_api_and_csv_carry_the_verdict(api, radiologist, lanes, submitter):
     text = b"".join(export.streaming_content).decode()
     rows = list(csv.DictReader(io.StringIO(text.split("\n", 1)[1])))
     assert {r["population"] for r in rows} == {"outside"} and all(r["population_reason"] for r in rows)
+
+
+# --- The image-based check on real films -----------------------------------------------------------
+
+ADULTS = sorted((FIXTURES / "adult").glob("*.jpeg"))
+
+
+def test_adult_films_are_outside_and_the_pediatric_fixtures_validated_by_the_image_check(
+    submitter, screener, gate, publish
+):
+    files = [(p.name, p.read_bytes()) for p in ADULTS + XRAYS]
+    studies = scored(submitter, screener, gate, files)
+    for path in ADULTS:
+        study = studies[path.name]
+        assert study.status == Study.Status.DONE
+        assert study.population == "outside" and "looks like an adult" in study.population_reason
+        result = study.results.get()
+        assert result.population_source == "image_check" and result.population_check_version == "population-v1"
+        assert result.adult_probability >= 0.5
+    for path in XRAYS:
+        assert studies[path.name].population == "validated", studies[path.name].population_reason

@@ -6,17 +6,18 @@ import numpy as np
 from celery.signals import worker_process_init
 from django.conf import settings
 
-from screening.serving import get_gate, get_screener
+from screening.serving import get_gate, get_population_check, get_screener
 
 
 def warm_up() -> None:
-    """Run the model and the gate once at a single study and at a full chunk.
+    """Load the model, the gate and the population check; run the first two at one study and at a full chunk.
 
     The first call at a new batch size traces the graph and builds oneDNN's
     kernels for that shape (about a second on 2 cores); paying it when the
     worker starts keeps it out of the first real study's latency.
     """
     screener, gate = get_screener(), get_gate()
+    get_population_check()
     for batch in sorted({1, settings.SCREENING_CHUNK_SIZE}):
         images = np.zeros((batch, screener.input_size, screener.input_size), np.uint8)
         screener.explain(images)

@@ -271,29 +271,41 @@ class ChestXrayGate:
         return cls(feature_model, params, card)
 
     def learned_scores(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Density distance (N,) and head probabilities (N, classes), in one compiled pass.
+        """Density distance (N,) and head probabilities (N, classes), in one compiled pass."""
+        distance, probabilities, _ = self._learned(images)
+        return distance, probabilities
+
+    def features(self, images: np.ndarray) -> np.ndarray:
+        """The backbone's (N, 1280) output, the input of ``ml.serving.population_check`` (fitting uses this)."""
+        return self._learned(images)[2]
+
+    def _learned(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Density distance, head probabilities and raw backbone features, in one compiled pass.
 
         The density and head arithmetic runs inside the same TensorFlow graph
         as the backbone: done in numpy, a handful of tiny matrix products cost
         more than the network on a busy 2-core worker (BLAS threads spin while
-        fighting the worker's other processes for the cores).
+        fighting the worker's other processes for the cores). The features are
+        returned too, so the population check (``ml.serving.population_check``) costs no
+        second pass through the backbone.
         """
         images = check_inputs(images)
+        width = int(self._feature_model.output.shape[-1])
         if len(images) == 0:
-            return np.zeros(0), np.zeros((0, len(self._classes)))
+            return np.zeros(0), np.zeros((0, len(self._classes))), np.zeros((0, width), np.float32)
         if self._forward is None:
             self._forward = _compile_forward(self._feature_model, self._params)
         import tensorflow as tf
 
-        distance, probabilities = self._forward(tf.convert_to_tensor(images[..., None].astype(np.float32)))
-        return distance.numpy().astype(np.float64), probabilities.numpy().astype(np.float64)
+        distance, probabilities, features = self._forward(tf.convert_to_tensor(images[..., None].astype(np.float32)))
+        return distance.numpy().astype(np.float64), probabilities.numpy().astype(np.float64), features.numpy()
 
     def scores(self, images: np.ndarray, *, colourfulness: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Every quantity the decision uses, per image (for evaluation and tuning)."""
         images = check_inputs(images)
         colour = _colour_values(colourfulness, len(images))
         stats = pixel_statistics(images)
-        distance, probabilities = self.learned_scores(images)
+        distance, probabilities, features = self._learned(images)
         thresholds = self.card["thresholds"]
         density_margin = np.log(thresholds["density_distance"]) - np.log(np.maximum(distance, 1e-12))
         chest_p = np.clip(probabilities[:, self._chest_index], 1e-7, 1 - 1e-7)
@@ -307,6 +319,7 @@ class ChestXrayGate:
             "head_probabilities": probabilities,
             "head_margin": head_margin,
             "score": np.minimum(density_margin, head_margin),
+            "features": features,
         }
 
     def check(self, images: np.ndarray, *, colourfulness: np.ndarray | None = None) -> list[GateVerdict]:
@@ -315,10 +328,13 @@ class ChestXrayGate:
         ``colourfulness``: optional (N,) values of :func:`colourfulness` computed
         on each original before grey conversion; NaN or absent means unknown.
         """
-        s = self.scores(images, colourfulness=colourfulness)
+        return self.verdicts(self.scores(images, colourfulness=colourfulness))
+
+    def verdicts(self, s: dict[str, np.ndarray]) -> list[GateVerdict]:
+        """The verdicts for :meth:`scores` output; lets a caller keep ``s["features"]`` from the same pass."""
         thresholds = self.card["thresholds"]
         verdicts = []
-        for i in range(len(images)):
+        for i in range(len(s["score"])):
             kind = self._rejection_kind(s, i, thresholds)
             score = float(s["score"][i])
             verdicts.append(
@@ -349,7 +365,8 @@ def _compile_forward(feature_model, params: dict[str, np.ndarray]):
     """The backbone plus :func:`density_distance` and :func:`head_probabilities`, as one tf.function.
 
     Same arithmetic as the numpy reference functions below (which fitting
-    uses); a test checks that the two agree.
+    uses); a test checks that the two agree. Also returns the backbone's raw
+    output, for ``ml.serving.population_check``.
     """
     import tensorflow as tf
 
@@ -364,7 +381,8 @@ def _compile_forward(feature_model, params: dict[str, np.ndarray]):
     # reduce_retracing: chunks come in varying sizes; one graph serves them all.
     @tf.function(reduce_retracing=True)
     def forward(batch):
-        z = tf.sqrt(tf.maximum(feature_model(batch, training=False), 0.0))
+        features = feature_model(batch, training=False)
+        z = tf.sqrt(tf.maximum(features, 0.0))
         centred = z - mean
         inside = tf.matmul(centred, components, transpose_b=True)
         mahalanobis = tf.reduce_sum(tf.square(inside) / variances, axis=1)
@@ -372,7 +390,7 @@ def _compile_forward(feature_model, params: dict[str, np.ndarray]):
         residual = tf.maximum(residual, 0.0) / residual_variance
         distance = tf.sqrt((mahalanobis + residual) / dims)
         logits = tf.matmul((z - head_mean) / head_scale, head_weights, transpose_b=True) + head_bias
-        return distance, tf.nn.softmax(logits, axis=1)
+        return distance, tf.nn.softmax(logits, axis=1), features
 
     return forward
 

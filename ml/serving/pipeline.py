@@ -26,6 +26,7 @@ from ml.serving.decode import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, decode
 from ml.serving.gate import ChestXrayGate, colourfulness_of_file
 from ml.serving.heatmap import ExplainingScreener
 from ml.serving.inference import Prediction
+from ml.serving.population_check import PopulationCheck
 from ml.serving.preprocess import INPUT_SIZE, squash_to_input
 
 PNEUMONIA = "PNEUMONIA"
@@ -104,26 +105,41 @@ def score(
     prepared: Sequence[PreparedImage],
     explainer: ExplainingScreener,
     gate: ChestXrayGate | None,
+    population_check: PopulationCheck | None = None,
     *,
     timings: dict[str, float] | None = None,
 ) -> list[Scored | Rejected]:
-    """One outcome per image, in order: the gate first, then one model pass over what it accepted."""
+    """One outcome per image, in order: the gate first, then one model pass over what it accepted.
+
+    The population check reads the features of the gate's own pass, so it
+    costs a dot product per image; without a gate it does not run.
+    """
     if not prepared:
         return []
     started = time.perf_counter()
     images = np.stack([p.pixels for p in prepared])
     outcomes: list[Scored | Rejected | None] = [None] * len(prepared)
+    adult = np.full(len(prepared), np.nan)
     if gate is not None:
         colours = np.array([p.colourfulness for p in prepared], dtype=np.float64)
-        for i, verdict in enumerate(gate.check(images, colourfulness=colours)):
+        scores = gate.scores(images, colourfulness=colours)
+        for i, verdict in enumerate(gate.verdicts(scores)):
             if not verdict.accepted:
                 outcomes[i] = Rejected(verdict.reason, verdict.score)
+        if population_check is not None:
+            adult = population_check.adult_probability(scores["features"])
     started = _add(timings, "gate", started)
     accepted = [i for i, outcome in enumerate(outcomes) if outcome is None]
     if accepted:
         explained = explainer.explain(images[accepted])
         for i, item in zip(accepted, explained, strict=True):
             box = heatmaps.salient_box(item.heatmap) if item.prediction.label == PNEUMONIA else None
-            outcomes[i] = Scored(item.prediction, item.heatmap, box)
+            outcomes[i] = Scored(item.prediction, item.heatmap, box, *_population_fields(adult[i], population_check))
     _add(timings, "model + heatmap", started)
     return outcomes  # type: ignore[return-value]  (every slot is filled above)
+
+
+def _population_fields(adult: float, check: PopulationCheck | None) -> tuple[float | None, float | None, str]:
+    if check is None or np.isnan(adult):
+        return None, None, ""
+    return float(adult), check.threshold, check.version
