@@ -7,7 +7,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from screening import audit, exports
-from screening.models import ApiToken, AuditEvent, Batch, Result, Review, Study
+from screening.models import ApiToken, AuditEvent, Batch, Result, Review, SiteSetting, SiteValidation, Study
 from screening.rerun import rerun_with_current_model
 from screening.serving import current_model_version
 
@@ -139,11 +139,47 @@ class StudyAdmin(admin.ModelAdmin):
 
 @admin.register(Result)
 class ResultAdmin(ReadOnlyAdmin):
-    list_display = ("id", "study", "model_version", "probability", "label", "threshold", "population", "created_at")
+    list_display = (
+        "id",
+        "study",
+        "model_version",
+        "probability",
+        "label",
+        "threshold",
+        "site_setting",
+        "population",
+        "created_at",
+    )
     list_filter = ("label", "model_version", "population", "population_source", "created_at")
     search_fields = ("study__original_name", "model_version")
     date_hierarchy = "created_at"
-    list_select_related = ("study",)
+    list_select_related = ("study", "site_setting")
+
+
+@admin.register(SiteValidation)
+class SiteValidationAdmin(ReadOnlyAdmin):
+    """Reports are created and adopted from the site validation pages; here they are audited."""
+
+    list_display = ("id", "created_at", "created_by", "source", "name", "model_version", "auc", "verdict")
+    list_filter = ("source", "model_version", "created_at")
+    search_fields = ("name", "created_by__username")
+    list_select_related = ("created_by",)
+    readonly_fields = ("created_by", "source", "name", "model_version", "batch", "report", "created_at", "updated_at")
+
+    @admin.display(description=_("AUC"))
+    def auc(self, obj):
+        return None if not obj.report or obj.report.get("auc") is None else round(obj.report["auc"], 4)
+
+    @admin.display(description=_("Verdict"))
+    def verdict(self, obj):
+        return (obj.report or {}).get("verdict", "running")
+
+
+@admin.register(SiteSetting)
+class SiteSettingAdmin(ReadOnlyAdmin):
+    list_display = ("id", "created_at", "model_version", "threshold", "target_sensitivity", "prevalence", "adopted_by")
+    list_filter = ("model_version", "created_at")
+    list_select_related = ("adopted_by",)
 
 
 @admin.register(Review)

@@ -52,6 +52,10 @@ def result_json(result: Result | None) -> dict | None:
         "probability": round(result.probability, 6),
         "label": result.label,
         "threshold": result.threshold,
+        # The site's adopted operating point that set the label (null: the model card's), and the
+        # probability re-expressed at the site's prevalence when one was adopted.
+        "site_setting": result.site_setting_id,
+        "site_probability": None if result.site_probability is None else round(result.site_probability, 6),
         "viral_probability": None if result.viral_probability is None else round(result.viral_probability, 6),
         "created_at": result.created_at.isoformat(),
     }

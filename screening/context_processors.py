@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from django.utils.functional import SimpleLazyObject
+
 from screening.population import population_summary
+from screening.selectors import current_site_setting
 from screening.serving import model_card
 
 FALLBACK_POPULATION = "pediatric frontal chest X-rays (ages 1–5, one hospital)"
@@ -10,7 +13,10 @@ FALLBACK_POPULATION = "pediatric frontal chest X-rays (ages 1–5, one hospital)
 
 def intended_use(request) -> dict:
     card = model_card()
+    version = card.get("version", "")
     return {
-        "model_version": card.get("version", ""),
+        "model_version": version,
         "model_population": population_summary(card, FALLBACK_POPULATION),
+        # Read lazily, once per request: only pages that render the banner pay for the query.
+        "site_setting": SimpleLazyObject(lambda: current_site_setting(version) if version else None),
     }

@@ -51,3 +51,38 @@ class UploadForm(forms.Form):
         except InvalidDeclaration as exc:
             self.add_error("age" if cleaned.get("age") else "population", str(exc))
         return cleaned
+
+
+class SiteValidationForm(forms.Form):
+    archive = forms.FileField(
+        label=_("Labelled files (.zip)"),
+        required=False,
+        help_text=_("A zip with NORMAL/ and PNEUMONIA/ folders of JPEG, PNG or DICOM files."),
+    )
+    use_reviewed = forms.BooleanField(
+        label=_("Use the studies our radiologists have already reviewed (their finding is the label)"),
+        required=False,
+    )
+
+    def clean(self):
+        cleaned = super().clean()
+        if bool(cleaned.get("archive")) == bool(cleaned.get("use_reviewed")):
+            raise forms.ValidationError(_("Choose either a zip of labelled files or the reviewed studies."))
+        return cleaned
+
+
+class AdoptForm(forms.Form):
+    target_sensitivity = forms.FloatField(
+        label=_("Target sensitivity"),
+        min_value=0.5,
+        max_value=1.0,
+        initial=0.95,
+        help_text=_("The threshold is set to the highest one reaching this sensitivity on the report's cases."),
+    )
+    prevalence = forms.FloatField(
+        label=_("Site prevalence of pneumonia (optional)"),
+        min_value=0.01,
+        max_value=0.99,
+        required=False,
+        help_text=_("Shown probabilities are re-expressed for this share of pneumonia among the site's studies."),
+    )

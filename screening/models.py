@@ -183,7 +183,9 @@ class Result(TimeStamped):
     model_version = models.CharField(max_length=64)
     probability = models.FloatField(help_text=_("Calibrated probability of pneumonia."))
     label = models.CharField(max_length=10, choices=Label.choices)
-    threshold = models.FloatField(help_text=_("The model's operating threshold when it scored."))
+    threshold = models.FloatField(
+        help_text=_("The operating threshold that set the label: the site's adopted one, else the model card's.")
+    )
     viral_probability = models.FloatField(null=True, blank=True, help_text=_("P(viral | pneumonia)."))
     inference_ms = models.FloatField(help_text=_("Model time per study in its chunk, milliseconds."))
     heatmap = models.FileField(max_length=255, blank=True, help_text=_("Grad-CAM overlay (RGBA PNG)."))
@@ -194,6 +196,19 @@ class Result(TimeStamped):
         null=True,
         blank=True,
         help_text=_("[x0, y0, x1, y1] image fractions around the most salient region, above threshold."),
+    )
+    site_probability = models.FloatField(
+        null=True,
+        blank=True,
+        help_text=_("P(pneumonia) shifted to the site's adopted prevalence, when one is adopted (shown to readers)."),
+    )
+    site_setting = models.ForeignKey(
+        "SiteSetting",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="results",
+        help_text=_("The site's adopted operating point that set the label and probability; empty: the model card's."),
     )
     population = models.CharField(max_length=10, choices=Population.choices, blank=True)
     population_reason = models.TextField(blank=True)
@@ -254,6 +269,8 @@ class AuditEvent(models.Model):
         REVIEW_SAVED = "review_saved", _("Saved a review")
         EXPORT = "export", _("Exported data")
         RERUN = "rerun", _("Re-ran inference")
+        SITE_VALIDATION = "site_validation", _("Started a site validation")
+        SITE_ADOPTED = "site_adopted", _("Adopted a site operating point")
         ADMIN_CHANGE = "admin_change", _("Changed data in the admin")
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
@@ -288,3 +305,75 @@ class ApiToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.user})"
+
+
+class SiteValidation(TimeStamped):
+    """A hospital measuring the served model on its own labelled studies before relying on it.
+
+    Its cases run through the normal queue (or are studies already reviewed);
+    the report is computed once every case is finished and kept, so what an
+    administrator adopted from can always be read again.
+    """
+
+    class Source(models.TextChoices):
+        LABELLED_FILES = "files", _("Labelled files (NORMAL/ and PNEUMONIA/ folders)")
+        REVIEWED = "reviewed", _("Studies already reviewed by radiologists")
+
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    source = models.CharField(max_length=10, choices=Source.choices)
+    name = models.CharField(max_length=255, blank=True)
+    model_version = models.CharField(max_length=64)
+    batch = models.ForeignKey(Batch, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    report = models.JSONField(null=True, blank=True, help_text=_("Computed once every case is finished."))
+
+    class Meta:
+        permissions = [("validate_site", "Can run site validations and adopt site operating points")]
+
+    def __str__(self) -> str:
+        return f"Site validation {self.pk} ({self.model_version})"
+
+
+class SiteValidationCase(models.Model):
+    """One labelled study of a site validation."""
+
+    validation = models.ForeignKey(SiteValidation, on_delete=models.CASCADE, related_name="cases")
+    study = models.ForeignKey(Study, on_delete=models.PROTECT, related_name="+")
+    pneumonia = models.BooleanField(help_text=_("The site's label: True for pneumonia."))
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["validation", "study"], name="site_case_unique_study"),
+        ]
+
+
+class SiteSetting(models.Model):
+    """An operating point a site adopted from one of its validations. Append-only: the newest one counts.
+
+    ``threshold`` is on the model card's probability scale (the one the report
+    measured). ``prevalence``, when set, shifts shown probabilities to the
+    site's prior (the card's are calibrated to its validation split's).
+    """
+
+    validation = models.ForeignKey(SiteValidation, on_delete=models.PROTECT, related_name="settings")
+    model_version = models.CharField(max_length=64)
+    target_sensitivity = models.FloatField()
+    threshold = models.FloatField()
+    prevalence = models.FloatField(null=True, blank=True)
+    adopted_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [
+            # Serves "the setting in force for the served model" on every scored chunk and page.
+            models.Index(fields=["model_version", "-created_at"], name="site_setting_current_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(threshold__gte=0) & Q(threshold__lte=1), name="site_threshold_range"),
+            models.CheckConstraint(
+                condition=Q(prevalence__isnull=True) | (Q(prevalence__gt=0) & Q(prevalence__lt=1)),
+                name="site_prevalence_range",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model_version}: threshold {self.threshold:.3f} (sensitivity {self.target_sensitivity:.2f})"

@@ -21,16 +21,28 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "screening.view_result",
         "screening.view_review",
         "screening.view_auditevent",
+        "screening.view_sitevalidation",
+        "screening.view_sitesetting",
     ],
 }
 
 
-def sync_role_groups(group_model, permission_model) -> None:
-    """Make each role group hold exactly its permissions (models may be historical)."""
+def sync_role_groups(group_model, permission_model, *, strict: bool = True) -> None:
+    """Make each role group hold exactly its permissions (models may be historical).
+
+    A data migration runs before later migrations have created every model,
+    so it passes ``strict=False`` and permissions that do not exist yet are
+    skipped; ``post_migrate`` then runs it strictly, which completes the groups
+    and fails loudly on a misspelt permission.
+    """
     for role, names in ROLE_PERMISSIONS.items():
         group, _ = group_model.objects.get_or_create(name=role)
         permissions = []
         for name in names:
             app_label, codename = name.split(".")
-            permissions.append(permission_model.objects.get(content_type__app_label=app_label, codename=codename))
+            found = permission_model.objects.filter(content_type__app_label=app_label, codename=codename).first()
+            if found is None and strict:
+                raise LookupError(f"role {role}: no permission {name}")
+            if found is not None:
+                permissions.append(found)
         group.permissions.set(permissions)

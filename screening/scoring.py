@@ -22,13 +22,15 @@ from django.db.models import F
 from django.utils import timezone
 
 from ml.serving import pipeline, population
+from ml.serving.calibration import shift_prevalence
 from ml.serving.decode import UnscorableInput
 from ml.serving.gate import ChestXrayGate
 from ml.serving.heatmap import ExplainingScreener
 from ml.serving.population_check import PopulationCheck
-from screening.models import Result, Study
+from screening.models import Result, SiteSetting, Study
 from screening.population import validated_range
 from screening.queue import release_unfinished
+from screening.selectors import current_site_setting
 
 log = logging.getLogger(__name__)
 
@@ -181,8 +183,10 @@ def _score_claimed(
         if image is not None:
             ready.append(study)
             prepared.append(image)
+    setting = current_site_setting(explainer.version)
+    threshold = None if setting is None else setting.threshold
     timings: dict[str, float] = {}
-    outcomes = pipeline.score(prepared, explainer, gate, population_check, timings=timings)
+    outcomes = pipeline.score(prepared, explainer, gate, population_check, threshold=threshold, timings=timings)
     scored: list[tuple[Study, pipeline.Scored, population.Verdict]] = []
     for study, image, outcome in zip(ready, prepared, outcomes, strict=True):
         if isinstance(outcome, pipeline.Rejected):
@@ -191,7 +195,7 @@ def _score_claimed(
             scored.append((study, outcome, _population_verdict(study, image, outcome, explainer)))
     if scored:
         per_study_ms = timings.get("model + heatmap", 0.0) * 1000 / len(scored)
-        _write_results(scored, explainer, per_study_ms)
+        _write_results(scored, explainer, setting, per_study_ms)
 
 
 def _population_verdict(
@@ -205,6 +209,13 @@ def _population_verdict(
         adult_probability=outcome.adult_probability,
         adult_threshold=outcome.adult_threshold,
     )
+
+
+def _site_probability(probability: float, setting: SiteSetting | None, card: dict) -> float | None:
+    """P(pneumonia) at the site's adopted prevalence, or None when none is adopted."""
+    if setting is None or setting.prevalence is None or card.get("calibration_prevalence") is None:
+        return None
+    return float(shift_prevalence(probability, float(card["calibration_prevalence"]), setting.prevalence))
 
 
 def _store_heatmap(study: Study, outcome: pipeline.Scored, version: str) -> dict:
@@ -225,6 +236,7 @@ def _store_heatmap(study: Study, outcome: pipeline.Scored, version: str) -> dict
 def _write_results(
     scored: list[tuple[Study, pipeline.Scored, population.Verdict]],
     explainer: ExplainingScreener,
+    setting: SiteSetting | None,
     per_study_ms: float,
 ) -> None:
     """All results of the chunk in one transaction and a handful of queries.
@@ -251,7 +263,9 @@ def _write_results(
                     model_version=explainer.version,
                     probability=float(prediction.probability),
                     label=prediction.label,
-                    threshold=float(explainer.threshold),
+                    threshold=float(explainer.threshold if setting is None else setting.threshold),
+                    site_setting=setting,
+                    site_probability=_site_probability(prediction.probability, setting, explainer.card),
                     viral_probability=None
                     if prediction.viral_probability is None
                     else float(prediction.viral_probability),

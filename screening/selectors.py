@@ -10,7 +10,7 @@ from __future__ import annotations
 from django.db.models import Count, Prefetch, Q, QuerySet
 
 from screening import access
-from screening.models import Batch, Study
+from screening.models import Batch, SiteSetting, Study
 
 
 def studies_with_results() -> QuerySet[Study]:
@@ -43,3 +43,8 @@ def batches_with_counts(user, limit: int = 200) -> QuerySet[Batch]:
         )
         .order_by("-created_at")[:limit]
     )
+
+
+def current_site_setting(model_version: str) -> SiteSetting | None:
+    """The operating point in force for ``model_version``: the newest adopted one, or None (the card's)."""
+    return SiteSetting.objects.filter(model_version=model_version).order_by("-created_at", "-pk").first()

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from screening import api, views
+from screening import api, site_views, views
 
 app_name = "screening"
 
@@ -15,6 +15,9 @@ urlpatterns = [
     path("studies/<int:study_id>/", views.study_detail, name="study_detail"),
     path("studies/<int:study_id>/image.png", views.study_image, name="study_image"),
     path("studies/<int:study_id>/heatmap.png", views.study_heatmap, name="study_heatmap"),
+    path("site-validation/", site_views.site_validation_list, name="site_validation_list"),
+    path("site-validation/<int:validation_id>/", site_views.site_validation_detail, name="site_validation_detail"),
+    path("site-validation/<int:validation_id>/adopt/", site_views.site_validation_adopt, name="site_validation_adopt"),
     path("api/v1/studies", api.submit_study, name="api_submit_study"),
     path("api/v1/batches", api.submit_batch, name="api_submit_batch"),
     path("api/v1/batches/<int:batch_id>", api.batch_detail, name="api_batch_detail"),

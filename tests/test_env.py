@@ -1,7 +1,7 @@
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from webapp.env import env_bool, env_int, env_list, env_secret
+from webapp.env import env_bool, env_float, env_int, env_list, env_secret
 
 
 @pytest.mark.parametrize("raw, expected", [("1", True), ("true", True), ("Yes", True), ("0", False), ("off", False)])
@@ -91,3 +91,17 @@ def test_settings_use_the_key_make_run_generated(tmp_path):
         cwd=os.getcwd(),
     )
     assert done.stdout.strip() == "generated-by-make-run", done.stderr
+
+
+@pytest.mark.parametrize("raw", ["0.9x", "nan", "1.5", "0.2"])
+def test_env_float_refuses_non_numbers_and_out_of_range(monkeypatch, raw):
+    monkeypatch.setenv("MIN_AUC", raw)
+    with pytest.raises(ImproperlyConfigured, match="MIN_AUC"):
+        env_float("MIN_AUC", 0.9, minimum=0.5, maximum=1.0)
+
+
+def test_env_float_reads_a_number(monkeypatch):
+    monkeypatch.setenv("MIN_AUC", " 0.85 ")
+    assert env_float("MIN_AUC", 0.9, minimum=0.5, maximum=1.0) == 0.85
+    monkeypatch.delenv("MIN_AUC")
+    assert env_float("MIN_AUC", 0.9, minimum=0.5, maximum=1.0) == 0.9

@@ -13,7 +13,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from webapp.env import env_bool, env_int, env_list, env_secret, env_str
+from webapp.env import env_bool, env_float, env_int, env_list, env_secret, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("SCREENING_VAR_DIR", str(BASE_DIR / "var")))
@@ -131,6 +131,8 @@ SCREENING_MAX_IMAGE_PIXELS = env_int("SCREENING_MAX_IMAGE_MEGAPIXELS", 50, minim
 SCREENING_CHUNK_SIZE = env_int("SCREENING_CHUNK_SIZE", 16, minimum=1, maximum=256)
 SCREENING_MODEL_DIR = env_str("SCREENING_MODEL_DIR")  # default: the version named in ml/models/CURRENT
 SCREENING_MAX_ATTEMPTS = env_int("SCREENING_MAX_ATTEMPTS", 3, minimum=1)
+# A site may adopt its own operating point only when its validation's AUC 95 % CI lower bound reaches this.
+SITE_VALIDATION_MIN_AUC = env_float("SITE_VALIDATION_MIN_AUC", 0.90, minimum=0.5, maximum=1.0)
 
 # Django refuses multipart bodies with more files than this before our code
 # runs; keep it at the batch limit so the refusal and our message agree.

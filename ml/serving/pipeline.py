@@ -14,6 +14,7 @@ Optional ``timings`` dicts collect seconds per stage, for the benchmarks.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Sequence
@@ -30,6 +31,7 @@ from ml.serving.population_check import PopulationCheck
 from ml.serving.preprocess import INPUT_SIZE, squash_to_input
 
 PNEUMONIA = "PNEUMONIA"
+NORMAL = "NORMAL"
 
 
 @dataclass(frozen=True)
@@ -107,10 +109,13 @@ def score(
     gate: ChestXrayGate | None,
     population_check: PopulationCheck | None = None,
     *,
+    threshold: float | None = None,
     timings: dict[str, float] | None = None,
 ) -> list[Scored | Rejected]:
     """One outcome per image, in order: the gate first, then one model pass over what it accepted.
 
+    ``threshold`` replaces the model card's operating threshold (a site's
+    adopted one): it sets each label and so whether a salient box is drawn.
     The population check reads the features of the gate's own pass, so it
     costs a dot product per image; without a gate it does not run.
     """
@@ -133,8 +138,12 @@ def score(
     if accepted:
         explained = explainer.explain(images[accepted])
         for i, item in zip(accepted, explained, strict=True):
-            box = heatmaps.salient_box(item.heatmap) if item.prediction.label == PNEUMONIA else None
-            outcomes[i] = Scored(item.prediction, item.heatmap, box, *_population_fields(adult[i], population_check))
+            prediction = item.prediction
+            if threshold is not None:
+                label = PNEUMONIA if prediction.probability >= threshold else NORMAL
+                prediction = dataclasses.replace(prediction, label=label)
+            box = heatmaps.salient_box(item.heatmap) if prediction.label == PNEUMONIA else None
+            outcomes[i] = Scored(prediction, item.heatmap, box, *_population_fields(adult[i], population_check))
     _add(timings, "model + heatmap", started)
     return outcomes  # type: ignore[return-value]  (every slot is filled above)
 

@@ -1,0 +1,304 @@
+"""Site validation: a hospital measures the served model on its own labelled studies, then may adopt it.
+
+Two ways in: labelled files (a zip or folder with ``NORMAL/`` and
+``PNEUMONIA/`` folders, scored through the normal queue), or the studies its
+radiologists have already reviewed (their finding is the label). The report
+is computed once every case is finished and stored with the model version.
+An administrator may then adopt a site operating point (the threshold that
+reaches a chosen sensitivity on the report) and a site prevalence, but only
+when the report's AUC lower confidence bound reaches
+``SITE_VALIDATION_MIN_AUC``; a report below it says plainly not to rely on
+the model here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import numpy as np
+from django.conf import settings
+from django.db import transaction
+
+from screening import audit
+from screening.models import AuditEvent, Batch, Result, Review, SiteSetting, SiteValidation, SiteValidationCase, Study
+from screening.serving import current_model_version, model_card
+from screening.submission import NothingAccepted, submit
+
+LABELS = {"NORMAL": False, "PNEUMONIA": True}
+MIN_CASES_PER_CLASS = 5
+
+
+class ValidationRefused(ValueError):
+    """The input cannot make a site validation; the message says why, for the administrator."""
+
+
+class AdoptionRefused(ValueError):
+    """The report does not allow adopting a site operating point; the message says why."""
+
+
+def label_from_name(name: str) -> bool | None:
+    """True/False from the nearest ``NORMAL``/``PNEUMONIA`` folder in a stored name (``x.zip/NORMAL/a.jpeg``)."""
+    for part in reversed(name.replace("\\", "/").split("/")[:-1]):
+        if part.upper() in LABELS:
+            return LABELS[part.upper()]
+    return None
+
+
+def from_labelled_files(
+    user, files: Iterable[tuple[str, BinaryIO]], *, name: str = "", source: str = Batch.Source.WEB
+) -> SiteValidation:
+    """Submit labelled files through the normal queue as the cases of a new validation.
+
+    Refused, with nothing kept, when no file sits in a NORMAL/ or PNEUMONIA/
+    folder or only one class is present. Unlabelled files elsewhere in the
+    upload are scored but not counted; the report says how many.
+    """
+    with transaction.atomic():
+        try:
+            outcome = submit(user, source, files, name=name)
+        except NothingAccepted as exc:
+            refused = "; ".join(f"{r.name}: {r.error}" for r in exc.refusals[:5])
+            raise ValidationRefused(f"No file could be accepted ({refused}).") from None
+        labelled = [(study, label_from_name(study.original_name)) for study in outcome.studies]
+        cases = [(study, label) for study, label in labelled if label is not None]
+        _check_classes([label for _, label in cases], "files in NORMAL/ or PNEUMONIA/ folders")
+        validation = SiteValidation.objects.create(
+            created_by=user,
+            source=SiteValidation.Source.LABELLED_FILES,
+            name=name[:255],
+            model_version=current_model_version(),
+            batch=outcome.batch,
+        )
+        SiteValidationCase.objects.bulk_create(
+            SiteValidationCase(validation=validation, study=study, pneumonia=label) for study, label in cases
+        )
+        audit.record(
+            AuditEvent.Action.SITE_VALIDATION,
+            actor=user,
+            obj=validation,
+            source=validation.source,
+            cases=len(cases),
+            unlabelled=len(labelled) - len(cases),
+            refused=len(outcome.refusals),
+            model_version=validation.model_version,
+        )
+    return validation
+
+
+def from_reviewed_studies(user) -> SiteValidation:
+    """A validation of the studies radiologists have read as normal or pneumonia, scored by the served model."""
+    version = current_model_version()
+    latest_findings: dict[int, str] = {}
+    reviews = Review.objects.order_by("study_id", "-created_at", "-pk").values_list("study_id", "finding")
+    for study_id, finding in reviews:
+        latest_findings.setdefault(study_id, finding)
+    scored = set(
+        Result.objects.filter(study_id__in=latest_findings, model_version=version).values_list("study_id", flat=True)
+    )
+    cases = [
+        (study_id, finding == Review.Finding.PNEUMONIA)
+        for study_id, finding in sorted(latest_findings.items())
+        if study_id in scored and finding in (Review.Finding.NORMAL, Review.Finding.PNEUMONIA)
+    ]
+    _check_classes([label for _, label in cases], f"reviewed studies (normal or pneumonia) scored by model {version}")
+    with transaction.atomic():
+        validation = SiteValidation.objects.create(
+            created_by=user, source=SiteValidation.Source.REVIEWED, name="Reviewed studies", model_version=version
+        )
+        SiteValidationCase.objects.bulk_create(
+            SiteValidationCase(validation=validation, study_id=study_id, pneumonia=label) for study_id, label in cases
+        )
+        audit.record(
+            AuditEvent.Action.SITE_VALIDATION,
+            actor=user,
+            obj=validation,
+            source=validation.source,
+            cases=len(cases),
+            model_version=version,
+        )
+    return validation
+
+
+def _check_classes(labels: list[bool], what: str) -> None:
+    normals, pneumonias = labels.count(False), labels.count(True)
+    if not labels:
+        raise ValidationRefused(f"No labelled cases: found no {what}.")
+    if min(normals, pneumonias) < MIN_CASES_PER_CLASS:
+        raise ValidationRefused(
+            f"A validation needs at least {MIN_CASES_PER_CLASS} normal and {MIN_CASES_PER_CLASS} pneumonia cases; "
+            f"found {normals} normal and {pneumonias} pneumonia {what}."
+        )
+
+
+def refresh(validation: SiteValidation) -> SiteValidation:
+    """Compute and store the report once every case is finished; until then, leave it empty."""
+    if validation.report is not None:
+        return validation
+    studies = Study.objects.filter(pk__in=validation.cases.values("study_id"))
+    if studies.filter(status__in=Study.UNFINISHED).exists():
+        return validation
+    validation.report = compute_report(validation)
+    validation.save(update_fields=["report", "updated_at"])
+    return validation
+
+
+def progress(validation: SiteValidation) -> tuple[int, int]:
+    """(finished cases, all cases)."""
+    studies = Study.objects.filter(pk__in=validation.cases.values("study_id"))
+    return studies.filter(status__in=Study.FINISHED).count(), studies.count()
+
+
+def compute_report(validation: SiteValidation) -> dict:
+    """What the report page shows, from the results of the validation's model version."""
+    from ml.evaluation.metrics import at_threshold, bootstrap_ci, reliability_table, roc_auc
+
+    cases = list(validation.cases.select_related("study", "study__duplicate_of"))
+    results = _results_by_study(cases, validation.model_version)
+    scored = [(case, results[case.study_id]) for case in cases if case.study_id in results]
+    statuses = [case.study.status for case in cases]
+    report: dict = {
+        "model_version": validation.model_version,
+        "cases": len(cases),
+        "scored": len(scored),
+        "rejected": statuses.count(Study.Status.REJECTED),
+        "failed": statuses.count(Study.Status.FAILED),
+        "unlabelled": _unlabelled(validation),
+        "min_auc_lower_bound": settings.SITE_VALIDATION_MIN_AUC,
+    }
+    y = np.array([case.pneumonia for case, _ in scored], dtype=bool)
+    p = np.array([result.probability for _, result in scored], dtype=np.float64)
+    outside = [result.population == Study.Population.OUTSIDE for _, result in scored]
+    report["outside_share"] = sum(outside) / len(scored) if scored else None
+    report["n_pneumonia"], report["n_normal"] = int(y.sum()), int((~y).sum())
+    if y.sum() < 2 or (~y).sum() < 2:
+        report["verdict"] = "insufficient"
+        report["message"] = (
+            f"Only {int(y.sum())} pneumonia and {int((~y).sum())} normal cases could be scored "
+            f"({report['rejected']} rejected, {report['failed']} failed): too few to measure the model here. "
+            "Do not rely on the model at this site."
+        )
+        return report
+    threshold = float(model_card().get("threshold", 0.5))
+    # Resampled by study: the service keeps no patient identity to group a patient's images by.
+    low, high = bootstrap_ci(lambda idx: roc_auc(y[idx], p[idx]), [str(case.study_id) for case, _ in scored])
+    report.update(
+        {
+            "auc": roc_auc(y, p),
+            "auc_ci": [low, high],
+            "threshold": threshold,
+            "at_threshold": at_threshold(y, p, threshold),
+            "calibration": reliability_table(y, p, bins=10),
+            "roc": _roc_points(y, p),
+            "prevalence": float(y.mean()),
+        }
+    )
+    if low >= settings.SITE_VALIDATION_MIN_AUC:
+        report["verdict"] = "adoptable"
+        report["message"] = (
+            f"AUC {report['auc']:.3f} (95 % CI {low:.3f}–{high:.3f}) on {len(y)} cases: the lower bound reaches "
+            f"{settings.SITE_VALIDATION_MIN_AUC:.2f}. An administrator may adopt a site operating point."
+        )
+    else:
+        report["verdict"] = "not_reliable"
+        report["message"] = (
+            f"AUC {report['auc']:.3f} (95 % CI {low:.3f}–{high:.3f}) on {len(y)} cases: the lower bound is below "
+            f"{settings.SITE_VALIDATION_MIN_AUC:.2f}. The model is not shown to work for this site's patients; "
+            "we recommend not relying on it here."
+        )
+    return report
+
+
+def _results_by_study(cases: list[SiteValidationCase], version: str) -> dict[int, Result]:
+    """Each case's result from the validation's model version (a linked duplicate shows its original's)."""
+    source_of = {case.study_id: case.study.duplicate_of_id or case.study_id for case in cases}
+    results = Result.objects.filter(study_id__in=set(source_of.values()), model_version=version)
+    by_source = {result.study_id: result for result in results}
+    return {study_id: by_source[source] for study_id, source in source_of.items() if source in by_source}
+
+
+def _unlabelled(validation: SiteValidation) -> int:
+    if validation.batch_id is None:
+        return 0
+    return validation.batch.studies.exclude(pk__in=validation.cases.values("study_id")).count()
+
+
+def _roc_points(y: np.ndarray, p: np.ndarray, limit: int = 200) -> list[list[float]]:
+    """(1 - specificity, sensitivity) at every distinct score, thinned to ``limit`` points for the page."""
+    order = np.argsort(-p, kind="stable")
+    y_sorted, p_sorted = y[order], p[order]
+    distinct = np.r_[np.flatnonzero(np.diff(p_sorted)), len(p_sorted) - 1]
+    tpr = np.cumsum(y_sorted)[distinct] / y.sum()
+    fpr = np.cumsum(~y_sorted)[distinct] / (~y).sum()
+    points = np.c_[np.r_[0.0, fpr], np.r_[0.0, tpr]]
+    if len(points) > limit:
+        points = points[np.unique(np.linspace(0, len(points) - 1, limit).round().astype(int))]
+    return [[round(float(x), 4), round(float(t), 4)] for x, t in points]
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    threshold: float
+    sensitivity: float
+    specificity: float
+
+
+def operating_point(validation: SiteValidation, target_sensitivity: float) -> OperatingPoint:
+    """The highest threshold whose sensitivity on the report's cases reaches ``target_sensitivity``."""
+    from ml.evaluation.metrics import at_threshold, threshold_for_sensitivity
+
+    cases = list(validation.cases.select_related("study"))
+    results = _results_by_study(cases, validation.model_version)
+    pairs = [(case.pneumonia, results[case.study_id].probability) for case in cases if case.study_id in results]
+    y = np.array([label for label, _ in pairs], dtype=bool)
+    p = np.array([probability for _, probability in pairs], dtype=np.float64)
+    threshold = float(threshold_for_sensitivity(y, p, target_sensitivity))
+    measured = at_threshold(y, p, threshold)
+    return OperatingPoint(threshold, measured["sensitivity"], measured["specificity"])
+
+
+def adopt(validation: SiteValidation, user, *, target_sensitivity: float, prevalence: float | None) -> SiteSetting:
+    """Adopt a site operating point from ``validation``; ``AdoptionRefused`` says why not."""
+    refresh(validation)
+    report = validation.report
+    if report is None:
+        raise AdoptionRefused("The validation is still running; adopt once every case is finished.")
+    if report.get("verdict") != "adoptable":
+        raise AdoptionRefused(report.get("message") or "This report does not allow adoption.")
+    if validation.model_version != current_model_version():
+        raise AdoptionRefused(
+            f"This report measured model {validation.model_version}, but the service now serves "
+            f"{current_model_version()}; run a new validation."
+        )
+    if not 0.5 <= target_sensitivity <= 1.0 or math.isnan(target_sensitivity):
+        raise AdoptionRefused("The target sensitivity must be between 0.50 and 1.00.")
+    if prevalence is not None:
+        if not 0.01 <= prevalence <= 0.99:
+            raise AdoptionRefused("The site prevalence must be between 0.01 and 0.99.")
+        if model_card().get("calibration_prevalence") is None:
+            raise AdoptionRefused("The served model's card does not say which prevalence it is calibrated for.")
+    point = operating_point(validation, target_sensitivity)
+    with transaction.atomic():
+        setting = SiteSetting.objects.create(
+            validation=validation,
+            model_version=validation.model_version,
+            target_sensitivity=target_sensitivity,
+            threshold=point.threshold,
+            prevalence=prevalence,
+            adopted_by=user,
+        )
+        audit.record(
+            AuditEvent.Action.SITE_ADOPTED,
+            actor=user,
+            obj=setting,
+            validation=validation.pk,
+            model_version=setting.model_version,
+            threshold=setting.threshold,
+            target_sensitivity=target_sensitivity,
+            sensitivity_on_report=point.sensitivity,
+            specificity_on_report=point.specificity,
+            prevalence=prevalence,
+        )
+    return setting

@@ -1,0 +1,126 @@
+"""Site validation pages: administrators run a validation and adopt its operating point; auditors read."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from screening import site_validation
+from screening.forms import AdoptForm, SiteValidationForm
+from screening.models import SiteValidation
+from screening.selectors import current_site_setting
+from screening.serving import current_model_version
+
+VALIDATE = "screening.validate_site"
+VIEW = "screening.view_sitevalidation"
+
+
+def _require(request, *permissions: str) -> None:
+    if not any(request.user.has_perm(p) for p in permissions):
+        raise PermissionDenied
+
+
+@login_required
+def site_validation_list(request):
+    _require(request, VALIDATE, VIEW)
+    form = SiteValidationForm()
+    if request.method == "POST":
+        _require(request, VALIDATE)
+        form = SiteValidationForm(request.POST, request.FILES)
+        if form.is_valid():
+            try:
+                if form.cleaned_data["use_reviewed"]:
+                    validation = site_validation.from_reviewed_studies(request.user)
+                else:
+                    archive = form.cleaned_data["archive"]
+                    validation = site_validation.from_labelled_files(
+                        request.user, [(archive.name, archive)], name=archive.name
+                    )
+            except site_validation.ValidationRefused as exc:
+                form.add_error(None, str(exc))
+            else:
+                return redirect("screening:site_validation_detail", validation_id=validation.pk)
+    validations = SiteValidation.objects.select_related("created_by").order_by("-created_at")[:100]
+    return render(
+        request,
+        "screening/site_validation_list.html",
+        {
+            "validations": validations,
+            "form": form,
+            "can_validate": request.user.has_perm(VALIDATE),
+            "current": current_site_setting(current_model_version()),
+        },
+    )
+
+
+@login_required
+def site_validation_detail(request, validation_id: int):
+    _require(request, VALIDATE, VIEW)
+    validation = get_object_or_404(SiteValidation.objects.select_related("created_by"), pk=validation_id)
+    site_validation.refresh(validation)
+    done, total = site_validation.progress(validation)
+    report = validation.report
+    return render(
+        request,
+        "screening/site_validation_detail.html",
+        {
+            "validation": validation,
+            "report": report,
+            "done": done,
+            "total": total,
+            "roc_points": _svg_points(report.get("roc", [])) if report else "",
+            "calibration_points": _calibration_points(report) if report else [],
+            "adopt_form": AdoptForm(),
+            "can_adopt": request.user.has_perm(VALIDATE) and bool(report) and report.get("verdict") == "adoptable",
+            "settings": validation.settings.select_related("adopted_by").order_by("-created_at"),
+        },
+    )
+
+
+@login_required
+@require_POST
+def site_validation_adopt(request, validation_id: int):
+    _require(request, VALIDATE)
+    validation = get_object_or_404(SiteValidation, pk=validation_id)
+    form = AdoptForm(request.POST)
+    if not form.is_valid():
+        for errors in form.errors.values():
+            for error in errors:
+                messages.error(request, error)
+        return redirect("screening:site_validation_detail", validation_id=validation.pk)
+    try:
+        setting = site_validation.adopt(
+            validation,
+            request.user,
+            target_sensitivity=form.cleaned_data["target_sensitivity"],
+            prevalence=form.cleaned_data["prevalence"],
+        )
+    except site_validation.AdoptionRefused as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(
+            request,
+            f"Adopted for model {setting.model_version}: threshold {setting.threshold:.3f} "
+            f"(sensitivity target {setting.target_sensitivity:.2f}). Results from now on use it.",
+        )
+    return redirect("screening:site_validation_detail", validation_id=validation.pk)
+
+
+SVG_SIZE = 200
+
+
+def _svg_points(curve: list[list[float]]) -> str:
+    """ROC points as an SVG polyline in a SVG_SIZE square (y grows downwards in SVG)."""
+    return " ".join(f"{x * SVG_SIZE:.1f},{(1 - y) * SVG_SIZE:.1f}" for x, y in curve)
+
+
+def _calibration_points(report: dict) -> list[dict]:
+    """Reliability bins with cases, placed in the same square: mean probability across, observed rate up."""
+    return [
+        {"cx": f"{row['mean_probability'] * SVG_SIZE:.1f}", "cy": f"{(1 - row['observed_rate']) * SVG_SIZE:.1f}", **row}
+        for row in report.get("calibration", [])
+        if row["n"]
+    ]
