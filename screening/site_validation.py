@@ -29,6 +29,9 @@ from screening.submission import NothingAccepted, submit
 
 LABELS = {"NORMAL": False, "PNEUMONIA": True}
 MIN_CASES_PER_CLASS = 5
+# Below this many cases of a class, a bootstrap interval is too narrow to trust (a perfectly
+# separated 8 + 8 gives 1.000-1.000): the report says so, whatever its verdict.
+SMALL_SAMPLE_PER_CLASS = 50
 
 
 class ValidationRefused(ValueError):
@@ -207,6 +210,12 @@ def compute_report(validation: SiteValidation) -> dict:
             f"AUC {report['auc']:.3f} (95 % CI {low:.3f}–{high:.3f}) on {len(y)} cases: the lower bound is below "
             f"{settings.SITE_VALIDATION_MIN_AUC:.2f}. The model is not shown to work for this site's patients; "
             "we recommend not relying on it here."
+        )
+    report["small_sample"] = min(report["n_pneumonia"], report["n_normal"]) < SMALL_SAMPLE_PER_CLASS
+    if report["small_sample"]:
+        report["message"] += (
+            f" Fewer than {SMALL_SAMPLE_PER_CLASS} cases of a class: the interval is optimistic; "
+            "validate on more studies before relying on an adopted operating point."
         )
     return report
 

@@ -162,3 +162,66 @@ def test_submit_review_and_audit_in_a_browser(page, live_server, worker, submitt
     shot(page, "06-audit-trail")
     assert page.locator("#result_list tbody tr").count() == 2
     assert AuditEvent.objects.filter(action="review_saved", actor=radiologist).count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_outside_lane_and_site_validation_in_a_browser(page, live_server, worker, submitter, radiologist, tmp_path):
+    """Adults go to their own lane; an administrator validates the site and adopts its operating point."""
+    from django.contrib.auth.models import User
+
+    from tests.test_site_validation import labelled_zip
+
+    base = live_server.url
+    User.objects.create_superuser("ada", password="pw-ada")
+    adults = sorted((ROOT / "tests" / "fixtures" / "adult").glob("*.jpeg"))
+
+    # A submitter uploads two adult films and two children's without saying who the patients are.
+    log_in(page, base, "sam")
+    page.goto(f"{base}/batches/new/")
+    page.set_input_files("input[type=file]", [str(p) for p in adults + XRAYS[:2]])
+    page.click("#submit-button")
+    page.wait_for_function("document.getElementById('processing-progress').value == 4", timeout=180_000)
+
+    # The radiologist's main lane holds the children only; the adults wait in their own tab.
+    page.context.clear_cookies()
+    log_in(page, base, "rita")
+    page.goto(f"{base}/worklist/")
+    main_lane = page.inner_text("#worklist tbody")
+    assert "not validated" not in main_lane
+    assert page.locator("#worklist tbody tr[data-href]").count() == 2
+    page.click("a[data-tab=outside]")
+    page.wait_for_selector("#outside-warning")
+    shot(page, "07-worklist-outside")
+    rows = page.locator("#worklist tbody tr.outside-population")
+    assert rows.count() == 2 and page.locator("#worklist tr.flagged").count() == 0
+    assert "looks like an adult" in page.inner_text("#worklist tbody")
+    page.keyboard.press("j")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#population-outside")
+    page.wait_for_function("document.getElementById('xray').naturalWidth > 0")
+    assert "not validated for this patient" in page.inner_text(".facts")
+    shot(page, "08-study-outside")
+
+    # An administrator validates the site on labelled files and adopts an operating point.
+    archive = tmp_path / "site.zip"
+    archive.write_bytes(labelled_zip())
+    page.context.clear_cookies()
+    log_in(page, base, "ada")
+    page.goto(f"{base}/site-validation/")
+    assert "Not yet validated at this site" in page.inner_text("#site-status")
+    page.set_input_files("input[name=archive]", str(archive))
+    page.click("#site-validation-form button[type=submit]")
+    page.wait_for_selector("#site-progress")
+    for _ in range(90):
+        if page.locator("#site-report").count():
+            break
+        page.wait_for_timeout(2000)
+        page.reload()
+    assert page.get_attribute("#site-report", "data-verdict") == "adoptable"
+    assert page.locator("#roc").count() == 1 and page.locator("circle.calibration").count() > 0
+    shot(page, "09-site-report")
+    page.fill("input[name=target_sensitivity]", "0.95")
+    page.click("#adopt-form button[type=submit]")
+    page.wait_for_selector("#site-status.site-validated")
+    shot(page, "10-site-adopted")
+    assert "Validated at this site" in page.inner_text("#site-status")

@@ -21,16 +21,17 @@ def logged_in(user) -> Client:
 
 def test_worklist_queries_are_pinned(radiologist, thousand_studies, django_assert_num_queries):
     client = logged_in(radiologist)
-    # session, user, 2x permissions, tab counts, page count, page rows, session save (3)
-    with django_assert_num_queries(10):
+    # session, user, 2x permissions, tab counts, page count, page rows, site setting (banner), session save (3)
+    with django_assert_num_queries(11):
         response = client.get("/worklist/")
     assert response.status_code == 200 and len(response.context["page"]) == 50
 
 
 def test_batch_detail_queries_are_pinned(submitter, thousand_studies, django_assert_num_queries):
     client = logged_in(submitter)
-    # session, user, 2x permissions, batch, progress counts, studies, their results, session save (3)
-    with django_assert_num_queries(11):
+    # session, user, 2x permissions, batch, progress counts, studies, their results, site setting (banner),
+    # session save (3)
+    with django_assert_num_queries(12):
         response = client.get(f"/batches/{thousand_studies.pk}/")
     assert response.status_code == 200 and len(response.context["studies"]) == 1000
 

@@ -82,6 +82,7 @@ def test_a_separating_report_allows_adoption_and_adopting_is_audited(validation,
     report = site_validation.refresh(validation).report
     assert report["verdict"] == "adoptable" and report["auc"] == 1.0 and report["auc_ci"][0] >= 0.9
     assert report["roc"][0] == [0.0, 0.0] and report["roc"][-1] == [1.0, 1.0]
+    assert report["small_sample"] and "optimistic" in report["message"]
     setting = site_validation.adopt(validation, admin_user, target_sensitivity=1.0, prevalence=0.3)
     assert setting.threshold == pytest.approx(0.6) and setting.prevalence == 0.3
     event = AuditEvent.objects.get(action=AuditEvent.Action.SITE_ADOPTED)

@@ -81,8 +81,9 @@ def test_batch_list_query_count_is_pinned(submitter, django_assert_num_queries):
     client = logged_in(submitter)
     for p in XRAYS[:4]:
         client.post("/batches/new/", {"files": [named(p.name, p.read_bytes())]})
-    # session, user, 2x permissions, batches with counts, session save (savepoint, update, release)
-    with django_assert_num_queries(8):
+    # session, user, 2x permissions, batches with counts, site setting (banner), session save (savepoint,
+    # update, release)
+    with django_assert_num_queries(9):
         assert client.get("/batches/").status_code == 200
 
 
