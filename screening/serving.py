@@ -1,10 +1,11 @@
 """Which model the workers serve, and the one loaded copy per worker process.
 
 ``model_dir`` and ``current_model_version`` read only the model card (JSON),
-so the web process never loads TensorFlow. ``get_screener`` and ``get_gate``
-load on first use: TensorFlow must not be initialised in the parent of a
-prefork pool (its thread pools do not survive ``fork``), so the worker calls
-them in each child after the fork (``worker.signals``), never at import time.
+so the web process never loads TensorFlow. ``get_screener``, ``get_gate`` and
+``get_population_check`` load on first use: TensorFlow must not be initialised
+in the parent of a prefork pool (its thread pools do not survive ``fork``), so
+the worker calls them in each child after the fork (``worker.signals``), never
+at import time.
 """
 
 from __future__ import annotations
@@ -19,10 +20,18 @@ from django.conf import settings
 
 log = logging.getLogger(__name__)
 
-_lock = threading.Lock()
-_screener = None
-_gate = None
-_population_check = None
+_lock = threading.RLock()  # re-entrant: loading the population check loads the gate
+_loaded: dict[str, object] = {}
+
+
+def _once(name: str, load):
+    """``load()`` the first time ``name`` is asked for in this process, under a lock; the same object after."""
+    if name not in _loaded:
+        with _lock:
+            if name not in _loaded:
+                _loaded[name] = load()
+                log.info("loaded %s %s", name, getattr(_loaded[name], "version", ""))
+    return _loaded[name]
 
 
 def model_dir() -> Path:
@@ -55,47 +64,39 @@ def current_model_version() -> str:
 
 def get_screener():
     """The served model, explaining each score with a heatmap (``ml.serving.heatmap.ExplainingScreener``)."""
-    global _screener
-    if _screener is None:
-        with _lock:
-            if _screener is None:
-                from ml.serving.heatmap import ExplainingScreener
-                from ml.serving.inference import Screener
 
-                directory = model_dir()
-                _screener = ExplainingScreener(Screener.load(directory))
-                log.info("loaded model %s from %s", _screener.version, directory)
-    return _screener
+    def load():
+        from ml.serving.heatmap import ExplainingScreener
+        from ml.serving.inference import Screener
+
+        return ExplainingScreener(Screener.load(model_dir()))
+
+    return _once("model", load)
 
 
 def get_gate():
     """The out-of-distribution gate that runs before the model (``ml/models/gate-v1``)."""
-    global _gate
-    if _gate is None:
-        with _lock:
-            if _gate is None:
-                from ml.serving.gate import ChestXrayGate
 
-                _gate = ChestXrayGate.load()
-                log.info("loaded gate %s", _gate.version)
-    return _gate
+    def load():
+        from ml.serving.gate import ChestXrayGate
+
+        return ChestXrayGate.load()
+
+    return _once("gate", load)
 
 
 def get_population_check():
     """The image-based population check (``ml/models/population-v1``), which reads the gate's features."""
-    global _population_check
-    if _population_check is None:
-        with _lock:
-            if _population_check is None:
-                from ml.serving.population_check import PopulationCheck
 
-                check = PopulationCheck.load()
-                gate = get_gate()
-                if check.gate_version != gate.version:
-                    raise RuntimeError(
-                        f"population check {check.version} was fitted on {check.gate_version} features, "
-                        f"but the served gate is {gate.version}"
-                    )
-                _population_check = check
-                log.info("loaded population check %s", check.version)
-    return _population_check
+    def load():
+        from ml.serving.population_check import PopulationCheck
+
+        check, gate = PopulationCheck.load(), get_gate()
+        if check.gate_version != gate.version:
+            raise RuntimeError(
+                f"population check {check.version} was fitted on {check.gate_version} features, "
+                f"but the served gate is {gate.version}"
+            )
+        return check
+
+    return _once("population check", load)

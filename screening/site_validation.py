@@ -68,27 +68,15 @@ def from_labelled_files(
         labelled = [(study, label_from_name(study.original_name)) for study in outcome.studies]
         cases = [(study, label) for study, label in labelled if label is not None]
         _check_classes([label for _, label in cases], "files in NORMAL/ or PNEUMONIA/ folders")
-        validation = SiteValidation.objects.create(
-            created_by=user,
-            source=SiteValidation.Source.LABELLED_FILES,
-            name=name[:255],
-            model_version=current_model_version(),
+        return _create(
+            user,
+            SiteValidation.Source.LABELLED_FILES,
+            name,
+            [(study.pk, label) for study, label in cases],
             batch=outcome.batch,
-        )
-        SiteValidationCase.objects.bulk_create(
-            SiteValidationCase(validation=validation, study=study, pneumonia=label) for study, label in cases
-        )
-        audit.record(
-            AuditEvent.Action.SITE_VALIDATION,
-            actor=user,
-            obj=validation,
-            source=validation.source,
-            cases=len(cases),
             unlabelled=len(labelled) - len(cases),
             refused=len(outcome.refusals),
-            model_version=validation.model_version,
         )
-    return validation
 
 
 def from_reviewed_studies(user) -> SiteValidation:
@@ -108,20 +96,26 @@ def from_reviewed_studies(user) -> SiteValidation:
     ]
     _check_classes([label for _, label in cases], f"reviewed studies (normal or pneumonia) scored by model {version}")
     with transaction.atomic():
-        validation = SiteValidation.objects.create(
-            created_by=user, source=SiteValidation.Source.REVIEWED, name="Reviewed studies", model_version=version
-        )
-        SiteValidationCase.objects.bulk_create(
-            SiteValidationCase(validation=validation, study_id=study_id, pneumonia=label) for study_id, label in cases
-        )
-        audit.record(
-            AuditEvent.Action.SITE_VALIDATION,
-            actor=user,
-            obj=validation,
-            source=validation.source,
-            cases=len(cases),
-            model_version=version,
-        )
+        return _create(user, SiteValidation.Source.REVIEWED, "Reviewed studies", cases)
+
+
+def _create(user, source: str, name: str, cases: list[tuple[int, bool]], batch=None, **details) -> SiteValidation:
+    """The validation row, its (study id, label) cases and the audit event, for the served model."""
+    validation = SiteValidation.objects.create(
+        created_by=user, source=source, name=name[:255], model_version=current_model_version(), batch=batch
+    )
+    SiteValidationCase.objects.bulk_create(
+        SiteValidationCase(validation=validation, study_id=study_id, pneumonia=label) for study_id, label in cases
+    )
+    audit.record(
+        AuditEvent.Action.SITE_VALIDATION,
+        actor=user,
+        obj=validation,
+        source=source,
+        cases=len(cases),
+        model_version=validation.model_version,
+        **details,
+    )
     return validation
 
 
