@@ -19,16 +19,15 @@ from pathlib import Path
 
 def lung_mass(model_dir: str | Path, boxes: str | Path) -> list[tuple[str, float, float]]:
     """(file, probability, share of the map inside its lung box) for each annotated image in ``boxes``."""
-    from ml.serving.decode import decode
+    from ml.serving import pipeline
     from ml.serving.heatmap import ExplainingScreener, mass_inside
     from ml.serving.inference import Screener
-    from ml.serving.preprocess import squash_to_input
 
     explainer = ExplainingScreener(Screener.load(model_dir))
     boxes = Path(boxes)
     result = []
     for row in csv.DictReader(boxes.open()):
-        image = squash_to_input(decode(boxes.parent / row["file"]).pixels)
+        image = pipeline.prepare(boxes.parent / row["file"]).pixels
         (explained,) = explainer.explain(image[None])
         box = tuple(float(row[k]) for k in ("x0", "y0", "x1", "y1"))
         result.append((row["file"], explained.prediction.probability, mass_inside(explained.heatmap, box)))
