@@ -19,6 +19,7 @@ from django.views.decorators.http import require_GET, require_POST
 from screening import access, selectors, tokens
 from screening.models import Batch, Result, Study
 from screening.population import Declaration, InvalidDeclaration
+from screening.storage import StorageUnavailable
 from screening.submission import NothingAccepted, SubmissionOutcome, submit
 
 
@@ -61,6 +62,10 @@ def result_json(result: Result | None) -> dict | None:
     }
 
 
+def _same_submitter(study: Study, other: Study | None) -> bool:
+    return other is not None and other.batch.submitted_by_id == study.batch.submitted_by_id
+
+
 def study_json(study: Study) -> dict:
     return {
         "id": study.pk,
@@ -71,7 +76,8 @@ def study_json(study: Study) -> dict:
         "status": study.status,
         "error": study.status_message if study.status in (Study.Status.FAILED, Study.Status.REJECTED) else None,
         "note": study.status_message if study.status == Study.Status.DONE and study.status_message else None,
-        "duplicate_of": study.duplicate_of_id,
+        # Another user's study id is never revealed (the note says so without it).
+        "duplicate_of": study.duplicate_of_id if _same_submitter(study, study.duplicate_of) else None,
         "result": result_json(study.latest_result()),
         # null until a result exists: "validated" or "outside" the population the model was validated on.
         "population": study.population or None,
@@ -111,6 +117,8 @@ def _submit(request, files) -> JsonResponse:
         outcome = submit(request.user, Batch.Source.API, ((f.name, f) for f in files), declaration=declaration)
     except NothingAccepted as exc:
         return _error(400, "No file could be accepted.", refused=[r.as_dict() for r in exc.refusals])
+    except StorageUnavailable as exc:
+        return _error(507, str(exc))
     return JsonResponse(_outcome_json(outcome), status=202)
 
 

@@ -44,6 +44,18 @@ COLUMNS = [
 ]
 
 
+# A cell a spreadsheet would read as a formula (OWASP "CSV injection"): a file
+# named "=HYPERLINK(...)" or an AccessionNumber starting with "=" must arrive as
+# text. Prefixing an apostrophe is what spreadsheets themselves do for that.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value):
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 class _Echo:
     def write(self, value):
         return value
@@ -63,7 +75,8 @@ def _rows(studies: QuerySet[Study]):
         reviews = list(study.reviews.all())
         review = reviews[0] if reviews else None
         yield writer.writerow(
-            [
+            spreadsheet_safe(cell)
+            for cell in [
                 study.pk,
                 study.batch_id,
                 study.original_name,

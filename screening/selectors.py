@@ -15,7 +15,9 @@ from screening.models import Batch, SiteSetting, Study
 
 def studies_with_results() -> QuerySet[Study]:
     """Studies with what ``Study.latest_result`` needs, their own results or the earlier study's they link to."""
-    return Study.objects.select_related("duplicate_of").prefetch_related("results", Prefetch("duplicate_of__results"))
+    return Study.objects.select_related("batch", "duplicate_of__batch").prefetch_related(
+        "results", Prefetch("duplicate_of__results")
+    )
 
 
 def batch_studies(batch: Batch) -> QuerySet[Study]:

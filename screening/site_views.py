@@ -13,6 +13,7 @@ from screening.forms import AdoptForm, SiteValidationForm
 from screening.models import SiteValidation
 from screening.selectors import current_site_setting
 from screening.serving import current_model_version
+from screening.storage import StorageUnavailable
 
 VALIDATE = "screening.validate_site"
 VIEW = "screening.view_sitevalidation"
@@ -39,7 +40,7 @@ def site_validation_list(request):
                     validation = site_validation.from_labelled_files(
                         request.user, [(archive.name, archive)], name=archive.name
                     )
-            except site_validation.ValidationRefused as exc:
+            except (site_validation.ValidationRefused, StorageUnavailable) as exc:
                 form.add_error(None, str(exc))
             else:
                 return redirect("screening:site_validation_detail", validation_id=validation.pk)

@@ -13,12 +13,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from django.core.files import File
-from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
-from screening import audit
+from screening import audit, storage
 from screening.intake import Incoming, Limits, Refusal, expand
 from screening.models import AuditEvent, Batch, Study
 from screening.population import Declaration
@@ -49,18 +47,21 @@ def storage_path(sha256: str, file_format: str) -> str:
     return f"studies/{sha256[:2]}/{sha256}.{_EXTENSIONS[file_format]}"
 
 
-def _store(incoming: Incoming) -> str:
+def _store(incoming: Incoming, written: list[str]) -> str:
+    """Store the file (verified; an intact earlier copy is reused) and note it in ``written`` if this call wrote it."""
     path = storage_path(incoming.sha256, incoming.format)
-    if default_storage.exists(path):
-        return path
-    return default_storage.save(path, File(incoming.spool))
+    if storage.store_verified(path, incoming.spool, incoming.sha256, incoming.size):
+        written.append(path)
+    return path
 
 
 def _earlier_scored_studies(sha256s: list[str]) -> dict[str, Study]:
     """The newest scored original study of each of these contents, in one query."""
     earlier: dict[str, Study] = {}
-    for study in Study.objects.filter(sha256__in=sha256s, status=Study.Status.DONE, duplicate_of__isnull=True).order_by(
-        "sha256", "-created_at"
+    for study in (
+        Study.objects.filter(sha256__in=sha256s, status=Study.Status.DONE, duplicate_of__isnull=True)
+        .select_related("batch")
+        .order_by("sha256", "-created_at")
     ):
         earlier.setdefault(study.sha256, study)
     return earlier
@@ -83,6 +84,17 @@ def submit(
     """
     limits = limits or Limits.from_settings()
     declaration = declaration or Declaration()
+    written: list[str] = []
+    try:
+        return _submit(user, source, files, name, limits, declaration, written)
+    except BaseException:
+        # Nothing of a failed submission stays behind: its rows roll back, and
+        # so do the files it wrote (files it reused belong to earlier studies).
+        storage.remove(written)
+        raise
+
+
+def _submit(user, source, files, name, limits, declaration, written) -> SubmissionOutcome:
     with transaction.atomic():
         batch = Batch.objects.create(submitted_by=user, source=source, name=name[:255])
         outcome = SubmissionOutcome(batch=batch)
@@ -100,7 +112,7 @@ def submit(
                     )
                     continue
                 first_name_by_sha[item.sha256] = item.name
-                outcome.studies.append(_new_study(batch, item, declaration))
+                outcome.studies.append(_new_study(batch, item, declaration, written))
             finally:
                 item.spool.close()
 
@@ -133,7 +145,7 @@ def submit(
     return outcome
 
 
-def _new_study(batch: Batch, item: Incoming, declaration: Declaration) -> Study:
+def _new_study(batch: Batch, item: Incoming, declaration: Declaration, written: list[str]) -> Study:
     """An unsaved study with its file stored (content-addressed, so storing twice is harmless)."""
     study = Study(
         batch=batch,
@@ -143,8 +155,15 @@ def _new_study(batch: Batch, item: Incoming, declaration: Declaration) -> Study:
         format=item.format,
         **declaration.as_fields(),
     )
-    study.file.name = _store(item)
+    study.file.name = _store(item, written)
     return study
+
+
+def _duplicate_note(study: Study, earlier: Study) -> str:
+    """Name the earlier study only to the user who submitted it: ids of another user's studies stay private."""
+    if earlier.batch.submitted_by_id == study.batch.submitted_by_id:
+        return f"Identical to study {earlier.pk} (batch {earlier.batch_id}), already scored; its result is shown."
+    return "Identical to a file the service has already scored; that result is shown."
 
 
 def _link_to_earlier_results(studies: list[Study]) -> None:
@@ -167,9 +186,7 @@ def _link_to_earlier_results(studies: list[Study]) -> None:
         study.status = Study.Status.DONE
         study.duplicate_of = earlier
         study.finished_at = now
-        study.status_message = (
-            f"Identical to study {earlier.pk} (batch {earlier.batch_id}), already scored; its result is shown."
-        )
+        study.status_message = _duplicate_note(study, earlier)
         for attribute in (
             "score",
             "model_label",

@@ -17,6 +17,7 @@ from screening import access, audit, exports, previews, selectors, triage
 from screening.forms import UploadForm
 from screening.models import AuditEvent, Batch
 from screening.review import ReviewForm, save_review
+from screening.storage import StorageUnavailable
 from screening.submission import NothingAccepted, submit
 
 
@@ -53,8 +54,11 @@ def batch_new(request):
             form = UploadForm(request.POST, request.FILES)
             valid = form.is_valid()
         except (TooManyFilesSent, RequestDataTooBig):
-            form, valid = UploadForm(), False
-            form.add_error(None, _("Too many files in one upload; send a zip or split the batch."))
+            message = _("Too many files in one upload; send a zip or split the batch.")
+            if _wants_json(request):
+                return JsonResponse({"error": message}, status=400)
+            messages.error(request, message)
+            return render(request, "screening/batch_new.html", {"form": UploadForm()}, status=400)
         if valid:
             files = form.cleaned_data["files"]
             try:
@@ -64,6 +68,10 @@ def batch_new(request):
                     ((f.name, f) for f in files),
                     declaration=form.cleaned_data["declaration"],
                 )
+            except StorageUnavailable as exc:
+                if _wants_json(request):
+                    return JsonResponse({"error": str(exc)}, status=507)
+                form.add_error(None, str(exc))
             except NothingAccepted as exc:
                 refused = [r.as_dict() for r in exc.refusals]
                 if _wants_json(request):

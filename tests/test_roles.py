@@ -147,3 +147,19 @@ def test_role_matrix(world, method, template, expected, publish):
         else:
             response = client.post(url, upload_payload(url))
         assert response.status_code == expected[role], f"{role} {method} {url}: {response.status_code}"
+
+
+def test_wrong_passwords_lock_the_login_from_that_address(submitter):
+    """Issue 12: 60 wrong passwords at 3 per second, then the right one, was accepted."""
+    from django.test import Client
+
+    attacker = Client(REMOTE_ADDR="192.0.2.7")
+    answers = [
+        attacker.post("/accounts/login/", {"username": "sam", "password": "guess"}).status_code for _ in range(6)
+    ]
+    assert answers == [200, 200, 200, 200, 429, 429]  # the fifth failure locks (LOGIN_FAILURE_LIMIT)
+    locked = attacker.post("/accounts/login/", {"username": "sam", "password": "pw-sam"})
+    assert locked.status_code == 429 and "_auth_user_id" not in attacker.session
+    # The real user, elsewhere, still gets in; a success resets their own count.
+    colleague = Client(REMOTE_ADDR="198.51.100.4")
+    assert colleague.post("/accounts/login/", {"username": "sam", "password": "pw-sam"}).status_code == 302

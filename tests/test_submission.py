@@ -8,7 +8,7 @@ import pytest
 from screening.intake import Limits
 from screening.models import Batch, Study
 from screening.submission import NothingAccepted, storage_path, submit
-from tests.conftest import ORIGINALS, XRAYS
+from tests.conftest import ORIGINALS, XRAYS, token_client
 
 LIMITS = Limits(
     max_file_bytes=2 * 1024 * 1024, max_files=10, max_zip_uncompressed_bytes=8 * 1024 * 1024, max_zip_ratio=50
@@ -126,9 +126,22 @@ def test_it_stores_the_same_file_once_per_batch_with_a_note(submitter, xray):
 def test_a_file_scored_in_an_earlier_batch_links_to_that_result(submitter, other_submitter, xray):
     first = submit(submitter, Batch.Source.API, files(("a.jpeg", xray)), limits=LIMITS).studies[0]
     Study.objects.filter(pk=first.pk).update(status=Study.Status.DONE)
+    mine = submit(submitter, Batch.Source.API, files(("mine-again.jpeg", xray)), limits=LIMITS).studies[0]
+    assert mine.status == Study.Status.DONE and mine.duplicate_of_id == first.pk
+    assert f"study {first.pk}" in mine.status_message
     second = submit(other_submitter, Batch.Source.API, files(("again.jpeg", xray)), limits=LIMITS).studies[0]
     assert second.status == Study.Status.DONE and second.duplicate_of_id == first.pk
-    assert f"study {first.pk}" in second.status_message
+
+
+def test_another_users_study_is_never_named_to_a_submitter(submitter, other_submitter, xray):
+    """Issue 12: B uploading A's file was told "Identical to study 1530 (batch 45)", A's ids."""
+    first = submit(submitter, Batch.Source.API, files(("a.jpeg", xray)), limits=LIMITS).studies[0]
+    Study.objects.filter(pk=first.pk).update(status=Study.Status.DONE)
+    second = submit(other_submitter, Batch.Source.API, files(("again.jpeg", xray)), limits=LIMITS).studies[0]
+    assert str(first.pk) not in second.status_message and str(first.batch_id) not in second.status_message
+    assert "already scored" in second.status_message
+    body = token_client(other_submitter).get(f"/api/v1/studies/{second.pk}").json()
+    assert body["duplicate_of"] is None and body["note"] == second.status_message
 
 
 def test_a_file_still_waiting_elsewhere_is_scored_again(submitter, xray):

@@ -139,3 +139,18 @@ def test_the_heatmap_is_on_by_default_only_above_the_threshold(radiologist, stud
     assert 'id="heatmap-toggle" checked' in above and 'id="heatmap"' in above
     assert 'id="heatmap-toggle">' in below and 'id="heatmap"' in below  # there, but off until asked for
     assert "off until you turn it on" in below and "off until you turn it on" not in above
+
+
+def test_exports_never_hand_a_spreadsheet_a_formula(radiologist, submitter, admin_client):
+    """Issue 12: a file named =HYPERLINK(...) or an AccessionNumber starting with = was exported as is."""
+    batch = batch_for(submitter)
+    evil = scored_study(batch, 0.9, accession_number="=1+2")
+    Study.objects.filter(pk=evil.pk).update(original_name='=HYPERLINK("http://evil.example","x")')
+    for response in (
+        logged_in(radiologist).get("/worklist/export.csv"),
+        logged_in(submitter).get(f"/batches/{batch.pk}/export.csv"),
+        admin_client.post("/admin/screening/study/", {"action": "export_studies_csv", "_selected_action": [evil.pk]}),
+    ):
+        text = b"".join(response.streaming_content).decode()
+        row = next(csv.DictReader(io.StringIO(text.split("\n", 1)[1])))
+        assert row["file"] == '\'=HYPERLINK("http://evil.example","x")' and row["accession_number"] == "'=1+2"

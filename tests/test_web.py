@@ -123,3 +123,10 @@ def test_intended_use_names_the_population_from_the_model_card(submitter, settin
     from screening.exports import intended_use_line
 
     assert "test population of 7 wards" in intended_use_line()
+
+
+def test_every_page_carries_a_content_security_policy(submitter):
+    page = logged_in(submitter).get("/batches/")
+    policy = page["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy and "unsafe-inline" not in policy
+    assert Client().get("/healthz")["Content-Security-Policy"] == policy

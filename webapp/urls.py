@@ -14,3 +14,8 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("", include("screening.urls")),
 ]
+
+handler400 = "webapp.errors.bad_request"
+handler403 = "webapp.errors.permission_denied"
+handler404 = "webapp.errors.page_not_found"
+handler500 = "webapp.errors.server_error"

@@ -18,6 +18,7 @@ from django.core.management.base import BaseCommand, CommandError
 from screening import site_validation
 from screening.intake import folder_sources
 from screening.models import Batch, SiteValidation
+from screening.storage import StorageUnavailable
 
 
 class Command(BaseCommand):
@@ -62,7 +63,7 @@ class Command(BaseCommand):
                 validation = site_validation.from_labelled_files(
                     account, folder_sources(root), name=root.name, source=Batch.Source.CLI
                 )
-        except site_validation.ValidationRefused as exc:
+        except (site_validation.ValidationRefused, StorageUnavailable) as exc:
             raise CommandError(str(exc)) from None
         deadline = time.monotonic() + timeout
         while wait and site_validation.refresh(validation).report is None:

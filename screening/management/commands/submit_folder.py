@@ -19,6 +19,7 @@ from screening.intake import folder_sources
 from screening.models import Batch, Study
 from screening.population import Declaration, InvalidDeclaration
 from screening.selectors import batch_studies
+from screening.storage import StorageUnavailable
 from screening.submission import NothingAccepted, submit
 
 
@@ -56,6 +57,8 @@ class Command(BaseCommand):
         except NothingAccepted as exc:
             self._report_refusals(exc.refusals, as_json)
             raise CommandError("No file could be accepted.") from None
+        except StorageUnavailable as exc:
+            raise CommandError(str(exc)) from None
         batch = outcome.batch
         if not as_json:
             self.stdout.write(

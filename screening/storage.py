@@ -1,0 +1,86 @@
+"""Storing uploaded files so that a full or failing disk can never leave a damaged copy behind.
+
+Files are content-addressed, so a file already at its path is reused by every
+later upload of the same bytes. That makes a partial write poisonous: after a
+disk-full error the truncated file would be trusted forever. So each file is
+written to a temporary name beside its final path, synced, verified (size and
+SHA-256) and only then renamed into place (atomic on one filesystem); a file
+already in place is verified before it is reused, and replaced if it does not
+match. Works on the filesystem storage the service uses (``MEDIA_ROOT``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import BinaryIO
+
+from django.core.files.storage import default_storage
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1 << 20
+
+
+class StorageUnavailable(Exception):
+    """The file could not be written (disk full, read-only, I/O error); nothing of it was kept."""
+
+    message = (
+        "The service could not store the uploaded files (its storage is full or not writable). "
+        "Nothing was kept; please try again later or tell an administrator."
+    )
+
+
+def matches(path: Path, sha256: str, size: int) -> bool:
+    """True when ``path`` holds exactly ``size`` bytes whose SHA-256 is ``sha256``."""
+    try:
+        if path.stat().st_size != size:
+            return False
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(CHUNK), b""):
+                digest.update(block)
+    except OSError:
+        return False
+    return digest.hexdigest() == sha256
+
+
+def store_verified(name: str, source: BinaryIO, sha256: str, size: int) -> bool:
+    """Put ``source`` at storage name ``name`` unless an intact copy is there; True when this call wrote it.
+
+    Raises ``StorageUnavailable`` (with nothing left at ``name`` or beside it) when writing fails.
+    """
+    final = Path(default_storage.path(name))
+    if final.exists():
+        if matches(final, sha256, size):
+            return False
+        log.warning("stored file %s is damaged (size or checksum differs); writing it again", name)
+    partial = final.with_name(f".{final.name}.{uuid.uuid4().hex}.part")
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        with partial.open("xb") as out:
+            source.seek(0)
+            shutil.copyfileobj(source, out, CHUNK)
+            out.flush()
+            os.fsync(out.fileno())
+        if not matches(partial, sha256, size):
+            raise OSError(f"the copy of {name} does not match what was uploaded")
+        os.replace(partial, final)
+    except OSError as exc:
+        log.error("could not store %s: %s", name, exc)
+        partial.unlink(missing_ok=True)
+        raise StorageUnavailable(StorageUnavailable.message) from exc
+    return True
+
+
+def remove(names: list[str]) -> None:
+    """Best-effort removal of files this process just wrote, after the submission that needed them failed."""
+    for name in names:
+        try:
+            Path(default_storage.path(name)).unlink(missing_ok=True)
+        except OSError:
+            log.warning("could not remove %s after a failed submission", name)

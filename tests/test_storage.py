@@ -1,0 +1,80 @@
+"""A full or failing disk never leaves a damaged file behind, and never poisons later uploads (issue 12)."""
+
+import errno
+import hashlib
+import io
+import shutil
+
+import pytest
+
+from ml.serving.decode import decode
+from screening import storage
+from screening.models import Batch, Study
+from screening.submission import storage_path, submit
+from tests.conftest import XRAYS
+from tests.test_web import logged_in
+
+
+def named(name, data):
+    handle = io.BytesIO(data)
+    handle.name = name
+    return handle
+
+
+@pytest.fixture
+def disk_full_after_first_file(monkeypatch):
+    """Like a disk that fills up: the first file is written, the second stops half-way with ENOSPC."""
+    real_copy = shutil.copyfileobj
+    calls = []
+
+    def copy(source, target, length=0):
+        calls.append(1)
+        if len(calls) == 1:
+            return real_copy(source, target, length)
+        target.write(source.read(1000))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(storage.shutil, "copyfileobj", copy)
+    return calls
+
+
+def stored_files(media_root):
+    return sorted(p.relative_to(media_root) for p in media_root.rglob("*") if p.is_file())
+
+
+def test_a_write_that_fails_half_way_answers_507_and_leaves_nothing(api, settings, disk_full_after_first_file):
+    response = api.post(
+        "/api/v1/batches", {"files": [named("a.jpeg", XRAYS[0].read_bytes()), named("b.jpeg", XRAYS[1].read_bytes())]}
+    )
+    assert response.status_code == 507 and "could not store" in response.json()["error"]
+    assert not Study.objects.exists() and not Batch.objects.exists()
+    assert stored_files(settings.MEDIA_ROOT) == []  # neither the partial file nor the first, complete one
+
+
+def test_the_upload_page_says_so_too(submitter, settings, disk_full_after_first_file):
+    response = logged_in(submitter).post(
+        "/batches/new/",
+        {"files": [named("a.jpeg", XRAYS[0].read_bytes()), named("b.jpeg", XRAYS[1].read_bytes())]},
+        HTTP_ACCEPT="application/json",
+    )
+    assert response.status_code == 507 and "Nothing was kept" in response.json()["error"]
+
+
+def test_a_truncated_file_already_in_place_is_replaced_not_trusted(submitter, settings, publish):
+    data = XRAYS[0].read_bytes()
+    name = storage_path(hashlib.sha256(data).hexdigest(), "jpeg")
+    damaged = settings.MEDIA_ROOT / name
+    damaged.parent.mkdir(parents=True)
+    damaged.write_bytes(data[: len(data) // 2])  # what a disk-full error used to leave behind
+
+    study = submit(submitter, Batch.Source.API, [("again.jpeg", io.BytesIO(data))]).studies[0]
+    assert (settings.MEDIA_ROOT / study.file.name).read_bytes() == data
+    assert decode(settings.MEDIA_ROOT / study.file.name).width > 0
+
+
+def test_an_intact_copy_is_reused_without_writing(settings, tmp_path):
+    data = XRAYS[1].read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    assert storage.store_verified("studies/x/one.jpg", io.BytesIO(data), sha, len(data)) is True
+    assert storage.store_verified("studies/x/one.jpg", io.BytesIO(data), sha, len(data)) is False
+    assert [str(p) for p in stored_files(settings.MEDIA_ROOT)] == ["studies/x/one.jpg"]

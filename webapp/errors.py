@@ -1,0 +1,64 @@
+"""Error pages that answer in the caller's language: JSON for the API and the upload page's script.
+
+Django's default handlers answer HTML even to an API client, and a database
+outage surfaces as an HTML 500. Here any request under ``/api/`` (or one
+that asks for JSON) gets a JSON body, and a database that cannot be reached
+is a 503 with ``Retry-After``: the client should try again, nothing is wrong
+with its request.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from django.db import DatabaseError
+from django.http import JsonResponse
+from django.views import defaults
+
+RETRY_AFTER_SECONDS = 30
+
+
+def _wants_json(request) -> bool:
+    return request.path.startswith("/api/") or "application/json" in request.headers.get("Accept", "")
+
+
+def bad_request(request, exception, template_name="400.html"):
+    if _wants_json(request):
+        detail = str(exception) or "malformed request"
+        return JsonResponse(
+            {
+                "error": f"The request could not be read ({detail}). File names must be short and one request may "
+                "hold a limited number of files; send a zip or split the batch."
+            },
+            status=400,
+        )
+    return defaults.bad_request(request, exception, template_name)
+
+
+def permission_denied(request, exception, template_name="403.html"):
+    if _wants_json(request):
+        return JsonResponse({"error": "Your account may not do this."}, status=403)
+    return defaults.permission_denied(request, exception, template_name)
+
+
+def page_not_found(request, exception, template_name="404.html"):
+    if _wants_json(request):
+        return JsonResponse({"error": "Not found."}, status=404)
+    return defaults.page_not_found(request, exception, template_name)
+
+
+def server_error(request, template_name="500.html"):
+    unavailable = isinstance(sys.exc_info()[1], DatabaseError)
+    if unavailable:
+        message = "The service's database is unavailable; nothing was changed. Try again shortly."
+        response = (
+            JsonResponse({"error": message}, status=503)
+            if _wants_json(request)
+            else defaults.server_error(request, template_name)
+        )
+        response.status_code = 503
+        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
+    if _wants_json(request):
+        return JsonResponse({"error": "Internal error; an administrator has been notified in the logs."}, status=500)
+    return defaults.server_error(request, template_name)
