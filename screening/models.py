@@ -377,3 +377,18 @@ class SiteSetting(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model_version}: threshold {self.threshold:.3f} (sensitivity {self.target_sensitivity:.2f})"
+
+
+class WorkerHeartbeat(models.Model):
+    """The last time each worker ran the beat's heartbeat task.
+
+    A heartbeat proves the whole path at once: beat scheduled it, the broker
+    carried it, a worker process ran it and could write here. Readiness and
+    the metrics read its age: nothing else tells an operator the queue is stuck.
+    """
+
+    hostname = models.CharField(max_length=255, unique=True)
+    seen_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.hostname} at {self.seen_at:%Y-%m-%d %H:%M:%S}"

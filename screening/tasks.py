@@ -11,7 +11,9 @@ import logging
 
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
+from django.utils import timezone
 
+from screening.models import WorkerHeartbeat
 from screening.queue import requeue_stuck_studies
 from screening.scoring import score_chunk
 from screening.serving import get_gate, get_population_check, get_screener
@@ -43,3 +45,11 @@ def score_studies_task(study_ids: list[int]) -> None:
 @shared_task(ignore_result=True, acks_late=False)
 def requeue_stuck_studies_task() -> None:
     requeue_stuck_studies()
+
+
+@shared_task(bind=True, ignore_result=True, acks_late=False, expires=60)
+def record_heartbeat_task(self) -> None:
+    """Note that this worker is alive and reachable through beat and the broker (``WorkerHeartbeat``)."""
+    WorkerHeartbeat.objects.update_or_create(
+        hostname=(self.request.hostname or "unknown")[:255], defaults={"seen_at": timezone.now()}
+    )

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from screening import api, site_views, views
+from screening import api, site_views, system_views, views
 
 app_name = "screening"
 
@@ -18,6 +18,8 @@ urlpatterns = [
     path("site-validation/", site_views.site_validation_list, name="site_validation_list"),
     path("site-validation/<int:validation_id>/", site_views.site_validation_detail, name="site_validation_detail"),
     path("site-validation/<int:validation_id>/adopt/", site_views.site_validation_adopt, name="site_validation_adopt"),
+    path("metrics", system_views.metrics, name="metrics"),
+    path("system/", system_views.system, name="system"),
     path("api/v1/studies", api.submit_study, name="api_submit_study"),
     path("api/v1/batches", api.submit_batch, name="api_submit_batch"),
     path("api/v1/batches/<int:batch_id>", api.batch_detail, name="api_batch_detail"),

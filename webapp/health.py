@@ -1,15 +1,82 @@
-"""Liveness/readiness probe for load balancers and docker-compose: the app
-answers and its database does. No login, no details beyond ok/unavailable."""
+"""Probes for load balancers, docker-compose and operators. No login, no secrets in the answers.
 
+``/healthz`` is liveness: the process answers (restart it if not). It checks
+nothing else, so a database outage does not get healthy web processes
+restarted. ``/readyz`` is readiness: the database answers, the broker
+accepts a connection, the media storage is writable, and a worker ran the
+beat's heartbeat task recently (beat, broker and worker all moving). Each
+check is named in the answer; any failure makes it a 503.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+from django.conf import settings
 from django.db import connection
 from django.db.utils import DatabaseError
 from django.http import JsonResponse
+from django.utils import timezone
+
+BROKER_TIMEOUT_SECONDS = 2
+MISSED_HEARTBEATS = 3
 
 
 def healthz(request):
+    return JsonResponse({"status": "ok"})
+
+
+def readyz(request):
+    checks = {
+        "database": _database(),
+        "broker": _broker(),
+        "storage": _storage(),
+    }
+    checks["worker"] = _worker() if checks["database"] == "ok" else "unknown (database unavailable)"
+    ready = all(value == "ok" for value in checks.values())
+    return JsonResponse({"status": "ready" if ready else "unavailable", "checks": checks}, status=200 if ready else 503)
+
+
+def _database() -> str:
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
     except DatabaseError:
-        return JsonResponse({"status": "unavailable"}, status=503)
-    return JsonResponse({"status": "ok"})
+        return "unavailable"
+    return "ok"
+
+
+def _broker() -> str:
+    from celery import current_app
+
+    try:
+        with current_app.connection_for_write() as broker:
+            broker.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT_SECONDS)
+    except Exception:  # noqa: BLE001 - kombu raises transport-specific errors; any of them means "not reachable"
+        return "unavailable"
+    return "ok"
+
+
+def _storage() -> str:
+    probe = Path(settings.MEDIA_ROOT) / f".readyz-{uuid.uuid4().hex}"
+    try:
+        probe.parent.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError:
+        return "not writable"
+    return "ok"
+
+
+def _worker() -> str:
+    from screening.models import WorkerHeartbeat
+
+    latest = WorkerHeartbeat.objects.order_by("-seen_at").values_list("seen_at", flat=True).first()
+    if latest is None:
+        return "no worker heartbeat yet"
+    age = timezone.now() - latest
+    if age > timedelta(seconds=MISSED_HEARTBEATS * settings.SCREENING_HEARTBEAT_SECONDS):
+        return f"no worker heartbeat for {age.total_seconds():.0f} s"
+    return "ok"

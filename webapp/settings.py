@@ -191,6 +191,10 @@ CELERY_BROKER_VISIBILITY_TIMEOUT = env_int(
 CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = env_int("CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT", 3, minimum=0)
 # The sweep re-enqueues studies whose message is presumed lost: RUNNING for
 # longer than a task may run, or waiting longer than a redelivery takes.
+# How often beat asks a worker to record a heartbeat; readiness fails after 3 missed ones.
+# Bearer token a Prometheus scraper sends to /metrics (staff sessions need none); unset: staff only.
+METRICS_TOKEN = env_secret("METRICS_TOKEN")
+SCREENING_HEARTBEAT_SECONDS = env_int("SCREENING_HEARTBEAT_SECONDS", 30, minimum=5)
 SCREENING_SWEEP_INTERVAL_SECONDS = env_int("SCREENING_SWEEP_INTERVAL_SECONDS", 60, minimum=5)
 SCREENING_STUCK_RUNNING_SECONDS = env_int(
     "SCREENING_STUCK_RUNNING_SECONDS", CELERY_TASK_TIME_LIMIT + 30, minimum=CELERY_TASK_TIME_LIMIT

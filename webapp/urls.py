@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from webapp.health import healthz
+from webapp.health import healthz, readyz
 
 admin.site.site_header = "Pneumonia screening — administration"
 admin.site.site_title = "Pneumonia screening"
@@ -12,6 +12,7 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
     path("", include("screening.urls")),
 ]
 

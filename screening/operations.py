@@ -1,0 +1,126 @@
+"""What an operator needs to see at a glance: the queue, its age, the workers, results and failures.
+
+One snapshot, read from the database (the source of truth, and the same in
+every web process, so nothing has to be aggregated across gunicorn workers),
+served two ways: Prometheus text at ``/metrics`` and the staff "System" page.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.db.models import Avg, Count, F, Min
+from django.utils import timezone
+
+from screening.models import Result, Study, WorkerHeartbeat
+
+RECENT = timedelta(minutes=5)
+TOP_FAILURE_REASONS = 20
+
+
+@dataclass
+class Snapshot:
+    studies_by_status: dict[str, int]
+    oldest_waiting_seconds: dict[str, float]  # per unfinished status; 0 when none waits
+    results_by_model: dict[tuple[str, str], int]  # (model version, label) -> results
+    population: dict[str, int]  # DONE studies per verdict ("" = scored before verdicts)
+    recent_finished: int
+    recent_seconds_per_study: float | None  # started -> finished, mean over the last 5 minutes
+    recent_model_ms_per_study: float | None
+    failures: list[tuple[str, str, int]] = field(default_factory=list)  # (status, reason, studies)
+    heartbeats: dict[str, float] = field(default_factory=dict)  # worker -> seconds since its heartbeat
+
+
+def snapshot() -> Snapshot:
+    now = timezone.now()
+    by_status = dict(Study.objects.values_list("status").annotate(n=Count("pk")).order_by())
+    oldest = {}
+    for status, since in (
+        (Study.Status.RECEIVED, "created_at"),
+        (Study.Status.QUEUED, "queued_at"),
+        (Study.Status.RUNNING, "started_at"),
+    ):
+        first = Study.objects.filter(status=status).aggregate(first=Min(since))["first"]
+        oldest[status.value] = (now - first).total_seconds() if first else 0.0
+    recent = Study.objects.filter(status=Study.Status.DONE, finished_at__gte=now - RECENT, started_at__isnull=False)
+    timing = recent.aggregate(n=Count("pk"), mean=Avg(F("finished_at") - F("started_at")))
+    model_ms = Result.objects.filter(created_at__gte=now - RECENT).aggregate(mean=Avg("inference_ms"))["mean"]
+    failures = (
+        Study.objects.filter(status__in=[Study.Status.FAILED, Study.Status.REJECTED])
+        .values_list("status", "status_message")
+        .annotate(n=Count("pk"))
+        .order_by("-n")[:TOP_FAILURE_REASONS]
+    )
+    return Snapshot(
+        studies_by_status={status.value: by_status.get(status.value, 0) for status in Study.Status},
+        oldest_waiting_seconds=oldest,
+        results_by_model={
+            (version, label): n
+            for version, label, n in Result.objects.values_list("model_version", "label").annotate(n=Count("pk"))
+        },
+        population=dict(
+            Study.objects.filter(status=Study.Status.DONE).values_list("population").annotate(n=Count("pk")).order_by()
+        ),
+        recent_finished=timing["n"],
+        recent_seconds_per_study=timing["mean"].total_seconds() if timing["mean"] is not None else None,
+        recent_model_ms_per_study=model_ms,
+        failures=[(status, (reason or "")[:120], n) for status, reason, n in failures],
+        heartbeats={
+            hostname: (now - seen).total_seconds()
+            for hostname, seen in WorkerHeartbeat.objects.values_list("hostname", "seen_at")
+        },
+    )
+
+
+class SnapshotCollector:
+    """A ``prometheus_client`` collector that reads one snapshot per scrape."""
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        s = snapshot()
+        studies = GaugeMetricFamily("screening_studies", "Studies by status.", labels=["status"])
+        for status, n in s.studies_by_status.items():
+            studies.add_metric([status], n)
+        yield studies
+        oldest = GaugeMetricFamily(
+            "screening_oldest_waiting_seconds", "Age of the oldest study in each unfinished status.", labels=["status"]
+        )
+        for status, seconds in s.oldest_waiting_seconds.items():
+            oldest.add_metric([status], seconds)
+        yield oldest
+        results = CounterMetricFamily(
+            "screening_results", "Results written, by model version and label.", labels=["model_version", "label"]
+        )
+        for (version, label), n in s.results_by_model.items():
+            results.add_metric([version, label], n)
+        yield results
+        population = GaugeMetricFamily(
+            "screening_scored_studies_by_population", "DONE studies by population verdict.", labels=["population"]
+        )
+        for verdict, n in s.population.items():
+            population.add_metric([verdict or "none"], n)
+        yield population
+        yield GaugeMetricFamily(
+            "screening_recent_study_seconds",
+            "Mean seconds from claim to result over the last 5 minutes (NaN when none finished).",
+            value=float("nan") if s.recent_seconds_per_study is None else s.recent_seconds_per_study,
+        )
+        yield GaugeMetricFamily(
+            "screening_recent_model_milliseconds",
+            "Mean model time per study over the last 5 minutes (NaN when none).",
+            value=float("nan") if s.recent_model_ms_per_study is None else s.recent_model_ms_per_study,
+        )
+        failures = GaugeMetricFamily(
+            "screening_unscored_studies", "FAILED and REJECTED studies by reason (top 20).", labels=["status", "reason"]
+        )
+        for status, reason, n in s.failures:
+            failures.add_metric([status, reason], n)
+        yield failures
+        heartbeat = GaugeMetricFamily(
+            "screening_worker_heartbeat_age_seconds", "Seconds since each worker's last heartbeat.", labels=["worker"]
+        )
+        for hostname, seconds in s.heartbeats.items():
+            heartbeat.add_metric([hostname], seconds)
+        yield heartbeat

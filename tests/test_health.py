@@ -1,0 +1,102 @@
+"""Liveness and readiness: what an operator or a load balancer learns without logging in (issue 12)."""
+
+from datetime import timedelta
+from unittest import mock
+
+from django.test import Client
+from django.utils import timezone
+
+from screening.models import WorkerHeartbeat
+
+
+def test_liveness_needs_nothing_but_the_process(db):
+    assert Client().get("/healthz").json() == {"status": "ok"}
+
+
+def test_ready_when_database_broker_storage_and_a_recent_worker_heartbeat_answer(db, settings):
+    WorkerHeartbeat.objects.create(hostname="celery@w1", seen_at=timezone.now())
+    response = Client().get("/readyz")
+    assert response.status_code == 200, response.json()
+    assert response.json() == {
+        "status": "ready",
+        "checks": {"database": "ok", "broker": "ok", "storage": "ok", "worker": "ok"},
+    }
+
+
+def test_a_stale_heartbeat_says_the_queue_is_not_moving(db, settings):
+    WorkerHeartbeat.objects.create(
+        hostname="celery@w1", seen_at=timezone.now() - timedelta(seconds=4 * settings.SCREENING_HEARTBEAT_SECONDS)
+    )
+    response = Client().get("/readyz")
+    assert response.status_code == 503 and response.json()["checks"]["worker"].startswith("no worker heartbeat for")
+    WorkerHeartbeat.objects.all().delete()
+    assert Client().get("/readyz").json()["checks"]["worker"] == "no worker heartbeat yet"
+
+
+def test_an_unreachable_broker_is_not_ready(db, settings):
+    WorkerHeartbeat.objects.create(hostname="celery@w1", seen_at=timezone.now())
+    from kombu import Connection
+
+    from worker.app import app
+
+    refused = Connection("redis://127.0.0.1:1/0")  # port 1: nothing listens
+    with mock.patch.object(app, "connection_for_write", return_value=refused):
+        response = Client().get("/readyz")
+    assert response.status_code == 503 and response.json()["checks"]["broker"] == "unavailable"
+
+
+def test_unwritable_media_storage_is_not_ready(db, settings, tmp_path):
+    WorkerHeartbeat.objects.create(hostname="celery@w1", seen_at=timezone.now())
+    (tmp_path / "a-file").write_text("x")
+    settings.MEDIA_ROOT = tmp_path / "a-file" / "media"  # cannot be created, even by root
+    response = Client().get("/readyz")
+    assert response.status_code == 503 and response.json()["checks"]["storage"] == "not writable"
+
+
+def test_the_heartbeat_task_records_its_worker(db):
+    from screening.tasks import record_heartbeat_task
+
+    record_heartbeat_task.apply(headers={"hostname": "celery@w2"})
+    assert WorkerHeartbeat.objects.count() == 1
+
+
+def test_metrics_need_the_token_or_a_staff_login_and_parse_as_prometheus(db, settings, submitter, admin_client):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.factories import batch_for, scored_study, unscored_study
+
+    settings.METRICS_TOKEN = "s3cret-token"
+    batch = batch_for(submitter)
+    scored_study(batch, 0.9, population="outside")
+    unscored_study(batch, "FAILED", "The JPEG file is truncated.")
+    queued = unscored_study(batch, "QUEUED")
+    from screening.models import Study
+
+    Study.objects.filter(pk=queued.pk).update(queued_at=timezone.now() - timedelta(seconds=120))
+    WorkerHeartbeat.objects.create(hostname="celery@w1", seen_at=timezone.now() - timedelta(seconds=12))
+
+    assert Client().get("/metrics").status_code == 401
+    assert Client(HTTP_AUTHORIZATION="Bearer wrong").get("/metrics").status_code == 401
+    response = Client(HTTP_AUTHORIZATION="Bearer s3cret-token").get("/metrics")
+    assert response.status_code == 200 and admin_client.get("/metrics").status_code == 200
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.content.decode())
+        for sample in family.samples
+    }
+    assert samples[("screening_studies", (("status", "DONE"),))] == 1
+    assert samples[("screening_studies", (("status", "FAILED"),))] == 1
+    assert samples[("screening_oldest_waiting_seconds", (("status", "QUEUED"),))] >= 119
+    assert samples[("screening_results_total", (("label", "PNEUMONIA"), ("model_version", "v-test")))] == 1
+    assert samples[("screening_scored_studies_by_population", (("population", "outside"),))] == 1
+    reason = (("reason", "The JPEG file is truncated."), ("status", "FAILED"))
+    assert samples[("screening_unscored_studies", reason)] == 1
+    assert 11 <= samples[("screening_worker_heartbeat_age_seconds", (("worker", "celery@w1"),))] < 60
+
+
+def test_the_system_page_is_for_staff(db, submitter, admin_client):
+    from tests.test_web import logged_in
+
+    assert logged_in(submitter).get("/system/").status_code == 302  # to the admin login
+    page = admin_client.get("/system/").content.decode()
+    assert "No worker has recorded a heartbeat" in page and 'id="system-queue"' in page
