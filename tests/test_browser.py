@@ -249,7 +249,13 @@ def test_pages_break_no_content_security_rule(browser, live_server, submitter, r
         ("rita", ["/worklist/", f"/studies/{study.pk}/"]),
         (
             "ada",
-            ["/site-validation/", "/admin/", "/admin/screening/study/", f"/admin/screening/study/{study.pk}/change/"],
+            [
+                "/site-validation/",
+                "/system/",
+                "/admin/",
+                "/admin/screening/study/",
+                f"/admin/screening/study/{study.pk}/change/",
+            ],
         ),
     ]:
         context.clear_cookies()
