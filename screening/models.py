@@ -102,6 +102,9 @@ class Study(TimeStamped):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.RECEIVED)
     status_message = models.TextField(blank=True, help_text=_("Why the study failed or was rejected."))
     attempts = models.PositiveSmallIntegerField(default=0)
+    # "host:pid" of the worker process that claimed the study while RUNNING; with that
+    # process's heartbeat, the sweep knows within seconds when a claim's owner has died.
+    claimed_by = models.CharField(max_length=128, blank=True)
     duplicate_of = models.ForeignKey(
         "self",
         on_delete=models.PROTECT,
@@ -380,11 +383,13 @@ class SiteSetting(models.Model):
 
 
 class WorkerHeartbeat(models.Model):
-    """The last time each worker ran the beat's heartbeat task.
+    """The last sign of life of each worker (``celery@host``) and worker process (``host:pid``).
 
-    A heartbeat proves the whole path at once: beat scheduled it, the broker
-    carried it, a worker process ran it and could write here. Readiness and
-    the metrics read its age: nothing else tells an operator the queue is stuck.
+    Workers record one when they run the beat's heartbeat task, which proves
+    the whole path at once (beat scheduled it, the broker carried it, a worker
+    ran it); each pool process records its own every few seconds from a
+    thread, which tells the sweep that a RUNNING claim's owner is dead.
+    Readiness and the metrics read their age.
     """
 
     hostname = models.CharField(max_length=255, unique=True)
@@ -392,3 +397,11 @@ class WorkerHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.hostname} at {self.seen_at:%Y-%m-%d %H:%M:%S}"
+
+
+class ServiceState(models.Model):
+    """Small facts the service remembers between runs, e.g. which broker instance it last saw."""
+
+    key = models.CharField(max_length=64, unique=True)
+    value = models.CharField(max_length=255)
+    updated_at = models.DateTimeField(auto_now=True)

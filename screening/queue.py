@@ -17,9 +17,11 @@ from datetime import timedelta
 from celery import current_app
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
-from screening.models import Study
+from screening import liveness
+from screening.models import Study, WorkerHeartbeat
 
 log = logging.getLogger(__name__)
 
@@ -63,25 +65,31 @@ def send_score_task(chunk: list[int]) -> None:
     current_app.send_task(SCORE_STUDIES_TASK, args=[chunk])
 
 
-def requeue_stuck_studies(now=None) -> dict[str, int]:
+def requeue_stuck_studies(now=None, *, broker_replaced: bool | None = None) -> dict[str, int]:
     """Re-send studies whose message was lost; fail those that keep getting lost.
 
     - RECEIVED for a minute: the publish after commit failed.
-    - QUEUED for longer than a broker redelivery takes: the message is gone.
-    - RUNNING for longer than a task may run: its worker died mid-chunk.
+    - QUEUED for longer than a broker redelivery takes: the message is gone;
+      every QUEUED study at once when the broker came back empty (a new Redis run).
+    - RUNNING whose worker process has stopped writing its heartbeat: it died
+      mid-chunk (seconds); or, for claims without a process, for longer than a task may run.
     """
     now = now or timezone.now()
+    if broker_replaced is None:
+        broker_replaced = liveness.broker_was_replaced()
     counts = {"requeued": 0, "failed": 0}
     with transaction.atomic():
         received = Study.objects.filter(status=Study.Status.RECEIVED, created_at__lt=now - timedelta(seconds=60))
-        queued = Study.objects.filter(
-            status=Study.Status.QUEUED,
-            queued_at__lt=now - timedelta(seconds=settings.SCREENING_STUCK_QUEUED_SECONDS),
+        queued = Study.objects.filter(status=Study.Status.QUEUED)
+        if not broker_replaced:
+            queued = queued.filter(queued_at__lt=now - timedelta(seconds=settings.SCREENING_STUCK_QUEUED_SECONDS))
+        timed_out = Q(started_at__lt=now - timedelta(seconds=settings.SCREENING_STUCK_RUNNING_SECONDS))
+        owner_dead = (
+            Q(started_at__lt=now - timedelta(seconds=settings.SCREENING_DEAD_WORKER_SECONDS))
+            & ~Q(claimed_by="")
+            & ~Q(claimed_by__in=liveness.live_processes(now))
         )
-        running = Study.objects.filter(
-            status=Study.Status.RUNNING,
-            started_at__lt=now - timedelta(seconds=settings.SCREENING_STUCK_RUNNING_SECONDS),
-        )
+        running = Study.objects.filter(timed_out | owner_dead, status=Study.Status.RUNNING)
         exhausted = running.filter(attempts__gte=settings.SCREENING_MAX_ATTEMPTS)
         counts["failed"] = exhausted.update(
             status=Study.Status.FAILED,
@@ -102,8 +110,13 @@ def requeue_stuck_studies(now=None) -> dict[str, int]:
             )
             enqueue_studies_on_commit(ids)
         counts["requeued"] = len(ids)
+    # Heartbeats of processes long gone (every restart adds a host:pid row).
+    WorkerHeartbeat.objects.filter(seen_at__lt=now - timedelta(days=1)).delete()
     if counts["requeued"] or counts["failed"]:
-        log.warning("sweep: re-queued %(requeued)d stuck studies, failed %(failed)d", counts)
+        log.warning(
+            "sweep: re-queued %(requeued)d stuck studies, failed %(failed)d%(why)s",
+            {**counts, "why": " (the broker came back empty)" if broker_replaced else ""},
+        )
     return counts
 
 

@@ -18,7 +18,7 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import InterfaceError, OperationalError, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from ml.serving import pipeline, population
@@ -60,26 +60,28 @@ class ChunkSummary:
     rejected: int = 0
 
 
-def claim(study_ids: Sequence[int]) -> list[Study]:
-    """Mark the still-waiting studies among ``study_ids`` RUNNING and return them.
+def claim(study_ids: Sequence[int], claimant: str = "") -> list[Study]:
+    """Mark the still-waiting studies among ``study_ids`` RUNNING for ``claimant`` and return them.
 
     Row locks make two workers that got the same ids take disjoint sets: the
     second waits for the first to commit, then no longer sees the rows as
     waiting. (Skipping locked rows instead would also skip a study whose row
     is briefly locked by an unrelated update, and leave it waiting for the
     sweep.) On SQLite, whose writers are serialised, the conditional update
-    alone does it.
+    alone does it. A process also takes back studies it claimed itself and
+    could not hand back (a retry after the database went away mid-chunk).
     """
+    waiting = Q(status__in=[Study.Status.RECEIVED, Study.Status.QUEUED])
+    if claimant:
+        waiting |= Q(status=Study.Status.RUNNING, claimed_by=claimant)
     with transaction.atomic():
         rows = list(
-            Study.objects.select_for_update()
-            .filter(pk__in=list(study_ids), status__in=[Study.Status.RECEIVED, Study.Status.QUEUED])
-            .values_list("pk", flat=True)
+            Study.objects.select_for_update().filter(waiting, pk__in=list(study_ids)).values_list("pk", flat=True)
         )
         if not rows:
             return []
-        Study.objects.filter(pk__in=rows, status__in=[Study.Status.RECEIVED, Study.Status.QUEUED]).update(
-            status=Study.Status.RUNNING, started_at=timezone.now(), attempts=F("attempts") + 1
+        Study.objects.filter(waiting, pk__in=rows).update(
+            status=Study.Status.RUNNING, started_at=timezone.now(), attempts=F("attempts") + 1, claimed_by=claimant
         )
     return list(Study.objects.filter(pk__in=rows, status=Study.Status.RUNNING).order_by("pk"))
 
@@ -138,9 +140,13 @@ def score_chunk(
     explainer: ExplainingScreener,
     gate: ChestXrayGate | None = None,
     population_check: PopulationCheck | None = None,
+    claimant: str = "",
 ) -> ChunkSummary:
-    """Score whichever of ``study_ids`` are still waiting; every claimed study ends finished or back in the queue."""
-    studies = claim(study_ids)
+    """Score whichever of ``study_ids`` are still waiting; every claimed study ends finished or back in the queue.
+
+    ``claimant`` names the worker process (``screening.liveness.process_name``) on its claims.
+    """
+    studies = claim(study_ids, claimant)
     summary = ChunkSummary(claimed=[s.pk for s in studies])
     if not studies:
         return summary

@@ -13,6 +13,7 @@ from celery import shared_task
 from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
+from screening.liveness import process_name
 from screening.models import WorkerHeartbeat
 from screening.queue import requeue_stuck_studies
 from screening.scoring import score_chunk
@@ -21,17 +22,21 @@ from screening.serving import get_gate, get_population_check, get_screener
 log = logging.getLogger(__name__)
 
 
+# Database errors are retried for longer than a realistic outage (2 + 4 + 8 + 16 + 30 × 8 s,
+# about 4.5 minutes, without jitter: with it, five retries once fitted into 9 s of a 20-s
+# outage). The sweep re-sends whatever outlives even that.
 @shared_task(
     acks_late=True,
     ignore_result=True,
     autoretry_for=(OperationalError, InterfaceError),
     retry_backoff=2,
-    retry_backoff_max=60,
-    max_retries=5,
+    retry_backoff_max=30,
+    retry_jitter=False,
+    max_retries=12,
 )
 def score_studies_task(study_ids: list[int]) -> None:
     """Score a chunk of studies in one forward pass. Safe to run twice."""
-    summary = score_chunk(study_ids, get_screener(), get_gate(), get_population_check())
+    summary = score_chunk(study_ids, get_screener(), get_gate(), get_population_check(), claimant=process_name())
     log.info(
         "chunk of %d: claimed %d, done %d, failed %d, rejected %d",
         len(study_ids),

@@ -1,4 +1,4 @@
-"""Worker signals: load and warm the model in each pool process, after the fork."""
+"""Worker signals: in each pool process, after the fork, start its heartbeat and load and warm the model."""
 
 from __future__ import annotations
 
@@ -26,4 +26,9 @@ def warm_up() -> None:
 
 @worker_process_init.connect
 def load_screener_in_child(**kwargs) -> None:
+    # Heartbeat first: the sweep must not take this process for dead while it warms up.
+    # (Imported here: this module loads with the Celery app, before Django's models are ready.)
+    from screening.liveness import start_heartbeat_thread
+
+    start_heartbeat_thread()
     warm_up()
