@@ -40,6 +40,13 @@ def rerun_inference(modeladmin, request, queryset):
             % {"n": len(outcome.same_model), "v": version},
             messages.WARNING,
         )
+    if outcome.purged:
+        modeladmin.message_user(
+            request,
+            _("Skipped %(n)d studies whose original was removed under the retention policy.")
+            % {"n": len(outcome.purged)},
+            messages.WARNING,
+        )
     if outcome.not_finished:
         modeladmin.message_user(
             request,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 
+from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, TooManyFilesSent
 from django.http import JsonResponse
 from django.shortcuts import get_object_or_404
@@ -28,11 +29,20 @@ def _error(status: int, message: str, **extra) -> JsonResponse:
 
 
 def api_view(view):
-    """Authenticate by token (or session, for GET) and answer 401 otherwise."""
+    """Authenticate by token (or session, for GET) and answer 401 otherwise; 429 past the token's rate limit."""
 
     @functools.wraps(view)
     def wrapper(request, *args, **kwargs):
-        user = tokens.user_for_request(request)
+        token = tokens.token_for_request(request)
+        user = None if token is None else token.user
+        if token is not None and tokens.record_use(token) > settings.API_RATE_LIMIT_PER_MINUTE:
+            response = _error(
+                429,
+                f"Too many requests: this token may make {settings.API_RATE_LIMIT_PER_MINUTE} a minute. "
+                "Wait and try again; send many files as one batch.",
+            )
+            response["Retry-After"] = str(tokens.seconds_to_next_window())
+            return response
         if user is None and request.method == "GET" and request.user.is_authenticated:
             user = request.user
         if user is None:

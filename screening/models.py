@@ -105,6 +105,8 @@ class Study(TimeStamped):
     # "host:pid" of the worker process that claimed the study while RUNNING; with that
     # process's heartbeat, the sweep knows within seconds when a claim's owner has died.
     claimed_by = models.CharField(max_length=128, blank=True)
+    # Set by ``manage.py purge``: the original file (patient data) is gone; results and reviews stay.
+    file_purged_at = models.DateTimeField(null=True, blank=True)
     duplicate_of = models.ForeignKey(
         "self",
         on_delete=models.PROTECT,
@@ -274,6 +276,7 @@ class AuditEvent(models.Model):
         RERUN = "rerun", _("Re-ran inference")
         SITE_VALIDATION = "site_validation", _("Started a site validation")
         SITE_ADOPTED = "site_adopted", _("Adopted a site operating point")
+        PURGE = "purge", _("Removed original files past the retention period")
         ADMIN_CHANGE = "admin_change", _("Changed data in the admin")
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
@@ -305,6 +308,9 @@ class ApiToken(models.Model):
     prefix = models.CharField(max_length=8, help_text=_("First characters of the key, to tell tokens apart."))
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
+    # Requests in the current minute, for API_RATE_LIMIT_PER_MINUTE (a fixed window per token).
+    window_started_at = models.DateTimeField(null=True, blank=True)
+    window_requests = models.PositiveIntegerField(default=0)
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.user})"

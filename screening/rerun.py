@@ -23,6 +23,7 @@ class RerunOutcome:
     queued: list[int] = field(default_factory=list)
     same_model: list[int] = field(default_factory=list)
     not_finished: list[int] = field(default_factory=list)
+    purged: list[int] = field(default_factory=list)  # the original is gone (retention): nothing to score
 
 
 def rerun_with_current_model(studies, actor) -> RerunOutcome:
@@ -32,6 +33,8 @@ def rerun_with_current_model(studies, actor) -> RerunOutcome:
         for study in studies.prefetch_related("results"):
             if study.status not in Study.FINISHED:
                 outcome.not_finished.append(study.pk)
+            elif study.file_purged_at is not None:
+                outcome.purged.append(study.pk)
             elif any(result.model_version == version for result in study.results.all()):
                 outcome.same_model.append(study.pk)
             else:

@@ -13,7 +13,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from django.conf import settings
 from django.db import transaction
+from django.db.models import Sum
 from django.utils import timezone
 
 from screening import audit, storage
@@ -100,6 +102,7 @@ def _submit(user, source, files, name, limits, declaration, written) -> Submissi
         outcome = SubmissionOutcome(batch=batch)
         first_name_by_sha: dict[str, str] = {}
         received = 0
+        quota = _remaining_quota(user)
         for item in expand(files, limits):
             received += 1
             if isinstance(item, Refusal):
@@ -111,8 +114,13 @@ def _submit(user, source, files, name, limits, declaration, written) -> Submissi
                         {"file": item.name, "note": f"Same content as {first_name_by_sha[item.sha256]}; stored once."}
                     )
                     continue
+                if quota is not None and item.size > quota:
+                    outcome.refusals.append(Refusal(item.name, _quota_message()))
+                    continue
                 first_name_by_sha[item.sha256] = item.name
                 outcome.studies.append(_new_study(batch, item, declaration, written))
+                if quota is not None:
+                    quota -= item.size
             finally:
                 item.spool.close()
 
@@ -143,6 +151,23 @@ def _submit(user, source, files, name, limits, declaration, written) -> Submissi
         study.status = statuses.get(study.pk, study.status)
     log.info("batch %s submitted: %d studies, %d refused", batch.pk, len(outcome.studies), len(outcome.refusals))
     return outcome
+
+
+def _remaining_quota(user) -> int | None:
+    """Bytes ``user`` may still store (originals not yet purged count), or None when there is no quota."""
+    limit = settings.SCREENING_USER_QUOTA_BYTES
+    if not limit:
+        return None
+    used = Study.objects.filter(batch__submitted_by=user, file_purged_at__isnull=True).aggregate(n=Sum("size_bytes"))
+    return max(0, limit - (used["n"] or 0))
+
+
+def _quota_message() -> str:
+    mb = settings.SCREENING_USER_QUOTA_BYTES // (1024 * 1024)
+    return (
+        f"Your storage quota of {mb} MB is used up; file not accepted. Older originals are removed under the "
+        "retention policy, or ask an administrator to raise SCREENING_USER_QUOTA_MB."
+    )
 
 
 def _new_study(batch: Batch, item: Incoming, declaration: Declaration, written: list[str]) -> Study:

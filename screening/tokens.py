@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 
+from django.db.models import F
 from django.utils import timezone
 
 from screening.models import ApiToken
@@ -26,8 +27,8 @@ def create_token(user) -> str:
     return key
 
 
-def user_for_request(request):
-    """The active user whose token the request carries, or None."""
+def token_for_request(request) -> ApiToken | None:
+    """The token the request carries, if it is a real one of an active user."""
     header = request.headers.get("Authorization", "")
     scheme, _, key = header.partition(" ")
     if scheme.lower() not in _SCHEMES or not key.strip():
@@ -35,5 +36,32 @@ def user_for_request(request):
     token = ApiToken.objects.select_related("user").filter(key_hash=_hash(key.strip())).first()
     if token is None or not token.user.is_active:
         return None
-    ApiToken.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
-    return token.user
+    return token
+
+
+def user_for_request(request):
+    """The active user whose token the request carries, or None."""
+    token = token_for_request(request)
+    return None if token is None else token.user
+
+
+def record_use(token: ApiToken) -> int:
+    """Note one request on ``token``; return how many it made in the current minute, this one included.
+
+    One conditional UPDATE per request, shared by every web process (the
+    database holds the count); two requests that open a new minute at the same
+    instant may both start it at 1, which only ever undercounts by one.
+    """
+    now = timezone.now()
+    window = now.replace(second=0, microsecond=0)
+    same_minute = ApiToken.objects.filter(pk=token.pk, window_started_at=window).update(
+        window_requests=F("window_requests") + 1, last_used_at=now
+    )
+    if not same_minute:
+        ApiToken.objects.filter(pk=token.pk).update(window_started_at=window, window_requests=1, last_used_at=now)
+        return 1
+    return ApiToken.objects.values_list("window_requests", flat=True).get(pk=token.pk)
+
+
+def seconds_to_next_window() -> int:
+    return 60 - timezone.now().second

@@ -160,3 +160,11 @@ def test_garbage_requests_never_500(api):
     )
     assert api.post("/api/v1/studies", data="{}", content_type="application/json").status_code == 400
     assert api.get("/api/v1/studies/1").status_code == 404
+
+
+def test_a_token_past_its_rate_limit_gets_a_json_429_with_retry_after(api, settings):
+    settings.API_RATE_LIMIT_PER_MINUTE = 3
+    answers = [api.get("/api/v1/batches/999999").status_code for _ in range(4)]
+    assert answers[:3] == [404, 404, 404] and answers[3] == 429
+    limited = api.get("/api/v1/batches/999999")
+    assert "Too many requests" in limited.json()["error"] and 1 <= int(limited["Retry-After"]) <= 60

@@ -47,6 +47,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "webapp.security.ContentSecurityPolicyMiddleware",
+    "webapp.security.RequestSizeLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -164,6 +165,12 @@ SCREENING_MAX_IMAGE_PIXELS = env_int("SCREENING_MAX_IMAGE_MEGAPIXELS", 50, minim
 SCREENING_CHUNK_SIZE = env_int("SCREENING_CHUNK_SIZE", 16, minimum=1, maximum=256)
 SCREENING_MODEL_DIR = env_str("SCREENING_MODEL_DIR")  # default: the version named in ml/models/CURRENT
 SCREENING_MAX_ATTEMPTS = env_int("SCREENING_MAX_ATTEMPTS", 3, minimum=1)
+# Originals one submitter may keep stored (until purged); 0 = no quota. Files past it are refused one by one.
+SCREENING_USER_QUOTA_BYTES = env_int("SCREENING_USER_QUOTA_MB", 20480, minimum=0) * 1024 * 1024
+# Requests one API token may make per minute; past it the API answers 429 with Retry-After.
+API_RATE_LIMIT_PER_MINUTE = env_int("API_RATE_LIMIT_PER_MINUTE", 600, minimum=1)
+# Largest request body the web app reads at all (refused with 413 before parsing).
+SCREENING_MAX_REQUEST_BYTES = env_int("SCREENING_MAX_REQUEST_MB", 2048, minimum=1) * 1024 * 1024
 # A site may adopt its own operating point only when its validation's AUC 95 % CI lower bound reaches this.
 SITE_VALIDATION_MIN_AUC = env_float("SITE_VALIDATION_MIN_AUC", 0.90, minimum=0.5, maximum=1.0)
 
