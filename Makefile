@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: install run test lint migrate browser clean-var
+.PHONY: install run test lint chaos migrate browser clean-var
 
 install: $(STAMP)
 
@@ -50,6 +50,10 @@ lint: install
 
 test: lint browser
 	$(PY) -m pytest
+
+# Faults on the production shape (own PostgreSQL and Redis on private ports): a few minutes.
+chaos: install
+	$(PY) -m bench.chaos
 
 clean-var:
 	rm -rf var
