@@ -34,14 +34,18 @@ run: migrate
 	$(VENV)/bin/honcho --no-colour -f Procfile.local start
 
 # The browser tests drive Debian's Chromium (Playwright cannot download its own
-# here). Installed when missing and we are root (as in CI); otherwise those
-# tests are skipped with a loud reason.
+# here) and the proxy test runs Debian's nginx with webapp/deploy/nginx.conf.
+# Installed when missing and we are root (as in CI); otherwise those tests are
+# skipped with a loud reason.
+NGINX ?= /usr/sbin/nginx
+
 browser:
-	@if [ ! -x "$(CHROMIUM)" ]; then \
+	@missing=""; [ -x "$(CHROMIUM)" ] || missing="chromium"; [ -x "$(NGINX)" ] || missing="$$missing nginx-light"; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "Installing Debian's chromium for the browser tests"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	  else echo "WARNING: no $(CHROMIUM) and not root: browser tests will be skipped"; fi; \
+	    echo "Installing Debian's$$missing for the browser and proxy tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "WARNING: missing$$missing and not root: browser/proxy tests will be skipped"; fi; \
 	fi
 
 lint: install

@@ -129,9 +129,15 @@ CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 # is trusted as is). HSTS and the HTTPS redirect are opt-in for the same reason.
 if env_bool("DJANGO_BEHIND_TLS_PROXY", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    # The client's address as the proxy saw it (webapp/deploy/nginx.conf overwrites X-Real-IP),
+    # so the login lockout counts per client, not per proxy.
+    AXES_IPWARE_META_PRECEDENCE_ORDER = ("HTTP_X_REAL_IP", "REMOTE_ADDR")
 SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", False)
+# Probes and the scraper talk plain HTTP inside the deployment's network.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 0, minimum=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", False)
 SECURE_REFERRER_POLICY = "same-origin"
 # Content-Security-Policy (webapp.security): only our own scripts, styles and images;
 # no inline script, no framing, forms post only here.
