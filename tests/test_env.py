@@ -1,7 +1,14 @@
+import json
+import logging
+import subprocess
+import sys
+
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
+from tests.worker_process import ROOT, base_env
 from webapp.env import env_bool, env_float, env_int, env_list, env_secret
+from webapp.logs import JsonFormatter
 
 
 @pytest.mark.parametrize("raw, expected", [("1", True), ("true", True), ("Yes", True), ("0", False), ("off", False)])
@@ -105,3 +112,26 @@ def test_env_float_reads_a_number(monkeypatch):
     assert env_float("MIN_AUC", 0.9, minimum=0.5, maximum=1.0) == 0.85
     monkeypatch.delenv("MIN_AUC")
     assert env_float("MIN_AUC", 0.9, minimum=0.5, maximum=1.0) == 0.9
+
+
+def test_json_logs_are_one_object_per_line_with_the_traceback_inside():
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record = logging.LogRecord("screening.x", logging.ERROR, __file__, 1, "chunk of %d failed", (16,), None)
+        record.exc_info = sys.exc_info()
+    line = JsonFormatter().format(record)
+    entry = json.loads(line)
+    assert "\n" not in line and entry["message"] == "chunk of 16 failed" and entry["level"] == "ERROR"
+    assert "ValueError: boom" in entry["exception"] and entry["logger"] == "screening.x"
+
+
+def test_an_unknown_log_format_stops_start_up():
+    done = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        cwd=ROOT,
+        env=base_env(DJANGO_SETTINGS_MODULE="webapp.settings", DJANGO_SECRET_KEY="x", LOG_FORMAT="xml"),
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode != 0 and "LOG_FORMAT='xml'" in done.stderr
