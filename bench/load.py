@@ -1,0 +1,201 @@
+"""Benchmark: concurrent uploaders through the shipped proxy, counting every answer that is not 202.
+
+    .venv/bin/python -m bench.load [--uploaders 50] [--seconds 60]
+
+Runs what docker-compose runs in front of the database: ``webapp/deploy/nginx.conf``
+(TLS, buffering) and gunicorn with 3 sync workers, against a fresh test
+database and Redis. Each uploader has its own account and API token and posts
+unique fixture X-rays to ``/api/v1/studies`` in a loop for the given time; no
+worker runs, so the figures are about intake alone. Needs nginx, PostgreSQL and
+Redis. Not a test: prints figures, asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import http.client
+import os
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings_test")
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.conf import settings  # noqa: E402
+from django.db import connection  # noqa: E402
+from django.test.utils import setup_test_environment  # noqa: E402
+
+from bench.figures import p50_p95  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def multipart(name: str, data: bytes) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+            f"Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--uploaders", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=60)
+    args = parser.parse_args()
+
+    import redis
+    from django.contrib.auth.models import Group, User
+
+    from screening import roles, tokens
+    from screening.models import Study
+    from tests.test_proxy import free_port, wait_for_port
+    from tests.worker_process import postgres_worker_env
+
+    setup_test_environment()
+    old_name = connection.creation.create_test_db(verbosity=0, keepdb=False)
+    redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
+    work = Path(tempfile.mkdtemp(prefix="bench-load-"))
+    processes = []
+    try:
+        keys = []
+        for i in range(args.uploaders):
+            user = User.objects.create_user(f"uploader-{i}", password="x")
+            user.groups.add(Group.objects.get(name=roles.SUBMITTER))
+            keys.append(tokens.create_token(user))
+        app_port, http_port, https_port = free_port(), free_port(), free_port()
+        settings.MEDIA_ROOT = work / "media"
+        env = postgres_worker_env(settings, DJANGO_ALLOWED_HOSTS="localhost")
+        processes.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "gunicorn",
+                    "webapp.wsgi",
+                    "--bind",
+                    f"127.0.0.1:{app_port}",
+                    "--workers",
+                    "3",
+                    "--timeout",
+                    "120",
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=(work / "gunicorn.log").open("wb"),
+                stderr=subprocess.STDOUT,
+            )
+        )
+        subprocess.run(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=localhost",
+                "-keyout",
+                str(work / "tls.key"),
+                "-out",
+                str(work / "tls.crt"),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        config = (ROOT / "webapp" / "deploy" / "nginx.conf").read_text()
+        for old, new in [
+            ("server web:8000;", f"server 127.0.0.1:{app_port};"),
+            ("listen 80;", f"listen 127.0.0.1:{http_port};"),
+            ("listen 443 ssl;", f"listen 127.0.0.1:{https_port} ssl;"),
+            ("/etc/nginx/certs/", f"{work}/"),
+            ("/tmp/nginx", f"{work}/nginx"),
+            ("access_log /dev/stdout;", f"access_log {work}/access.log;"),
+            ("error_log /dev/stderr warn;", f"error_log {work}/error.log warn;"),
+        ]:
+            config = config.replace(old, new)
+        (work / "nginx.conf").write_text(config)
+        processes.append(
+            subprocess.Popen(
+                ["nginx", "-c", str(work / "nginx.conf"), "-e", str(work / "error.log"), "-g", "daemon off;"],
+                stdout=subprocess.DEVNULL,
+                stderr=(work / "nginx.out").open("wb"),
+            )
+        )
+        wait_for_port(app_port)
+        wait_for_port(https_port)
+        time.sleep(2)
+
+        xray = next((ROOT / "tests" / "fixtures" / "xray" / "NORMAL").glob("*.jpeg")).read_bytes()
+        answers: collections.Counter = collections.Counter()
+        latencies: list[float] = []
+        lock = threading.Lock()
+        stop_at = time.monotonic() + args.seconds
+        context = ssl._create_unverified_context()
+
+        def uploader(key: str, index: int) -> None:
+            n = 0
+            while time.monotonic() < stop_at:
+                n += 1
+                body, content_type = multipart(f"u{index}-{n}.jpeg", xray + f"#{index}-{n}".encode())
+                started = time.monotonic()
+                try:
+                    client = http.client.HTTPSConnection("127.0.0.1", https_port, timeout=60, context=context)
+                    client.request(
+                        "POST",
+                        "/api/v1/studies",
+                        body=body,
+                        headers={
+                            "Host": "localhost",
+                            "Authorization": f"Token {key}",
+                            "Content-Type": content_type,
+                        },
+                    )
+                    status = client.getresponse().status
+                    client.close()
+                except OSError as exc:
+                    status = type(exc).__name__
+                with lock:
+                    answers[status] += 1
+                    latencies.append((time.monotonic() - started) * 1000)
+
+        threads = [threading.Thread(target=uploader, args=(key, i)) for i, key in enumerate(keys)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        total = sum(answers.values())
+        errors = total - answers.get(202, 0)
+        print(f"{args.uploaders} uploaders for {args.seconds:.0f} s through nginx -> gunicorn (3 sync workers)")
+        print(f"requests: {total}   accepted (202): {answers.get(202, 0)}   errors: {errors}   {dict(answers)}")
+        print(f"upload latency: {p50_p95(latencies)}   ({total / args.seconds:.1f} uploads/s)")
+        print(f"studies stored: {Study.objects.count()}   median {statistics.median(latencies):.0f} ms")
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(timeout=30)
+        connection.creation.destroy_test_db(old_name, verbosity=0)
+        redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
+
+
+if __name__ == "__main__":
+    main()
