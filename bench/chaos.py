@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,8 @@ import time
 from pathlib import Path
 
 import psycopg
+
+from tests.worker_process import WorkerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_PORT, REDIS_PORT = 55432, 56379
@@ -81,47 +82,23 @@ class Redis:
 
 
 class Worker:
+    """One worker with beat, started again after each kill (``tests.worker_process.WorkerProcess``)."""
+
     def __init__(self, env: dict[str, str], work: Path):
         self.env, self.work, self.count = env, work, 0
-        self.process: subprocess.Popen | None = None
+        self.process: WorkerProcess | None = None
 
     def start(self) -> None:
         self.count += 1
-        log = (self.work / f"worker-{self.count}.log").open("ab")
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "worker",
-                "worker",
-                "-B",
-                "--concurrency",
-                "1",
-                "--loglevel",
-                "INFO",
-                "--schedule",
-                str(self.work / "beat-schedule"),
-            ],
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        beat = ("-B", "--schedule", str(self.work / "beat-schedule"))
+        self.process = WorkerProcess(self.env, self.work / f"worker-{self.count}.log", *beat).start()
 
     def kill(self) -> None:
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=30)
+        self.process.kill_hard()
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        if self.process is not None:
+            self.process.stop()
 
 
 def wait_for(condition, timeout: float, interval: float = 0.2) -> float:

@@ -18,8 +18,6 @@ import http.client
 import os
 import ssl
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -54,6 +52,49 @@ def multipart(name: str, data: bytes) -> tuple[bytes, str]:
     return body, f"multipart/form-data; boundary={boundary}"
 
 
+def run_uploaders(port: int, keys: list[str], seconds: float):
+    """Each key's uploader posts unique fixture X-rays until ``seconds`` have passed; (answers, latencies)."""
+    xray = next((ROOT / "tests" / "fixtures" / "xray" / "NORMAL").glob("*.jpeg")).read_bytes()
+    answers: collections.Counter = collections.Counter()
+    latencies: list[float] = []
+    lock = threading.Lock()
+    stop_at = time.monotonic() + seconds
+    context = ssl._create_unverified_context()
+
+    def uploader(key: str, index: int) -> None:
+        n = 0
+        while time.monotonic() < stop_at:
+            n += 1
+            body, content_type = multipart(f"u{index}-{n}.jpeg", xray + f"#{index}-{n}".encode())
+            started = time.monotonic()
+            try:
+                client = http.client.HTTPSConnection("127.0.0.1", port, timeout=60, context=context)
+                client.request(
+                    "POST",
+                    "/api/v1/studies",
+                    body=body,
+                    headers={
+                        "Host": "localhost",
+                        "Authorization": f"Token {key}",
+                        "Content-Type": content_type,
+                    },
+                )
+                status = client.getresponse().status
+                client.close()
+            except OSError as exc:
+                status = type(exc).__name__
+            with lock:
+                answers[status] += 1
+                latencies.append((time.monotonic() - started) * 1000)
+
+    threads = [threading.Thread(target=uploader, args=(key, i)) for i, key in enumerate(keys)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return answers, latencies
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--uploaders", type=int, default=50)
@@ -65,124 +106,25 @@ def main() -> None:
 
     from screening import roles, tokens
     from screening.models import Study
-    from tests.test_proxy import free_port, wait_for_port
+    from tests.proxy_stack import proxied_gunicorn
     from tests.worker_process import postgres_worker_env
 
     setup_test_environment()
     old_name = connection.creation.create_test_db(verbosity=0, keepdb=False)
     redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
     work = Path(tempfile.mkdtemp(prefix="bench-load-"))
-    processes = []
     try:
         keys = []
         for i in range(args.uploaders):
             user = User.objects.create_user(f"uploader-{i}", password="x")
             user.groups.add(Group.objects.get(name=roles.SUBMITTER))
             keys.append(tokens.create_token(user))
-        app_port, http_port, https_port = free_port(), free_port(), free_port()
         settings.MEDIA_ROOT = work / "media"
         env = postgres_worker_env(settings, DJANGO_ALLOWED_HOSTS="localhost")
-        processes.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "gunicorn",
-                    "webapp.wsgi",
-                    "--bind",
-                    f"127.0.0.1:{app_port}",
-                    "--workers",
-                    "3",
-                    "--timeout",
-                    "120",
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=(work / "gunicorn.log").open("wb"),
-                stderr=subprocess.STDOUT,
-            )
-        )
-        subprocess.run(
-            [
-                "openssl",
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "1",
-                "-subj",
-                "/CN=localhost",
-                "-keyout",
-                str(work / "tls.key"),
-                "-out",
-                str(work / "tls.crt"),
-            ],
-            check=True,
-            capture_output=True,
-        )
-        config = (ROOT / "webapp" / "deploy" / "nginx.conf").read_text()
-        for old, new in [
-            ("server web:8000;", f"server 127.0.0.1:{app_port};"),
-            ("listen 80;", f"listen 127.0.0.1:{http_port};"),
-            ("listen 443 ssl;", f"listen 127.0.0.1:{https_port} ssl;"),
-            ("/etc/nginx/certs/", f"{work}/"),
-            ("/tmp/nginx", f"{work}/nginx"),
-            ("access_log /dev/stdout;", f"access_log {work}/access.log;"),
-            ("error_log /dev/stderr warn;", f"error_log {work}/error.log warn;"),
-        ]:
-            config = config.replace(old, new)
-        (work / "nginx.conf").write_text(config)
-        processes.append(
-            subprocess.Popen(
-                ["nginx", "-c", str(work / "nginx.conf"), "-e", str(work / "error.log"), "-g", "daemon off;"],
-                stdout=subprocess.DEVNULL,
-                stderr=(work / "nginx.out").open("wb"),
-            )
-        )
-        wait_for_port(app_port)
-        wait_for_port(https_port)
-        time.sleep(2)
+        with proxied_gunicorn(work, env, workers=3) as ports:
+            time.sleep(2)
+            answers, latencies = run_uploaders(ports["https"], keys, args.seconds)
 
-        xray = next((ROOT / "tests" / "fixtures" / "xray" / "NORMAL").glob("*.jpeg")).read_bytes()
-        answers: collections.Counter = collections.Counter()
-        latencies: list[float] = []
-        lock = threading.Lock()
-        stop_at = time.monotonic() + args.seconds
-        context = ssl._create_unverified_context()
-
-        def uploader(key: str, index: int) -> None:
-            n = 0
-            while time.monotonic() < stop_at:
-                n += 1
-                body, content_type = multipart(f"u{index}-{n}.jpeg", xray + f"#{index}-{n}".encode())
-                started = time.monotonic()
-                try:
-                    client = http.client.HTTPSConnection("127.0.0.1", https_port, timeout=60, context=context)
-                    client.request(
-                        "POST",
-                        "/api/v1/studies",
-                        body=body,
-                        headers={
-                            "Host": "localhost",
-                            "Authorization": f"Token {key}",
-                            "Content-Type": content_type,
-                        },
-                    )
-                    status = client.getresponse().status
-                    client.close()
-                except OSError as exc:
-                    status = type(exc).__name__
-                with lock:
-                    answers[status] += 1
-                    latencies.append((time.monotonic() - started) * 1000)
-
-        threads = [threading.Thread(target=uploader, args=(key, i)) for i, key in enumerate(keys)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
         total = sum(answers.values())
         errors = total - answers.get(202, 0)
         print(f"{args.uploaders} uploaders for {args.seconds:.0f} s through nginx -> gunicorn (3 sync workers)")
@@ -190,9 +132,6 @@ def main() -> None:
         print(f"upload latency: {p50_p95(latencies)}   ({total / args.seconds:.1f} uploads/s)")
         print(f"studies stored: {Study.objects.count()}   median {statistics.median(latencies):.0f} ms")
     finally:
-        for process in processes:
-            process.terminate()
-            process.wait(timeout=30)
         connection.creation.destroy_test_db(old_name, verbosity=0)
         redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
 

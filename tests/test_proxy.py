@@ -12,19 +12,16 @@ when root, like Chromium); skipped loudly without it.
 from __future__ import annotations
 
 import http.client
-import os
 import shutil
-import signal
 import socket
 import ssl
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.worker_process import ROOT, base_env
+from tests.proxy_stack import proxied_gunicorn
+from tests.worker_process import base_env
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 pytestmark = pytest.mark.skipif(
@@ -32,22 +29,6 @@ pytestmark = pytest.mark.skipif(
 )
 SLOW_CLIENTS = 3
 GUNICORN_WORKERS = 2
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise AssertionError(f"nothing listens on {port}")
 
 
 def slow_body(port: int, tls: bool) -> socket.socket:
@@ -84,74 +65,9 @@ def healthz_seconds(port: int, tls: bool) -> float:
 
 @pytest.fixture
 def stack(tmp_path):
-    app_port, http_port, https_port = free_port(), free_port(), free_port()
     env = base_env(DJANGO_SETTINGS_MODULE="webapp.settings_test", DJANGO_ALLOWED_HOSTS="localhost")
-    gunicorn = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "webapp.wsgi",
-            "--bind",
-            f"127.0.0.1:{app_port}",
-            "--workers",
-            str(GUNICORN_WORKERS),
-            "--timeout",
-            "120",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=(tmp_path / "gunicorn.log").open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-keyout",
-            str(tmp_path / "tls.key"),
-            "-out",
-            str(tmp_path / "tls.crt"),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    config = (ROOT / "webapp" / "deploy" / "nginx.conf").read_text()
-    for old, new in [
-        ("server web:8000;", f"server 127.0.0.1:{app_port};"),
-        ("listen 80;", f"listen 127.0.0.1:{http_port};"),
-        ("listen 443 ssl;", f"listen 127.0.0.1:{https_port} ssl;"),
-        ("/etc/nginx/certs/", f"{tmp_path}/"),
-        ("/tmp/nginx", f"{tmp_path}/nginx"),
-        ("access_log /dev/stdout;", f"access_log {tmp_path}/access.log;"),
-        ("error_log /dev/stderr warn;", f"error_log {tmp_path}/error.log warn;"),
-    ]:
-        assert old in config, old
-        config = config.replace(old, new)
-    (tmp_path / "nginx.conf").write_text(config)
-    nginx = subprocess.Popen(
-        [NGINX, "-c", str(tmp_path / "nginx.conf"), "-e", str(tmp_path / "error.log"), "-g", "daemon off;"],
-        stdout=subprocess.DEVNULL,
-        stderr=(tmp_path / "nginx.out").open("wb"),
-        start_new_session=True,
-    )
-    try:
-        wait_for_port(app_port)
-        wait_for_port(https_port)
-        yield {"app": app_port, "https": https_port, "http": http_port}
-    finally:
-        for process in (nginx, gunicorn):
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=30)
+    with proxied_gunicorn(tmp_path, env, nginx=NGINX, workers=GUNICORN_WORKERS) as ports:
+        yield ports
 
 
 def test_slow_clients_starve_bare_gunicorn_but_not_the_proxy(stack):
