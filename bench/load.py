@@ -31,10 +31,9 @@ import django  # noqa: E402
 django.setup()
 
 from django.conf import settings  # noqa: E402
-from django.db import connection  # noqa: E402
-from django.test.utils import setup_test_environment  # noqa: E402
 
 from bench.figures import p50_p95  # noqa: E402
+from bench.services import fresh_services  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -101,7 +100,6 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60)
     args = parser.parse_args()
 
-    import redis
     from django.contrib.auth.models import Group, User
 
     from screening import roles, tokens
@@ -109,11 +107,8 @@ def main() -> None:
     from tests.proxy_stack import proxied_gunicorn
     from tests.worker_process import postgres_worker_env
 
-    setup_test_environment()
-    old_name = connection.creation.create_test_db(verbosity=0, keepdb=False)
-    redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
     work = Path(tempfile.mkdtemp(prefix="bench-load-"))
-    try:
+    with fresh_services():
         keys = []
         for i in range(args.uploaders):
             user = User.objects.create_user(f"uploader-{i}", password="x")
@@ -131,9 +126,6 @@ def main() -> None:
         print(f"requests: {total}   accepted (202): {answers.get(202, 0)}   errors: {errors}   {dict(answers)}")
         print(f"upload latency: {p50_p95(latencies)}   ({total / args.seconds:.1f} uploads/s)")
         print(f"studies stored: {Study.objects.count()}   median {statistics.median(latencies):.0f} ms")
-    finally:
-        connection.creation.destroy_test_db(old_name, verbosity=0)
-        redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
 
 
 if __name__ == "__main__":

@@ -25,8 +25,8 @@ import django  # noqa: E402
 django.setup()
 
 from django.conf import settings  # noqa: E402
-from django.db import connection  # noqa: E402
-from django.test.utils import setup_test_environment  # noqa: E402
+
+from bench.services import fresh_services  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,7 +37,6 @@ def main() -> None:
     parser.add_argument("--originals", default=str(ROOT.parent / "shared" / "data" / "originals"))
     args = parser.parse_args()
 
-    import redis
     from django.contrib.auth.models import Group, User
 
     from bench.throughput import unique_files
@@ -46,12 +45,9 @@ def main() -> None:
     from screening.submission import submit
     from tests.worker_process import WorkerProcess, postgres_worker_env, wait_until
 
-    setup_test_environment()
-    old_name = connection.creation.create_test_db(verbosity=0, keepdb=False)
-    redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
-    env = postgres_worker_env(settings)
-    logs = Path(tempfile.mkdtemp(prefix="bench-recovery-"))
-    try:
+    with fresh_services():
+        env = postgres_worker_env(settings)
+        logs = Path(tempfile.mkdtemp(prefix="bench-recovery-"))
         user = User.objects.create_user("bench-recovery", password="x")
         user.groups.add(Group.objects.get(name=roles.SUBMITTER))
         files = unique_files(Path(args.originals), args.studies)
@@ -75,9 +71,6 @@ def main() -> None:
         print(f"worker killed with {left} of {len(files)} studies unfinished")
         print(f"lost: {len(files) - done}   duplicated results: {results - done}")
         print(f"seconds from restart to all DONE: {seconds:.1f}")
-    finally:
-        connection.creation.destroy_test_db(old_name, verbosity=0)
-        redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
 
 
 if __name__ == "__main__":
