@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from unittest import mock
 
@@ -51,6 +52,20 @@ def outsider(db):
 
 def token_client(user) -> Client:
     return Client(HTTP_AUTHORIZATION=f"Token {tokens.create_token(user)}")
+
+
+def logged_in(user) -> Client:
+    """A browser session of ``user``, without going through the login form."""
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def named(name: str, data: bytes) -> io.BytesIO:
+    """In-memory file content with a name, as the test client uploads it."""
+    handle = io.BytesIO(data)
+    handle.name = name
+    return handle
 
 
 @pytest.fixture

@@ -8,19 +8,13 @@ import pytest
 from django.test import Client
 
 from screening.models import Batch, Result, Study
-from tests.conftest import XRAYS, token_client
+from tests.conftest import XRAYS, named, token_client
 
 
 @pytest.fixture(autouse=True)
 def no_broker(publish):
     """These tests check the API, not the queue: publishing is recorded, not sent."""
     return publish
-
-
-def _named(name, data):
-    handle = io.BytesIO(data)
-    handle.name = name
-    return handle
 
 
 def test_anonymous_calls_get_401_with_a_hint():
@@ -43,7 +37,7 @@ def test_a_wrong_token_gets_401(db):
 
 def test_submit_one_study_answers_202_with_ids(api, django_capture_on_commit_callbacks, no_broker):
     with django_capture_on_commit_callbacks(execute=True):
-        response = api.post("/api/v1/studies", {"file": _named("chest.jpeg", XRAYS[0].read_bytes())})
+        response = api.post("/api/v1/studies", {"file": named("chest.jpeg", XRAYS[0].read_bytes())})
     assert response.status_code == 202
     body = response.json()
     study = Study.objects.get(pk=body["studies"][0]["id"])
@@ -53,7 +47,7 @@ def test_submit_one_study_answers_202_with_ids(api, django_capture_on_commit_cal
 
 def test_submit_study_refuses_several_files(api):
     response = api.post(
-        "/api/v1/studies", {"file": [_named("a.jpeg", XRAYS[0].read_bytes()), _named("b.jpeg", XRAYS[1].read_bytes())]}
+        "/api/v1/studies", {"file": [named("a.jpeg", XRAYS[0].read_bytes()), named("b.jpeg", XRAYS[1].read_bytes())]}
     )
     assert response.status_code == 400 and "exactly one" in response.json()["error"]
 
@@ -65,9 +59,9 @@ def test_submit_batch_of_files_and_zip_reports_refusals(api):
         bundle.writestr("../evil.jpeg", XRAYS[3].read_bytes())
     payload = {
         "files": [
-            _named("a.jpeg", XRAYS[0].read_bytes()),
-            _named("empty.png", b""),
-            _named("set.zip", archive.getvalue()),
+            named("a.jpeg", XRAYS[0].read_bytes()),
+            named("empty.png", b""),
+            named("set.zip", archive.getvalue()),
         ]
     }
     response = api.post("/api/v1/batches", payload)
@@ -78,19 +72,19 @@ def test_submit_batch_of_files_and_zip_reports_refusals(api):
 
 
 def test_a_batch_with_nothing_acceptable_is_a_400_and_leaves_no_rows(api):
-    response = api.post("/api/v1/batches", {"files": [_named("x.jpg", b"not an image")]})
+    response = api.post("/api/v1/batches", {"files": [named("x.jpg", b"not an image")]})
     assert response.status_code == 400
     assert response.json()["refused"][0]["file"] == "x.jpg"
     assert Batch.objects.count() == 0
 
 
 def test_a_radiologist_may_not_submit(radiologist):
-    response = token_client(radiologist).post("/api/v1/studies", {"file": _named("a.jpeg", XRAYS[0].read_bytes())})
+    response = token_client(radiologist).post("/api/v1/studies", {"file": named("a.jpeg", XRAYS[0].read_bytes())})
     assert response.status_code == 403
 
 
 def test_batch_progress_and_results(api, submitter):
-    body = api.post("/api/v1/batches", {"files": [_named(p.name, p.read_bytes()) for p in XRAYS[:3]]}).json()
+    body = api.post("/api/v1/batches", {"files": [named(p.name, p.read_bytes()) for p in XRAYS[:3]]}).json()
     done, failed, waiting = body["studies"]
     Study.objects.filter(pk=done["id"]).update(status=Study.Status.DONE)
     Result.objects.create(
@@ -117,7 +111,7 @@ def test_batch_progress_and_results(api, submitter):
 
 def test_another_submitters_batch_and_study_are_404(api, other_submitter):
     theirs = (
-        token_client(other_submitter).post("/api/v1/studies", {"file": _named("t.jpeg", XRAYS[0].read_bytes())}).json()
+        token_client(other_submitter).post("/api/v1/studies", {"file": named("t.jpeg", XRAYS[0].read_bytes())}).json()
     )
     assert api.get(f"/api/v1/batches/{theirs['batch']}").status_code == 404
     assert api.get(f"/api/v1/studies/{theirs['studies'][0]['id']}").status_code == 404
@@ -125,29 +119,29 @@ def test_another_submitters_batch_and_study_are_404(api, other_submitter):
 
 
 def test_radiologists_and_auditors_see_every_study(api, radiologist, auditor):
-    mine = api.post("/api/v1/studies", {"file": _named("m.jpeg", XRAYS[0].read_bytes())}).json()
+    mine = api.post("/api/v1/studies", {"file": named("m.jpeg", XRAYS[0].read_bytes())}).json()
     for user in (radiologist, auditor):
         assert token_client(user).get(f"/api/v1/studies/{mine['studies'][0]['id']}").status_code == 200
 
 
 def test_an_outsider_sees_nothing_and_cannot_submit(api, outsider):
-    mine = api.post("/api/v1/studies", {"file": _named("m.jpeg", XRAYS[0].read_bytes())}).json()
+    mine = api.post("/api/v1/studies", {"file": named("m.jpeg", XRAYS[0].read_bytes())}).json()
     client = token_client(outsider)
     assert client.get(f"/api/v1/batches/{mine['batch']}").status_code == 404
-    assert client.post("/api/v1/studies", {"file": _named("m.jpeg", XRAYS[0].read_bytes())}).status_code == 403
+    assert client.post("/api/v1/studies", {"file": named("m.jpeg", XRAYS[0].read_bytes())}).status_code == 403
 
 
 def test_get_accepts_the_web_session(submitter, api):
-    mine = api.post("/api/v1/studies", {"file": _named("m.jpeg", XRAYS[0].read_bytes())}).json()
+    mine = api.post("/api/v1/studies", {"file": named("m.jpeg", XRAYS[0].read_bytes())}).json()
     client = Client()
     client.force_login(submitter)
     assert client.get(f"/api/v1/batches/{mine['batch']}").status_code == 200
-    assert client.post("/api/v1/studies", {"file": _named("m.jpeg", XRAYS[0].read_bytes())}).status_code == 401
+    assert client.post("/api/v1/studies", {"file": named("m.jpeg", XRAYS[0].read_bytes())}).status_code == 401
 
 
 def test_too_many_files_in_one_request_is_a_clear_400(api, settings):
     settings.DATA_UPLOAD_MAX_NUMBER_FILES = 2
-    response = api.post("/api/v1/batches", {"files": [_named(p.name, p.read_bytes()) for p in XRAYS[:3]]})
+    response = api.post("/api/v1/batches", {"files": [named(p.name, p.read_bytes()) for p in XRAYS[:3]]})
     assert response.status_code == 400 and "Too many files" in response.json()["error"]
 
 

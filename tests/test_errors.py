@@ -1,18 +1,11 @@
 """Errors answer in the caller's language: JSON for the API and the upload script, never an HTML page (issue 12)."""
 
-import io
 from unittest import mock
 
 from django.db import OperationalError
 from django.test import Client
 
-from tests.conftest import XRAYS, token_client
-
-
-def named(name, data):
-    handle = io.BytesIO(data)
-    handle.name = name
-    return handle
+from tests.conftest import XRAYS, named, token_client
 
 
 def test_a_database_outage_is_a_json_503_with_retry_after(submitter):

@@ -95,7 +95,7 @@ def test_metrics_need_the_token_or_a_staff_login_and_parse_as_prometheus(db, set
 
 
 def test_the_system_page_is_for_staff(db, submitter, admin_client):
-    from tests.test_web import logged_in
+    from tests.conftest import logged_in
 
     assert logged_in(submitter).get("/system/").status_code == 302  # to the admin login
     page = admin_client.get("/system/").content.decode()

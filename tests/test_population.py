@@ -7,22 +7,15 @@ import json
 import pydicom
 import pytest
 from django.core.management import CommandError, call_command
-from django.test import Client
 
 from screening.models import Batch, Result, Study
 from screening.population import Declaration
 from screening.scoring import score_chunk
 from screening.submission import submit
-from tests.conftest import FIXTURES, XRAYS
+from tests.conftest import FIXTURES, XRAYS, logged_in, named
 from tests.factories import batch_for, scored_study
 
 MONO2 = FIXTURES / "bad" / "mono2.dcm"  # a frontal DX with PatientAge 045Y
-
-
-def logged_in(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def dicom_with(**attributes) -> bytes:
@@ -126,7 +119,6 @@ def test_the_api_takes_a_declaration_and_refuses_a_bad_one_clearly(api, publish)
 
 
 def test_the_upload_form_refuses_a_bad_age_with_a_message(submitter, publish):
-    from tests.test_web import named
 
     client = logged_in(submitter)
     response = client.post(

@@ -3,6 +3,7 @@
 import pytest
 from django.test import Client
 
+from tests.conftest import logged_in
 from tests.factories import batch_for, bulk_scored_studies
 
 
@@ -11,12 +12,6 @@ def thousand_studies(submitter):
     batch = batch_for(submitter)
     bulk_scored_studies(batch, 1000)
     return batch
-
-
-def logged_in(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def test_worklist_queries_are_pinned(radiologist, thousand_studies, django_assert_num_queries):

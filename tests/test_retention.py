@@ -10,8 +10,7 @@ from django.utils import timezone
 from screening.models import AuditEvent, Batch, Review, Study
 from screening.retention import purge_originals
 from screening.submission import submit
-from tests.conftest import XRAYS
-from tests.test_web import logged_in
+from tests.conftest import XRAYS, logged_in
 
 
 def old(studies, days):

@@ -5,20 +5,13 @@ import zipfile
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.test import Client
 from PIL import Image, ImageOps
 
 from screening import site_validation
 from screening.models import AuditEvent, Result, Review, SiteSetting, SiteValidation, SiteValidationCase, Study
 from screening.scoring import score_chunk
-from tests.conftest import ORIGINALS, XRAYS
+from tests.conftest import ORIGINALS, XRAYS, logged_in, named
 from tests.factories import batch_for, scored_study
-
-
-def logged_in(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def mirrored(path) -> bytes:
@@ -144,7 +137,7 @@ def test_end_to_end_labelled_zip_report_adoption_and_later_results(
     admin_client, submitter, publish, django_capture_on_commit_callbacks
 ):
     with django_capture_on_commit_callbacks(execute=True):
-        response = admin_client.post("/site-validation/", {"archive": _named("site.zip", labelled_zip())}, follow=True)
+        response = admin_client.post("/site-validation/", {"archive": named("site.zip", labelled_zip())}, follow=True)
     validation = SiteValidation.objects.get()
     assert response.status_code == 200 and "Running" in response.content.decode()
     assert validation.cases.count() == 11 and validation.report is None
@@ -195,9 +188,3 @@ def test_the_command_refuses_non_administrators_and_a_folder_without_labels(radi
     (tmp_path / "a.jpeg").write_bytes(XRAYS[0].read_bytes())
     with pytest.raises(CommandError, match="No labelled cases"):
         call_command("site_validation", str(tmp_path), "--user", admin_user.username)
-
-
-def _named(name, data):
-    handle = io.BytesIO(data)
-    handle.name = name
-    return handle

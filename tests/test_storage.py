@@ -11,14 +11,7 @@ from ml.serving.decode import decode
 from screening import storage
 from screening.models import Batch, Study
 from screening.submission import storage_path, submit
-from tests.conftest import XRAYS
-from tests.test_web import logged_in
-
-
-def named(name, data):
-    handle = io.BytesIO(data)
-    handle.name = name
-    return handle
+from tests.conftest import XRAYS, logged_in, named
 
 
 @pytest.fixture

@@ -7,13 +7,8 @@ import pytest
 from django.test import Client
 
 from screening.models import AuditEvent, Review, Study
+from tests.conftest import logged_in
 from tests.factories import batch_for, scored_study, unscored_study
-
-
-def logged_in(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 @pytest.fixture

@@ -1,29 +1,15 @@
 """Web pages for submitters: login, upload form, batch pages."""
 
-import io
-
 import pytest
 from django.test import Client
 
 from screening.models import AuditEvent, Batch, Study
-from tests.conftest import XRAYS
+from tests.conftest import XRAYS, logged_in, named
 
 
 @pytest.fixture(autouse=True)
 def no_broker(publish):
     return publish
-
-
-def logged_in(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-def named(name, data):
-    handle = io.BytesIO(data)
-    handle.name = name
-    return handle
 
 
 @pytest.mark.parametrize("url", ["/batches/", "/batches/new/", "/batches/1/"])
