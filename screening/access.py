@@ -7,6 +7,7 @@ into 404, never 403, so that ids do not reveal what exists.
 
 from __future__ import annotations
 
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 
 from screening.models import Batch, Study
@@ -34,3 +35,9 @@ def visible_studies(user) -> QuerySet[Study]:
 
 def can_submit(user) -> bool:
     return user.is_authenticated and user.has_perm(SUBMIT)
+
+
+def require(request, *permissions: str) -> None:
+    """403 unless the user holds one of ``permissions``; object visibility is checked separately (404)."""
+    if not any(request.user.has_perm(p) for p in permissions):
+        raise PermissionDenied

@@ -193,22 +193,23 @@ def _score_claimed(
     threshold = None if setting is None else setting.threshold
     timings: dict[str, float] = {}
     outcomes = pipeline.score(prepared, explainer, gate, population_check, threshold=threshold, timings=timings)
+    ages = validated_range(explainer.card)
     scored: list[tuple[Study, pipeline.Scored, population.Verdict]] = []
     for study, image, outcome in zip(ready, prepared, outcomes, strict=True):
         if isinstance(outcome, pipeline.Rejected):
             _record_gate_rejection(study, outcome.reason)
         else:
-            scored.append((study, outcome, _population_verdict(study, image, outcome, explainer)))
+            scored.append((study, outcome, _population_verdict(study, image, outcome, ages)))
     if scored:
         per_study_ms = timings.get("model + heatmap", 0.0) * 1000 / len(scored)
         _write_results(scored, explainer, setting, per_study_ms)
 
 
 def _population_verdict(
-    study: Study, image: pipeline.PreparedImage, outcome: pipeline.Scored, explainer: ExplainingScreener
+    study: Study, image: pipeline.PreparedImage, outcome: pipeline.Scored, ages: population.AgeRange
 ) -> population.Verdict:
     return population.decide(
-        validated_range(explainer.card),
+        ages,
         dicom=image.attributes,
         declared_group=study.declared_population,
         declared_age=study.declared_age_years,

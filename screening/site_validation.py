@@ -152,9 +152,7 @@ def compute_report(validation: SiteValidation) -> dict:
     """What the report page shows, from the results of the validation's model version."""
     from ml.evaluation.metrics import at_threshold, bootstrap_ci, reliability_table, roc_auc
 
-    cases = list(validation.cases.select_related("study", "study__duplicate_of"))
-    results = _results_by_study(cases, validation.model_version)
-    scored = [(case, results[case.study_id]) for case in cases if case.study_id in results]
+    cases, scored = _scored_cases(validation)
     statuses = [case.study.status for case in cases]
     report: dict = {
         "model_version": validation.model_version,
@@ -165,8 +163,7 @@ def compute_report(validation: SiteValidation) -> dict:
         "unlabelled": _unlabelled(validation),
         "min_auc_lower_bound": settings.SITE_VALIDATION_MIN_AUC,
     }
-    y = np.array([case.pneumonia for case, _ in scored], dtype=bool)
-    p = np.array([result.probability for _, result in scored], dtype=np.float64)
+    y, p = _labels_and_probabilities(scored)
     outside = [result.population == Study.Population.OUTSIDE for _, result in scored]
     report["outside_share"] = sum(outside) / len(scored) if scored else None
     report["n_pneumonia"], report["n_normal"] = int(y.sum()), int((~y).sum())
@@ -214,6 +211,19 @@ def compute_report(validation: SiteValidation) -> dict:
     return report
 
 
+def _scored_cases(validation: SiteValidation) -> tuple[list[SiteValidationCase], list[tuple]]:
+    """All cases, and (case, result) for those the validation's model version scored."""
+    cases = list(validation.cases.select_related("study"))
+    results = _results_by_study(cases, validation.model_version)
+    return cases, [(case, results[case.study_id]) for case in cases if case.study_id in results]
+
+
+def _labels_and_probabilities(scored: list[tuple]) -> tuple[np.ndarray, np.ndarray]:
+    y = np.array([case.pneumonia for case, _ in scored], dtype=bool)
+    p = np.array([result.probability for _, result in scored], dtype=np.float64)
+    return y, p
+
+
 def _results_by_study(cases: list[SiteValidationCase], version: str) -> dict[int, Result]:
     """Each case's result from the validation's model version (a linked duplicate shows its original's)."""
     source_of = {case.study_id: case.study.duplicate_of_id or case.study_id for case in cases}
@@ -252,11 +262,7 @@ def operating_point(validation: SiteValidation, target_sensitivity: float) -> Op
     """The highest threshold whose sensitivity on the report's cases reaches ``target_sensitivity``."""
     from ml.evaluation.metrics import at_threshold, threshold_for_sensitivity
 
-    cases = list(validation.cases.select_related("study"))
-    results = _results_by_study(cases, validation.model_version)
-    pairs = [(case.pneumonia, results[case.study_id].probability) for case in cases if case.study_id in results]
-    y = np.array([label for label, _ in pairs], dtype=bool)
-    p = np.array([probability for _, probability in pairs], dtype=np.float64)
+    y, p = _labels_and_probabilities(_scored_cases(validation)[1])
     threshold = float(threshold_for_sensitivity(y, p, target_sensitivity))
     measured = at_threshold(y, p, threshold)
     return OperatingPoint(threshold, measured["sensitivity"], measured["specificity"])

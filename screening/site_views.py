@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from screening import site_validation
+from screening import access, site_validation
 from screening.forms import AdoptForm, SiteValidationForm
 from screening.models import SiteValidation
 from screening.selectors import current_site_setting
@@ -19,17 +18,12 @@ VALIDATE = "screening.validate_site"
 VIEW = "screening.view_sitevalidation"
 
 
-def _require(request, *permissions: str) -> None:
-    if not any(request.user.has_perm(p) for p in permissions):
-        raise PermissionDenied
-
-
 @login_required
 def site_validation_list(request):
-    _require(request, VALIDATE, VIEW)
+    access.require(request, VALIDATE, VIEW)
     form = SiteValidationForm()
     if request.method == "POST":
-        _require(request, VALIDATE)
+        access.require(request, VALIDATE)
         form = SiteValidationForm(request.POST, request.FILES)
         if form.is_valid():
             try:
@@ -59,7 +53,7 @@ def site_validation_list(request):
 
 @login_required
 def site_validation_detail(request, validation_id: int):
-    _require(request, VALIDATE, VIEW)
+    access.require(request, VALIDATE, VIEW)
     validation = get_object_or_404(SiteValidation.objects.select_related("created_by"), pk=validation_id)
     site_validation.refresh(validation)
     done, total = site_validation.progress(validation)
@@ -84,7 +78,7 @@ def site_validation_detail(request, validation_id: int):
 @login_required
 @require_POST
 def site_validation_adopt(request, validation_id: int):
-    _require(request, VALIDATE)
+    access.require(request, VALIDATE)
     validation = get_object_or_404(SiteValidation, pk=validation_id)
     form = AdoptForm(request.POST)
     if not form.is_valid():

@@ -20,19 +20,12 @@ from screening.review import ReviewForm, save_review
 from screening.storage import StorageUnavailable
 from screening.submission import NothingAccepted, submit
 
-
-def _require(request, *permissions: str) -> None:
-    """403 unless the user holds one of ``permissions``; object visibility is checked separately (404)."""
-    if not any(request.user.has_perm(p) for p in permissions):
-        raise PermissionDenied
-
-
 SEES_STUDIES = (access.SUBMIT, access.VIEW_ALL)
 
 
 @login_required
 def batch_list(request):
-    _require(request, *SEES_STUDIES)
+    access.require(request, *SEES_STUDIES)
     batches = selectors.batches_with_counts(request.user)
     return render(
         request, "screening/batch_list.html", {"batches": batches, "can_submit": access.can_submit(request.user)}
@@ -47,7 +40,7 @@ def _wants_json(request) -> bool:
 def batch_new(request):
     """Upload form. The page's script posts with ``Accept: application/json`` to
     show upload and processing progress; without script it is a plain form."""
-    _require(request, access.SUBMIT)
+    access.require(request, access.SUBMIT)
     form = UploadForm()
     if request.method == "POST":
         try:
@@ -102,7 +95,7 @@ def batch_new(request):
 
 @login_required
 def batch_detail(request, batch_id: int):
-    _require(request, *SEES_STUDIES)
+    access.require(request, *SEES_STUDIES)
     batch = get_object_or_404(access.visible_batches(request.user).select_related("submitted_by"), pk=batch_id)
     studies = selectors.batch_studies(batch)
     progress = selectors.batch_progress(batch)
@@ -129,7 +122,7 @@ def home(request):
 
 @login_required
 def worklist(request):
-    _require(request, access.REVIEW)
+    access.require(request, access.REVIEW)
     tab = triage.TABS_BY_SLUG.get(request.GET.get("tab", "to-review"), triage.TABS[0])
     filters = triage.WorklistFilter(request.GET or None)
     studies = triage.worklist(request.user, tab, filters).select_related("batch")
@@ -152,7 +145,7 @@ def worklist(request):
 
 @login_required
 def worklist_export(request):
-    _require(request, access.REVIEW)
+    access.require(request, access.REVIEW)
     tab = triage.TABS_BY_SLUG.get(request.GET.get("tab", "to-review"), triage.TABS[0])
     studies = triage.worklist(request.user, tab, triage.WorklistFilter(request.GET or None))
     audit.record(
@@ -163,7 +156,7 @@ def worklist_export(request):
 
 @login_required
 def batch_export(request, batch_id: int):
-    _require(request, *SEES_STUDIES)
+    access.require(request, *SEES_STUDIES)
     batch = get_object_or_404(access.visible_batches(request.user), pk=batch_id)
     audit.record(AuditEvent.Action.EXPORT, actor=request.user, obj=batch, what="batch")
     return exports.csv_response(batch.studies.order_by("pk"), f"batch-{batch.pk}.csv")
@@ -171,7 +164,7 @@ def batch_export(request, batch_id: int):
 
 @login_required
 def study_detail(request, study_id: int):
-    _require(request, *SEES_STUDIES)
+    access.require(request, *SEES_STUDIES)
     study = get_object_or_404(
         access.visible_studies(request.user).select_related("batch", "batch__submitted_by", "duplicate_of"),
         pk=study_id,
@@ -218,7 +211,7 @@ def study_detail(request, study_id: int):
 
 @login_required
 def study_heatmap(request, study_id: int):
-    _require(request, *SEES_STUDIES)
+    access.require(request, *SEES_STUDIES)
     study = get_object_or_404(access.visible_studies(request.user).select_related("duplicate_of"), pk=study_id)
     result = study.latest_result()
     if result is None or not result.heatmap:
@@ -234,7 +227,7 @@ def study_heatmap(request, study_id: int):
 
 @login_required
 def study_image(request, study_id: int):
-    _require(request, *SEES_STUDIES)
+    access.require(request, *SEES_STUDIES)
     study = get_object_or_404(access.visible_studies(request.user), pk=study_id)
     try:
         path = previews.preview_file(study)

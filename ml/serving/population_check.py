@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ml.serving.calibration import sigmoid
+
 POPULATION_VERSION = "population-v1"
 DEFAULT_DIR = Path(__file__).resolve().parents[1] / "models" / POPULATION_VERSION
 PARAMS_FILE = "params.h5"
@@ -65,7 +67,7 @@ class PopulationCheck:
     @property
     def threshold(self) -> float:
         """The flagging threshold as a probability (``flag`` compares logits; the two agree)."""
-        return float(1.0 / (1.0 + np.exp(-self.threshold_logit)))
+        return float(sigmoid(self.threshold_logit))
 
     @property
     def width(self) -> int:
@@ -82,7 +84,7 @@ class PopulationCheck:
 
         Uncalibrated: adults and children weighed equally in fitting, so it ranks; the card's threshold decides.
         """
-        return 1.0 / (1.0 + np.exp(-self.logit(features)))
+        return sigmoid(self.logit(features))
 
     def flag(self, features: np.ndarray) -> np.ndarray:
         """(N,) bool: True where the image looks outside the validated population."""
@@ -99,10 +101,6 @@ class PopulationCheck:
         if not np.issubdtype(features.dtype, np.floating) or not np.all(np.isfinite(features)):
             raise ValueError("features must be finite floats")
         return features
-
-
-def load(folder: str | os.PathLike | None = None) -> PopulationCheck:
-    return PopulationCheck.load(folder)
 
 
 def load_params(path: str | os.PathLike) -> dict[str, np.ndarray]:

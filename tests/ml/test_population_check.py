@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from ml.serving.gate import ChestXrayGate
-from ml.serving.population_check import DEFAULT_DIR, PopulationCheck, load
+from ml.serving.population_check import DEFAULT_DIR, PopulationCheck
 from ml.training.gate_fit import load_input
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -23,7 +23,7 @@ CHILD_FILES = sorted((FIXTURES / "xray").rglob("*.jpeg")) + sorted((FIXTURES / "
 
 @pytest.fixture(scope="module")
 def check() -> PopulationCheck:
-    return load()
+    return PopulationCheck.load()
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,7 @@ def test_bad_features_raise_a_clear_error(check, bad):
 
 def test_missing_folder_raises(tmp_path):
     with pytest.raises(FileNotFoundError, match="no population card"):
-        load(tmp_path)
+        PopulationCheck.load(tmp_path)
 
 
 def test_card_records_its_measurements():
