@@ -7,7 +7,19 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from screening import audit, exports
-from screening.models import ApiToken, AuditEvent, Batch, Result, Review, SiteSetting, SiteValidation, Study
+from screening.dicom import outbox
+from screening.models import (
+    ApiToken,
+    AuditEvent,
+    Batch,
+    Delivery,
+    ReceivedInstance,
+    Result,
+    Review,
+    SiteSetting,
+    SiteValidation,
+    Study,
+)
 from screening.rerun import rerun_with_current_model
 from screening.serving import current_model_version
 
@@ -130,7 +142,7 @@ class StudyAdmin(admin.ModelAdmin):
         "created_at",
     )
     list_filter = ("status", "review_status", "model_label", "population", "format", "modality", "created_at")
-    search_fields = ("original_name", "sha256", "accession_number", "study_instance_uid")
+    search_fields = ("original_name", "sha256", "accession_number", "study_instance_uid", "sop_instance_uid")
     date_hierarchy = "created_at"
     list_select_related = ("batch",)
     readonly_fields = [f.name for f in Study._meta.fields]
@@ -161,6 +173,41 @@ class ResultAdmin(ReadOnlyAdmin):
     search_fields = ("study__original_name", "model_version")
     date_hierarchy = "created_at"
     list_select_related = ("study", "site_setting")
+
+
+@admin.action(description=_("Send again to the DICOM destination"), permissions=["resend"])
+def send_again(modeladmin, request, queryset):
+    count = outbox.send_again(queryset)
+    audit.record(AuditEvent.Action.ADMIN_CHANGE, actor=request.user, what="dicom send again", deliveries=count)
+    modeladmin.message_user(
+        request,
+        ngettext("%(n)d delivery queued to be sent again.", "%(n)d deliveries queued to be sent again.", count)
+        % {"n": count},
+        messages.SUCCESS,
+    )
+
+
+@admin.register(Delivery)
+class DeliveryAdmin(ReadOnlyAdmin):
+    """What went back to PACS: each result object, each destination, each answer."""
+
+    list_display = ("id", "result", "kind", "destination", "status", "dimse_status_hex", "attempts", "sent_at")
+    list_filter = ("status", "kind", "destination", "created_at")
+    search_fields = ("destination", "sop_instance_uid", "result__study__accession_number")
+    date_hierarchy = "created_at"
+    list_select_related = ("result",)
+    actions = [send_again]
+
+    def has_resend_permission(self, request):
+        return request.user.is_superuser
+
+
+@admin.register(ReceivedInstance)
+class ReceivedInstanceAdmin(ReadOnlyAdmin):
+    list_display = ("sop_instance_uid", "study", "calling_ae", "peer", "received_at")
+    list_filter = ("calling_ae", "received_at")
+    search_fields = ("sop_instance_uid", "calling_ae", "peer")
+    list_select_related = ("study",)
 
 
 @admin.register(SiteValidation)

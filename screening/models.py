@@ -29,6 +29,8 @@ class Batch(TimeStamped):
         WEB = "web", _("Web form")
         API = "api", _("API")
         CLI = "cli", _("Command line")
+        DICOM = "dicom", _("DICOM network (C-STORE)")
+        DICOMWEB = "dicomweb", _("DICOMweb (STOW-RS)")
 
     submitted_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="batches")
     source = models.CharField(max_length=8, choices=Source.choices)
@@ -138,6 +140,9 @@ class Study(TimeStamped):
     # DICOM attributes, when the file had them. No patient name or id is kept.
     study_instance_uid = models.CharField(max_length=64, blank=True)
     accession_number = models.CharField(max_length=64, blank=True)
+    series_instance_uid = models.CharField(max_length=64, blank=True)
+    sop_instance_uid = models.CharField(max_length=64, blank=True)
+    study_date = models.DateField(null=True, blank=True)
     modality = models.CharField(max_length=16, blank=True)
     view_position = models.CharField(max_length=16, blank=True)
     body_part = models.CharField(max_length=64, blank=True)
@@ -236,6 +241,72 @@ class Result(TimeStamped):
 
     def __str__(self) -> str:
         return f"{self.label} {self.probability:.3f} ({self.model_version})"
+
+
+class ReceivedInstance(models.Model):
+    """A DICOM instance that arrived over the network (C-STORE or STOW-RS).
+
+    One row per SOP Instance UID, ever: a sender that did not hear our answer
+    sends the instance again, and the unique key turns the resend into a
+    success that adds nothing.
+    """
+
+    sop_instance_uid = models.CharField(max_length=64, unique=True)
+    study = models.OneToOneField(Study, on_delete=models.PROTECT, related_name="received_instance")
+    calling_ae = models.CharField(max_length=16, blank=True, help_text=_("The sender's AE title (C-STORE)."))
+    peer = models.CharField(max_length=64, blank=True, help_text=_("The sender's address."))
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.sop_instance_uid
+
+
+class Delivery(TimeStamped):
+    """One result object (the structured report or the heatmap capture) for one DICOM destination.
+
+    The row is the outbox: it is written with the result, and the beat's
+    sweep sends every pending row whose time has come, so a destination that
+    is down for hours gets the object when it is back, and a lost message
+    costs only a delay. The object's UIDs derive from the source instance and
+    the model version, so sending twice files one instance.
+    """
+
+    class Kind(models.TextChoices):
+        REPORT = "sr", _("Structured report")
+        HEATMAP = "sc", _("Heatmap (secondary capture)")
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("Pending")
+        SENT = "sent", _("Sent")
+        FAILED = "failed", _("Failed")
+
+    result = models.ForeignKey(Result, on_delete=models.PROTECT, related_name="deliveries")
+    destination = models.CharField(max_length=200, help_text=_("AE@host:port"))
+    kind = models.CharField(max_length=2, choices=Kind.choices)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    dimse_status = models.PositiveIntegerField(null=True, blank=True, help_text=_("The destination's last answer."))
+    sop_instance_uid = models.CharField(max_length=64, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "deliveries"
+        constraints = [
+            models.UniqueConstraint(fields=["result", "destination", "kind"], name="delivery_unique_per_destination"),
+        ]
+        indexes = [
+            # Serves the sweep's "pending and due" look-up.
+            models.Index(fields=["status", "next_attempt_at"], name="delivery_due_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} of result {self.result_id} to {self.destination}: {self.status}"
+
+    @property
+    def dimse_status_hex(self) -> str:
+        return "" if self.dimse_status is None else f"0x{self.dimse_status:04X}"
 
 
 class Review(TimeStamped):

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 # studies back through ``release_unfinished``), so importing the task here
 # would be a cycle. ``tests/test_worker_app.py`` checks the name is registered.
 SCORE_STUDIES_TASK = "screening.tasks.score_studies_task"
+SEND_DELIVERY_TASK = "screening.tasks.send_delivery_task"
 
 
 def chunked(ids: Sequence[int], size: int) -> list[list[int]]:
@@ -58,6 +59,31 @@ def _publish_rollback_unsafe(study_ids: list[int]) -> None:
         except Exception:  # broker unreachable: the sweep re-sends; never fail the upload
             log.exception("could not publish a scoring task for %d studies; the sweep will retry", len(chunk))
             Study.objects.filter(pk__in=chunk, status=Study.Status.QUEUED).update(status=Study.Status.RECEIVED)
+
+
+def enqueue_deliveries_on_commit(delivery_ids: Sequence[int]) -> None:
+    """Send a task per DICOM delivery once the transaction that wrote the rows commits.
+
+    A publish that fails is only logged: the rows stay pending and the
+    sweep (``outbox.queue_due``) queues them again.
+    """
+    ids = [int(i) for i in delivery_ids]
+
+    def publish() -> None:
+        for delivery_id in ids:
+            try:
+                send_delivery_task(delivery_id)
+            except Exception:
+                log.exception("could not publish DICOM delivery %s; the sweep will retry", delivery_id)
+                return
+
+    if ids:
+        transaction.on_commit(publish)
+
+
+def send_delivery_task(delivery_id: int) -> None:
+    """The one call that puts a DICOM delivery message on the broker."""
+    current_app.send_task(SEND_DELIVERY_TASK, args=[delivery_id])
 
 
 def send_score_task(chunk: list[int]) -> None:

@@ -23,6 +23,8 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "screening.view_auditevent",
         "screening.view_sitevalidation",
         "screening.view_sitesetting",
+        "screening.view_delivery",
+        "screening.view_receivedinstance",
     ],
 }
 

@@ -23,10 +23,11 @@ from django.utils import timezone
 
 from ml.serving import pipeline, population
 from ml.serving.calibration import shift_prevalence
-from ml.serving.decode import UnscorableInput
+from ml.serving.decode import UnscorableInput, dicom_date
 from ml.serving.gate import ChestXrayGate
 from ml.serving.heatmap import ExplainingScreener
 from ml.serving.population_check import PopulationCheck
+from screening.dicom import outbox
 from screening.models import Result, SiteSetting, Study
 from screening.population import validated_range
 from screening.queue import release_unfinished
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 
 _DICOM_FIELDS = {
     "StudyInstanceUID": "study_instance_uid",
+    "SeriesInstanceUID": "series_instance_uid",
+    "SOPInstanceUID": "sop_instance_uid",
     "AccessionNumber": "accession_number",
     "Modality": "modality",
     "ViewPosition": "view_position",
@@ -110,6 +113,7 @@ def _record_image_facts(study: Study, prepared: pipeline.PreparedImage) -> None:
         if value:
             max_length = Study._meta.get_field(column).max_length
             setattr(study, column, str(value)[:max_length])
+    study.study_date = dicom_date(prepared.attributes.get("StudyDate", "")) or study.study_date
 
 
 def _prepare(study: Study, input_size: int) -> pipeline.PreparedImage | None:
@@ -293,7 +297,13 @@ def _write_results(
         if not finished:
             return
         Result.objects.bulk_create(results, ignore_conflicts=True)
-        dicom = [column for column in _DICOM_FIELDS.values() if any(getattr(s, column) for s in finished)]
+        if settings.DICOM_DESTINATIONS and any(s.format == Study.Format.DICOM for s in finished):
+            outbox.plan(
+                Result.objects.filter(study__in=finished, model_version=explainer.version).values_list("pk", flat=True)
+            )
+        dicom = [
+            column for column in [*_DICOM_FIELDS.values(), "study_date"] if any(getattr(s, column) for s in finished)
+        ]
         Study.objects.bulk_update(finished, _PER_STUDY_FIELDS + dicom)
         Study.objects.filter(pk__in=[s.pk for s in finished]).update(
             status=Study.Status.DONE, status_message="", finished_at=now, updated_at=now

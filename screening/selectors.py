@@ -10,7 +10,7 @@ from __future__ import annotations
 from django.db.models import Count, Prefetch, Q, QuerySet
 
 from screening import access
-from screening.models import Batch, SiteSetting, Study
+from screening.models import Batch, Delivery, SiteSetting, Study
 
 
 def studies_with_results() -> QuerySet[Study]:
@@ -50,3 +50,8 @@ def batches_with_counts(user, limit: int = 200) -> QuerySet[Batch]:
 def current_site_setting(model_version: str) -> SiteSetting | None:
     """The operating point in force for ``model_version``: the newest adopted one, or None (the card's)."""
     return SiteSetting.objects.filter(model_version=model_version).order_by("-created_at", "-pk").first()
+
+
+def deliveries(study: Study) -> list[Delivery]:
+    """What was sent (or is being sent) to PACS for the study's results, newest result first."""
+    return list(Delivery.objects.filter(result__study=study).order_by("-result__created_at", "destination", "kind"))

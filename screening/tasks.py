@@ -13,6 +13,7 @@ from celery import shared_task
 from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
+from screening.dicom import outbox
 from screening.liveness import process_name
 from screening.models import WorkerHeartbeat
 from screening.queue import requeue_stuck_studies
@@ -58,3 +59,22 @@ def record_heartbeat_task(self) -> None:
     WorkerHeartbeat.objects.update_or_create(
         hostname=(self.request.hostname or "unknown")[:255], defaults={"seen_at": timezone.now()}
     )
+
+
+@shared_task(
+    ignore_result=True,
+    acks_late=True,
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=2,
+    retry_backoff_max=30,
+    retry_jitter=False,
+    max_retries=12,
+)
+def send_delivery_task(delivery_id: int) -> None:
+    """Send one result object to one DICOM destination (``screening.dicom.outbox``). Safe to run twice."""
+    outbox.send(delivery_id)
+
+
+@shared_task(ignore_result=True, acks_late=False)
+def queue_due_deliveries_task() -> None:
+    outbox.queue_due()

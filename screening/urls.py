@@ -1,6 +1,6 @@
 from django.urls import path
 
-from screening import api, site_views, system_views, views
+from screening import api, interop_api, site_views, system_views, views
 
 app_name = "screening"
 
@@ -24,4 +24,7 @@ urlpatterns = [
     path("api/v1/batches", api.submit_batch, name="api_submit_batch"),
     path("api/v1/batches/<int:batch_id>", api.batch_detail, name="api_batch_detail"),
     path("api/v1/studies/<int:study_id>", api.study_detail, name="api_study_detail"),
+    path("api/v1/studies/<int:study_id>/report.dcm", interop_api.report_dcm, name="api_study_report_dcm"),
+    path("api/v1/studies/<int:study_id>/overlay.dcm", interop_api.overlay_dcm, name="api_study_overlay_dcm"),
+    path("api/v1/studies/<int:study_id>/fhir", interop_api.fhir_report, name="api_study_fhir"),
 ]

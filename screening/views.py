@@ -193,15 +193,19 @@ def study_detail(request, study_id: int):
             "result": study.latest_result(),
             "reviews": reviews,
             "form": form if can_review else None,
+            "deliveries": selectors.deliveries(study),
             "dicom": [
                 (label, value)
                 for label, value in [
                     (_("Accession number"), study.accession_number),
+                    (_("Study date"), study.study_date.isoformat() if study.study_date else ""),
                     (_("Modality"), study.modality),
                     (_("View position"), study.view_position),
                     (_("Body part"), study.body_part),
                     (_("Patient age"), study.patient_age),
                     (_("Study instance UID"), study.study_instance_uid),
+                    (_("Series instance UID"), study.series_instance_uid),
+                    (_("SOP instance UID"), study.sop_instance_uid),
                 ]
                 if value
             ],

@@ -92,3 +92,10 @@ def publish():
     """
     with mock.patch("screening.queue.send_score_task") as publish:
         yield publish
+
+
+@pytest.fixture
+def publish_deliveries():
+    """DICOM delivery tasks are recorded, not sent: each call's ``args[0]`` is one delivery id."""
+    with mock.patch("screening.queue.send_delivery_task") as publish:
+        yield publish

@@ -2,7 +2,7 @@
 
 import pytest
 
-from screening.queue import SCORE_STUDIES_TASK
+from screening.queue import SCORE_STUDIES_TASK, SEND_DELIVERY_TASK
 from worker.app import _transport_options, app
 
 
@@ -36,6 +36,13 @@ def test_the_sweep_is_scheduled():
 
 def test_the_queue_publishes_a_task_the_worker_knows():
     assert SCORE_STUDIES_TASK in app.tasks
+    assert SEND_DELIVERY_TASK in app.tasks
+
+
+def test_the_dicom_outbox_is_swept_on_the_beat():
+    entry = app.conf.beat_schedule["dicom-deliveries"]
+    assert entry["task"] == "screening.tasks.queue_due_deliveries_task"
+    assert entry["task"] in app.tasks
 
 
 def test_the_embedded_sql_broker_is_polled_every_tenth_of_a_second(monkeypatch):

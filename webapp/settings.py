@@ -14,6 +14,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from screening.dicom.nodes import InvalidNode, ae_title, parse_callers, parse_destinations
 from webapp.env import env_bool, env_float, env_int, env_list, env_secret, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -183,6 +184,31 @@ SITE_VALIDATION_MIN_AUC = env_float("SITE_VALIDATION_MIN_AUC", 0.90, minimum=0.5
 # Django refuses multipart bodies with more files than this before our code
 # runs; keep it at the batch limit so the refusal and our message agree.
 DATA_UPLOAD_MAX_NUMBER_FILES = SCREENING_MAX_BATCH_FILES
+
+
+# --- DICOM --------------------------------------------------------------------
+# The C-STORE listener (`manage.py dicom_listener`) and where results go back.
+# Nobody may send until DICOM_ALLOWED_CALLERS names them ("AE", "AE@host" or
+# "*@host"); `make run` allows local callers.
+def _dicom(parse, name: str, value):
+    try:
+        return parse(value)
+    except InvalidNode as exc:
+        raise ImproperlyConfigured(f"{name}: {exc}") from None
+
+
+DICOM_AE_TITLE = _dicom(ae_title, "DICOM_AE_TITLE", env_str("DICOM_AE_TITLE", "PNEUMO"))
+DICOM_PORT = env_int("DICOM_PORT", 11112, minimum=1, maximum=65535)
+DICOM_BIND = env_str("DICOM_BIND", "127.0.0.1")
+DICOM_ALLOWED_CALLERS = _dicom(parse_callers, "DICOM_ALLOWED_CALLERS", env_list("DICOM_ALLOWED_CALLERS", []))
+# The account that received batches belong to (created by the listener when missing, with no password).
+DICOM_RECEIVER_USER = env_str("DICOM_RECEIVER_USER", "dicom-receiver")
+# Results of DICOM studies (an SR and a heatmap secondary capture) are sent to each of these: AE@host:port.
+DICOM_DESTINATIONS = _dicom(parse_destinations, "DICOM_DESTINATIONS", env_list("DICOM_DESTINATIONS", []))
+# A destination that stays down is retried (backing off to every DICOM_SEND_MAX_BACKOFF_SECONDS) for this long.
+DICOM_SEND_GIVE_UP_HOURS = env_int("DICOM_SEND_GIVE_UP_HOURS", 72, minimum=1)
+DICOM_SEND_MAX_BACKOFF_SECONDS = env_int("DICOM_SEND_MAX_BACKOFF_SECONDS", 300, minimum=5)
+DICOM_TIMEOUT_SECONDS = env_int("DICOM_TIMEOUT_SECONDS", 30, minimum=1)
 
 # --- Celery -------------------------------------------------------------------
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", f"sqla+sqlite:///{VAR_DIR / 'broker.sqlite3'}")

@@ -71,6 +71,10 @@ def _reliability_settings() -> dict:
                 "task": "screening.tasks.requeue_stuck_studies_task",
                 "schedule": float(settings.SCREENING_SWEEP_INTERVAL_SECONDS),
             },
+            "dicom-deliveries": {
+                "task": "screening.tasks.queue_due_deliveries_task",
+                "schedule": float(settings.SCREENING_SWEEP_INTERVAL_SECONDS),
+            },
             "worker-heartbeat": {
                 "task": "screening.tasks.record_heartbeat_task",
                 "schedule": float(settings.SCREENING_HEARTBEAT_SECONDS),

@@ -21,6 +21,7 @@ import struct
 import traceback
 import warnings
 from dataclasses import dataclass, field
+from datetime import date, datetime
 
 import numpy as np
 import pydicom
@@ -55,6 +56,8 @@ DRAFT_OVERSAMPLE = 3
 # not need them and must not spread them.
 DICOM_ATTRIBUTES = (
     "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "SOPInstanceUID",
     "AccessionNumber",
     "Modality",
     "ViewPosition",
@@ -372,6 +375,15 @@ def _read_dicom(data: bytes) -> pydicom.Dataset:
         implicit, little = dataset.original_encoding
         dataset.file_meta.TransferSyntaxUID = _UNCOMPRESSED_SYNTAX[(implicit, little)]
     return dataset
+
+
+def dicom_date(value: str) -> date | None:
+    """A DICOM DA value (YYYYMMDD) as a date; anything else (empty, a range, a typo) as unknown."""
+    text = value.strip()
+    try:
+        return datetime.strptime(text, "%Y%m%d").date() if len(text) == 8 and text.isdigit() else None
+    except ValueError:
+        return None
 
 
 def _dicom_attributes(dataset: pydicom.Dataset) -> dict[str, str]:

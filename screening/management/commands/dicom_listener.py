@@ -1,0 +1,42 @@
+"""``manage.py dicom_listener``: receive radiographs over DICOM (C-ECHO, C-STORE).
+
+Settings come from the environment: DICOM_AE_TITLE, DICOM_PORT, DICOM_BIND,
+DICOM_ALLOWED_CALLERS, DICOM_RECEIVER_USER (see docs/dicom-conformance.md).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from screening.dicom.listener import Listener
+from screening.dicom.receiver import receiver_user
+
+
+class Command(BaseCommand):
+    help = "Run the DICOM listener (C-STORE SCP) that turns received radiographs into studies."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--port", type=int, default=None, help="Port (default: DICOM_PORT).")
+        parser.add_argument("--bind", default=None, help="Address to listen on (default: DICOM_BIND).")
+
+    def handle(self, *args, port, bind, **options):
+        receiver_user()  # fail now, not at the first instance, if the database is not migrated
+        if not settings.DICOM_ALLOWED_CALLERS:
+            self.stderr.write(
+                "WARNING: DICOM_ALLOWED_CALLERS is empty, so every association will be refused. "
+                "Name the senders, e.g. DICOM_ALLOWED_CALLERS='MODALITY1,PACS@10.0.0.7'."
+            )
+        listener = Listener(ae_title=settings.DICOM_AE_TITLE, callers=settings.DICOM_ALLOWED_CALLERS)
+        address = (bind or settings.DICOM_BIND, port or settings.DICOM_PORT)
+        listener.start(address, block=False)
+        self.stdout.write(f"DICOM listener {settings.DICOM_AE_TITLE} on {address[0]}:{address[1]}", ending="\n")
+        self.stdout.flush()
+        stop = threading.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+        stop.wait()
+        listener.stop()
