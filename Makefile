@@ -33,19 +33,22 @@ run: migrate
 	@echo "Open http://127.0.0.1:8000 — Ctrl-C stops the web server and the worker."
 	$(VENV)/bin/honcho --no-colour -f Procfile.local start
 
-# The browser tests drive Debian's Chromium (Playwright cannot download its own
-# here) and the proxy test runs Debian's nginx with webapp/deploy/nginx.conf.
-# Installed when missing and we are root (as in CI); otherwise those tests are
-# skipped with a loud reason.
+# Tests talk to real peers from Debian: Chromium (browser tests), nginx (proxy
+# test with webapp/deploy/nginx.conf), DCMTK (storescu, echoscu, dsrdump) and
+# Orthanc (a PACS) for the DICOM tests. Installed when missing and we are root
+# (as in CI); otherwise those tests are skipped with a loud reason.
 NGINX ?= /usr/sbin/nginx
+STORESCU ?= /usr/bin/storescu
+ORTHANC ?= /usr/sbin/Orthanc
 
 browser:
 	@missing=""; [ -x "$(CHROMIUM)" ] || missing="chromium"; [ -x "$(NGINX)" ] || missing="$$missing nginx-light"; \
+	[ -x "$(STORESCU)" ] || missing="$$missing dcmtk"; [ -x "$(ORTHANC)" ] || missing="$$missing orthanc"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "Installing Debian's$$missing for the browser and proxy tests"; \
+	    echo "Installing Debian's$$missing for the browser, proxy and DICOM tests"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
-	  else echo "WARNING: missing$$missing and not root: browser/proxy tests will be skipped"; fi; \
+	  else echo "WARNING: missing$$missing and not root: browser/proxy/DICOM tests will be skipped"; fi; \
 	fi
 
 lint: install

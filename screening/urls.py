@@ -1,6 +1,6 @@
 from django.urls import path
 
-from screening import api, interop_api, site_views, system_views, views
+from screening import api, dicomweb, interop_api, site_views, system_views, views
 
 app_name = "screening"
 
@@ -21,6 +21,7 @@ urlpatterns = [
     path("metrics", system_views.metrics, name="metrics"),
     path("system/", system_views.system, name="system"),
     path("api/v1/studies", api.submit_study, name="api_submit_study"),
+    path("dicomweb/studies", dicomweb.store_instances, name="dicomweb_store"),
     path("api/v1/batches", api.submit_batch, name="api_submit_batch"),
     path("api/v1/batches/<int:batch_id>", api.batch_detail, name="api_batch_detail"),
     path("api/v1/studies/<int:study_id>", api.study_detail, name="api_study_detail"),

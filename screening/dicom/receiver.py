@@ -26,6 +26,12 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import F
+from pynetdicom.sop_class import (
+    ComputedRadiographyImageStorage,
+    DigitalXRayImageStorageForPresentation,
+    DigitalXRayImageStorageForProcessing,
+    SecondaryCaptureImageStorage,
+)
 
 from ml.serving.decode import dicom_date
 from screening import audit, storage
@@ -41,6 +47,7 @@ log = logging.getLogger(__name__)
 SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700  # refused: the sender should try again later
 DOES_NOT_MATCH_SOP_CLASS = 0xA900
+SOP_CLASS_NOT_SUPPORTED = 0x0122
 CANNOT_UNDERSTAND = 0xC000
 
 # Studies waiting in an association are published when this many have
@@ -54,6 +61,15 @@ _HEADER_FIELDS = {
     "AccessionNumber": "accession_number",
     "Modality": "modality",
 }
+
+
+# Radiographs only: CR, DX for presentation and for processing, Secondary Capture.
+STORAGE_CLASSES = (
+    ComputedRadiographyImageStorage,
+    DigitalXRayImageStorageForPresentation,
+    DigitalXRayImageStorageForProcessing,
+    SecondaryCaptureImageStorage,
+)
 
 
 @dataclass(frozen=True)
@@ -109,7 +125,8 @@ def _damage(dataset: pydicom.Dataset) -> str:
 class Inbox:
     """What one association has delivered: its batch and the studies not yet handed to the workers."""
 
-    def __init__(self, *, calling_ae: str, peer: str, source: str = Batch.Source.DICOM):
+    def __init__(self, *, calling_ae: str, peer: str, source: str = Batch.Source.DICOM, user=None):
+        self.user = user  # None: the receiver account (associations carry no person)
         self.calling_ae = calling_ae
         self.peer = peer
         self.source = source
@@ -129,6 +146,10 @@ class Inbox:
         damage = _damage(header)
         if damage:
             return Answer(CANNOT_UNDERSTAND, damage)
+        sop_class = str(header.get("SOPClassUID", "") or "").strip()
+        if sop_class not in STORAGE_CLASSES:
+            # The listener never lets one in (no presentation context); STOW-RS parts get here.
+            return Answer(SOP_CLASS_NOT_SUPPORTED, "Only CR, DX and Secondary Capture radiographs are accepted.")
         uid = str(header.get("SOPInstanceUID", "") or "").strip()
         if not uid:
             return Answer(CANNOT_UNDERSTAND, "The dataset has no SOP Instance UID.")
@@ -184,6 +205,7 @@ class Inbox:
         except DatabaseError:
             log.exception("could not record an instance from %s; the sender will retry", self.calling_ae)
             return Answer(OUT_OF_RESOURCES, "The database is unavailable.")
+        self.batch_id = batch.pk  # only now: a rolled-back first instance leaves no batch to reuse
         self.received += 1
         self._waiting.append(study.pk)
         self._oldest = self._oldest or time.monotonic()
@@ -198,11 +220,10 @@ class Inbox:
         """The association's batch, created with its first instance (an echo or an empty association makes none)."""
         if self.batch_id is not None:
             return Batch.objects.get(pk=self.batch_id)
-        user = receiver_user()
+        user = self.user or receiver_user()
+        sender = f"{self.calling_ae} ({self.peer})" if self.calling_ae else self.peer
         what = "STOW-RS" if self.source == Batch.Source.DICOMWEB else "C-STORE"
-        batch = Batch.objects.create(
-            submitted_by=user, source=self.source, name=f"{what} from {self.calling_ae} ({self.peer})"[:255]
-        )
+        batch = Batch.objects.create(submitted_by=user, source=self.source, name=f"{what} from {sender}"[:255])
         audit.record(
             AuditEvent.Action.SUBMIT,
             actor=user,
@@ -211,7 +232,6 @@ class Inbox:
             calling_ae=self.calling_ae,
             peer=self.peer,
         )
-        transaction.on_commit(lambda: setattr(self, "batch_id", batch.pk))
         return batch
 
     def _note_refusal(self, refusal: Refusal) -> None:
