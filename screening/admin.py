@@ -90,6 +90,19 @@ class StudyInline(admin.TabularInline):
         return False
 
 
+@admin.action(description=_("Send results to the DICOM destinations"), permissions=["resend"])
+def send_results_to_pacs(modeladmin, request, queryset):
+    """For DICOM studies scored before a destination was configured (or added)."""
+    results = [r.pk for r in (s.latest_result() for s in queryset.prefetch_related("results")) if r is not None]
+    planned = outbox.plan(results)
+    audit.record(AuditEvent.Action.ADMIN_CHANGE, actor=request.user, what="dicom send results", deliveries=planned)
+    modeladmin.message_user(
+        request,
+        _("%(n)d deliveries queued (DICOM studies only; results already sent are not sent twice).") % {"n": planned},
+        messages.SUCCESS if planned else messages.WARNING,
+    )
+
+
 @admin.register(Batch)
 class BatchAdmin(admin.ModelAdmin):
     list_display = ("id", "created_at", "submitted_by", "source", "name", "files_received")
@@ -147,12 +160,15 @@ class StudyAdmin(admin.ModelAdmin):
     list_select_related = ("batch",)
     readonly_fields = [f.name for f in Study._meta.fields]
     inlines = [ResultInline, ReviewInline]
-    actions = [export_studies_csv, rerun_inference]
+    actions = [export_studies_csv, rerun_inference, send_results_to_pacs]
 
     def has_add_permission(self, request):
         return False
 
     def has_rerun_permission(self, request):
+        return request.user.is_superuser
+
+    def has_resend_permission(self, request):
         return request.user.is_superuser
 
 

@@ -199,6 +199,7 @@ def test_the_study_page_shows_what_was_sent(
     page = logged_in(submitter).get(f"/studies/{study.pk}/").content.decode()
     assert 'id="deliveries"' in page and "Structured report" in page and "Sent" in page
     assert f"PACS@127.0.0.1:{pacs_port}" in page
+    assert "2026-11-30" in page and study.accession_number in page  # study date and accession from the header
 
 
 # --- pulled rather than sent: the API's DICOM and FHIR downloads --------------
@@ -243,3 +244,40 @@ def test_the_fhir_report_is_a_valid_diagnostic_report(
     assert observation["valueQuantity"]["value"] == pytest.approx(result.probability, abs=1e-6)
     assert f"urn:oid:{study.study_instance_uid}" in json.dumps(body)
     assert body["effectiveDateTime"] == "2026-11-30"
+
+
+def test_admin_sends_results_scored_before_the_destination_existed_once(
+    scored_dicom_study, settings, publish_deliveries, django_capture_on_commit_callbacks
+):
+    from django.contrib.auth.models import User
+    from django.test import Client
+
+    settings.DICOM_DESTINATIONS = ()
+    study = scored_dicom_study()
+    assert not Delivery.objects.exists()
+    settings.DICOM_DESTINATIONS = (Destination("PACS", "127.0.0.1", 104),)
+    admin = Client()
+    admin.force_login(User.objects.create_superuser("root", "root@example.org", "pw"))
+    for expected in (2, 0):
+        publish_deliveries.reset_mock()
+        with django_capture_on_commit_callbacks(execute=True):
+            page = admin.post(
+                "/admin/screening/study/",
+                {"action": "send_results_to_pacs", "_selected_action": [study.pk]},
+                follow=True,
+            )
+        assert f"{expected} deliveries queued" in page.content.decode()
+        assert len(publish_deliveries.call_args_list) == expected
+    assert Delivery.objects.filter(result__study=study).count() == 2
+
+
+def test_admin_send_again_is_for_superusers(scored_dicom_study, pacs_port, publish_deliveries, auditor):
+    from tests.conftest import logged_in
+
+    study = scored_dicom_study()
+    delivery = Delivery.objects.filter(result__study=study).first()
+    Delivery.objects.filter(pk=delivery.pk).update(status=Delivery.Status.FAILED)
+    page = logged_in(auditor).get("/admin/screening/delivery/")
+    assert page.status_code == 200 and "send_again" not in page.content.decode()
+    logged_in(auditor).post("/admin/screening/delivery/", {"action": "send_again", "_selected_action": [delivery.pk]})
+    assert Delivery.objects.get(pk=delivery.pk).status == Delivery.Status.FAILED

@@ -32,27 +32,36 @@ _LEASE = timedelta(minutes=2)
 _FIRST_BACKOFF_SECONDS = 10
 
 
-def plan(result_ids: Iterable[int]) -> None:
-    """Create the deliveries of these results (DICOM studies only) and queue them once the transaction commits."""
+def plan(result_ids: Iterable[int]) -> int:
+    """Create the missing deliveries of these results (DICOM studies only); queue the new ones after the commit.
+
+    Returns how many were created: a delivery that exists (sent, pending or
+    failed) is left as it is, so planning twice sends nothing twice.
+    """
     destinations = settings.DICOM_DESTINATIONS
     if not destinations:
-        return
+        return 0
     now = timezone.now()
-    dicom_results = Result.objects.filter(pk__in=list(result_ids), study__format=Study.Format.DICOM).values_list(
-        "pk", flat=True
+    dicom_results = list(
+        Result.objects.filter(pk__in=list(result_ids), study__format=Study.Format.DICOM).values_list("pk", flat=True)
     )
+    existing = set(Delivery.objects.filter(result_id__in=dicom_results).values_list("result_id", "destination", "kind"))
     rows = [
         Delivery(result_id=pk, destination=str(destination), kind=kind, next_attempt_at=now)
         for pk in dicom_results
         for destination in destinations
         for kind in Delivery.Kind.values
+        if (pk, str(destination), kind) not in existing
     ]
-    if rows:
+    if not rows:
+        return 0
+    with transaction.atomic():
         Delivery.objects.bulk_create(rows, ignore_conflicts=True)
-        ids = Delivery.objects.filter(result_id__in=list(dicom_results), status=Delivery.Status.PENDING).values_list(
-            "pk", flat=True
-        )
-        enqueue_deliveries_on_commit(list(ids))
+        created = Delivery.objects.filter(
+            result_id__in=dicom_results, status=Delivery.Status.PENDING, created_at__gte=now
+        ).values_list("pk", flat=True)
+        enqueue_deliveries_on_commit(list(created))
+    return len(rows)
 
 
 def _backoff(attempts: int) -> timedelta:
