@@ -13,7 +13,7 @@ from datetime import timedelta
 from django.db.models import Avg, Count, F, Min
 from django.utils import timezone
 
-from screening.models import Result, Study, WorkerHeartbeat
+from screening.models import Delivery, Result, Study, WorkerHeartbeat
 
 RECENT = timedelta(minutes=5)
 TOP_FAILURE_REASONS = 20
@@ -30,6 +30,10 @@ class Snapshot:
     recent_model_ms_per_study: float | None
     failures: list[tuple[str, str, int]] = field(default_factory=list)  # (status, reason, studies)
     heartbeats: dict[str, float] = field(default_factory=dict)  # worker -> seconds since its heartbeat
+    # DICOM results going back to PACS: (destination, status) -> deliveries, and the oldest pending one's age
+    # per destination (a destination down shows as a growing age long before anything is marked failed).
+    deliveries: dict[tuple[str, str], int] = field(default_factory=dict)
+    oldest_pending_delivery_seconds: dict[str, float] = field(default_factory=dict)
 
 
 def snapshot() -> Snapshot:
@@ -69,6 +73,19 @@ def snapshot() -> Snapshot:
         heartbeats={
             hostname: (now - seen).total_seconds()
             for hostname, seen in WorkerHeartbeat.objects.values_list("hostname", "seen_at")
+        },
+        deliveries={
+            (destination, status): n
+            for destination, status, n in Delivery.objects.values_list("destination", "status")
+            .annotate(n=Count("pk"))
+            .order_by()
+        },
+        oldest_pending_delivery_seconds={
+            destination: (now - first).total_seconds()
+            for destination, first in Delivery.objects.filter(status=Delivery.Status.PENDING)
+            .values_list("destination")
+            .annotate(first=Min("created_at"))
+            .order_by()
         },
     )
 
@@ -124,3 +141,19 @@ class SnapshotCollector:
         for hostname, seconds in s.heartbeats.items():
             heartbeat.add_metric([hostname], seconds)
         yield heartbeat
+        deliveries = GaugeMetricFamily(
+            "screening_dicom_deliveries",
+            "DICOM result objects by destination and status.",
+            labels=["destination", "status"],
+        )
+        for (destination, status), n in s.deliveries.items():
+            deliveries.add_metric([destination, status], n)
+        yield deliveries
+        pending = GaugeMetricFamily(
+            "screening_dicom_oldest_pending_seconds",
+            "Age of the oldest DICOM delivery still pending, per destination.",
+            labels=["destination"],
+        )
+        for destination, seconds in s.oldest_pending_delivery_seconds.items():
+            pending.add_metric([destination], seconds)
+        yield pending

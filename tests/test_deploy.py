@@ -48,3 +48,18 @@ def test_check_deploy_is_clean_with_the_compose_environment(tmp_path):
         text=True,
     )
     assert done.returncode == 0 and "no issues" in done.stdout, done.stdout + done.stderr
+
+
+def test_compose_runs_the_dicom_listener_on_a_published_port_open_to_no_one_by_default():
+    text = (ROOT / "docker-compose.yml").read_text()
+    service = text[text.index("\n  dicom:") : text.index("\n  beat:")]
+    assert 'command: ["python", "manage.py", "dicom_listener"]' in service
+    assert '"${DICOM_PORT:-11112}:11112"' in service and "DICOM_BIND: 0.0.0.0" in service
+    assert "DICOM_ALLOWED_CALLERS: ${DICOM_ALLOWED_CALLERS:-}" in service
+    assert compose_app_environment()["DICOM_DESTINATIONS"] == ""
+
+
+def test_make_run_starts_the_listener_for_local_callers_only():
+    procfile = (ROOT / "Procfile.local").read_text()
+    (line,) = [entry for entry in procfile.splitlines() if entry.startswith("dicom:")]
+    assert "manage.py dicom_listener" in line and '"${DICOM_ALLOWED_CALLERS:-*@127.0.0.1}"' in line

@@ -74,6 +74,12 @@ def test_metrics_need_the_token_or_a_staff_login_and_parse_as_prometheus(db, set
 
     Study.objects.filter(pk=queued.pk).update(queued_at=timezone.now() - timedelta(seconds=120))
     WorkerHeartbeat.objects.create(hostname="celery@w1", seen_at=timezone.now() - timedelta(seconds=12))
+    from screening.models import Delivery
+
+    result = Study.objects.get(status="DONE").results.get()
+    for kind, status in (("sr", "sent"), ("sc", "pending")):
+        Delivery.objects.create(result=result, destination="PACS@h:104", kind=kind, status=status)
+    Delivery.objects.filter(status="pending").update(created_at=timezone.now() - timedelta(seconds=600))
 
     assert Client().get("/metrics").status_code == 401
     assert Client(HTTP_AUTHORIZATION="Bearer wrong").get("/metrics").status_code == 401
@@ -92,6 +98,10 @@ def test_metrics_need_the_token_or_a_staff_login_and_parse_as_prometheus(db, set
     reason = (("reason", "The JPEG file is truncated."), ("status", "FAILED"))
     assert samples[("screening_unscored_studies", reason)] == 1
     assert 11 <= samples[("screening_worker_heartbeat_age_seconds", (("worker", "celery@w1"),))] < 60
+    assert samples[("screening_dicom_deliveries", (("destination", "PACS@h:104"), ("status", "pending")))] == 1
+    assert samples[("screening_dicom_deliveries", (("destination", "PACS@h:104"), ("status", "sent")))] == 1
+    assert 599 <= samples[("screening_dicom_oldest_pending_seconds", (("destination", "PACS@h:104"),))] < 700
+    assert "Oldest pending delivery to PACS@h:104" in admin_client.get("/system/").content.decode()
 
 
 def test_the_system_page_is_for_staff(db, submitter, admin_client):

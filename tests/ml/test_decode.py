@@ -223,8 +223,11 @@ def test_unknown_transfer_syntax_fails_without_echoing_it(plain):
 
 def test_attributes_are_extracted_without_patient_identity(plain):
     decoded = decode(BAD / "mono2.dcm")
+    source = pydicom.dcmread(BAD / "mono2.dcm")
     assert decoded.attributes == {
-        "StudyInstanceUID": pydicom.dcmread(BAD / "mono2.dcm").StudyInstanceUID,
+        "StudyInstanceUID": source.StudyInstanceUID,
+        "SeriesInstanceUID": source.SeriesInstanceUID,
+        "SOPInstanceUID": source.SOPInstanceUID,
         "AccessionNumber": "ACC0001",
         "Modality": "DX",
         "ViewPosition": "PA",
