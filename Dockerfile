@@ -1,11 +1,18 @@
 # One image for web, worker and beat (docker-compose.yml picks the command).
+# `--build-arg TF_VARIANT=gpu` builds the GPU worker's image: TensorFlow with
+# its CUDA libraries (tensorflow[and-cuda]) instead of the CPU build.
 FROM python:3.11-slim
+ARG TF_VARIANT=cpu
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /app
 
 COPY requirements.txt constraints.txt ./
-RUN pip install --no-cache-dir -r requirements.txt -c constraints.txt
+RUN pip install --no-cache-dir -r requirements.txt -c constraints.txt \
+ && if [ "$TF_VARIANT" = gpu ]; then \
+      pip uninstall --yes tensorflow-cpu \
+      && pip install --no-cache-dir "tensorflow[and-cuda]==$(sed -n 's/^tensorflow[-_]cpu==//p' constraints.txt)"; \
+    elif [ "$TF_VARIANT" != cpu ]; then echo "TF_VARIANT must be cpu or gpu" >&2; exit 1; fi
 
 COPY . .
 RUN DJANGO_SECRET_KEY=collectstatic-only STATIC_ROOT=/app/static python manage.py collectstatic --noinput --verbosity 0 \

@@ -1,15 +1,19 @@
 """Benchmark: how fast studies clear, from the model alone to the whole queue.
 
-    .venv/bin/python -m bench.throughput [--files 500] [--originals ../shared/data/originals]
+    .venv/bin/python -m bench.throughput [--files 500] [--originals ../shared/data/originals] [--scale 1x1,2x1,1x2]
 
 (a) the model alone on preprocessed tensors (batches of the chunk size);
 (b) everything a worker does to a chunk in one process, through the worker's own
-    ``ml.serving.pipeline``: decode, preprocess, the out-of-distribution gate,
-    model + heatmap, overlay PNG;
-(c) the whole pipeline: submission (store, rows, enqueue) → Redis → one real
-    worker process → results in PostgreSQL, timed from the first upload byte
-    to the last result;
+    ``ml.serving.pipeline``: decode and preprocess (on SCREENING_DECODE_THREADS
+    threads), the out-of-distribution gate, model + heatmap;
+(c) the whole pipeline: submission (store, rows, enqueue) → Redis → real
+    worker processes → results in PostgreSQL, timed from the first upload byte
+    to the last result; with ``--scale`` once per configuration WORKERSxCONCURRENCY
+    (worker processes x pool processes each), with the scaling efficiency
+    against the first configuration;
 then a single study submitted to an idle system, repeated, for its latency.
+The overlay PNG is no longer drawn by the worker (it is drawn when a study is
+first viewed); its cost per study is printed for reference.
 Files are the full-resolution originals cycled, each made unique (bytes
 appended after the JPEG end marker), so no study is deduplicated away.
 Not a test: prints figures, asserts nothing. Needs PostgreSQL and Redis.
@@ -56,29 +60,88 @@ def unique_files(originals: Path, count: int) -> list[tuple[str, bytes]]:
     ]
 
 
-def in_process(files, explainer, gate, check, chunk: int):
-    """(b): the production chunk path (``ml.serving.pipeline``) plus the overlay PNG the worker stores."""
+def in_process(files, explainer, gate, check, chunk: int, threads: int):
+    """(b): the production chunk path (``ml.serving.pipeline``), as ``screening.scoring`` runs it."""
     from ml.serving import pipeline
 
     images = []
-    shares = {"decode": 0.0, "preprocess": 0.0, "gate": 0.0, "model + heatmap": 0.0, "overlay png": 0.0}
+    shares = {"decode": 0.0, "preprocess": 0.0, "gate": 0.0, "model + heatmap": 0.0}
     latencies = []
     started = time.perf_counter()
     for first in range(0, len(files), chunk):
         chunk_started = time.perf_counter()
-        prepared = [
-            pipeline.prepare(data, input_size=explainer.input_size, timings=shares)
-            for _, data in files[first : first + chunk]
-        ]
-        outcomes = pipeline.score(prepared, explainer, gate, check, timings=shares)
-        t0 = time.perf_counter()
-        for image, outcome in zip(prepared, outcomes):
-            if isinstance(outcome, pipeline.Scored):
-                outcome.overlay_png(image.width, image.height)
-        shares["overlay png"] += time.perf_counter() - t0
+        prepared = pipeline.prepare_many(
+            [data for _, data in files[first : first + chunk]],
+            threads=threads,
+            input_size=explainer.input_size,
+            timings=shares,
+        )
+        prepared = [p for p in prepared if isinstance(p, pipeline.PreparedImage)]
+        pipeline.score(prepared, explainer, gate, check, timings=shares)
         latencies.append((time.perf_counter() - chunk_started) * 1000)
         images.extend(image.pixels for image in prepared)
     return time.perf_counter() - started, shares, latencies, np.stack(images)
+
+
+def overlay_ms(files, explainer, count: int = 32) -> float:
+    """What drawing the overlay PNG costs per study (now done on first view, not by the worker)."""
+    from ml.serving import pipeline
+
+    prepared = [pipeline.prepare(data, input_size=explainer.input_size) for _, data in files[:count]]
+    outcomes = pipeline.score(prepared, explainer, None)
+    started = time.perf_counter()
+    for image, outcome in zip(prepared, outcomes):
+        outcome.overlay_png(image.width, image.height)
+    return (time.perf_counter() - started) * 1000 / len(prepared)
+
+
+def through_queue(files, user, env, logs: Path, workers: int, concurrency: int):
+    """(c) with ``workers`` worker processes of ``concurrency`` pool processes: seconds, DONE, latencies, workers.
+
+    Every configuration gets its own bytes: a file scored in an earlier batch
+    would only be linked to that result, not scored again.
+    """
+    tag = f"#{workers}x{concurrency}".encode()
+    files = [(name, data + tag) for name, data in files]
+    from screening.models import Batch, Study
+    from screening.submission import submit
+    from tests.worker_process import WorkerProcess, wait_until
+
+    pool = [
+        WorkerProcess(
+            env, logs / f"worker-{workers}x{concurrency}-{i}.log", "-n", f"bench{i}@%h", concurrency=concurrency
+        )
+        for i in range(workers)
+    ]
+    for worker in pool:
+        worker.start()
+    try:
+        # Warm every pool process (model loaded, graph traced): one chunk each.
+        warm_files = [
+            (f"warm-{i}.jpeg", files[i % len(files)][1] + f"warm{i}".encode())
+            for i in range(16 * len(pool) * concurrency)
+        ]
+        warm = submit(user, Batch.Source.API, [(n, io.BytesIO(d)) for n, d in warm_files]).batch
+        wait_until(
+            lambda: not Study.objects.filter(batch=warm, status__in=Study.UNFINISHED).exists(),
+            600,
+            describe=pool[0].log,
+        )
+        started = time.perf_counter()
+        batch = submit(user, Batch.Source.API, [(n, io.BytesIO(d)) for n, d in files]).batch
+        submitted = time.perf_counter()
+        wait_until(
+            lambda: not Study.objects.filter(batch=batch, status__in=Study.UNFINISHED).exists(), 1800, 0.2, pool[0].log
+        )
+        seconds = time.perf_counter() - started
+    except BaseException:
+        for worker in pool:
+            worker.stop()
+        raise
+    rows = list(Study.objects.filter(batch=batch).values_list("status", "created_at", "finished_at"))
+    done = sum(1 for status, *_ in rows if status == Study.Status.DONE)
+    latencies = [(finished - created).total_seconds() * 1000 for _, created, finished in rows if finished]
+    return seconds, submitted - started, done, latencies, pool
 
 
 def main() -> None:
@@ -86,7 +149,11 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=500)
     parser.add_argument("--originals", default=str(ROOT.parent / "shared" / "data" / "originals"))
     parser.add_argument("--single", type=int, default=20, help="single-study submissions to time")
+    parser.add_argument(
+        "--scale", default="1x1", help="(c) configurations WORKERSxCONCURRENCY, comma-separated (e.g. 1x1,2x1,1x2)"
+    )
     args = parser.parse_args()
+    scales = [tuple(int(n) for n in item.split("x")) for item in args.scale.split(",")]
     chunk = settings.SCREENING_CHUNK_SIZE
     files = unique_files(Path(args.originals), args.files)
     print(
@@ -104,7 +171,8 @@ def main() -> None:
     warm = np.zeros((chunk, explainer.input_size, explainer.input_size), np.uint8)
     explainer.explain(warm)  # trace once
     gate.check(warm)
-    seconds_b, shares, latencies_b, images = in_process(files, explainer, gate, check, chunk)
+    threads = settings.SCREENING_DECODE_THREADS
+    seconds_b, shares, latencies_b, images = in_process(files, explainer, gate, check, chunk, threads)
 
     # (a) model alone.
     latencies_a = []
@@ -115,10 +183,11 @@ def main() -> None:
         latencies_a.append((time.perf_counter() - t0) * 1000)
     seconds_a = time.perf_counter() - started
     line(f"(a) model alone, batches of {chunk}", len(images), seconds_a, latencies_a)
-    line(f"(b) one process, chunks of {chunk}", len(files), seconds_b, latencies_b)
+    line(f"(b) one process, chunks of {chunk}, {threads} decode threads", len(files), seconds_b, latencies_b)
     total = sum(shares.values())
     for stage, seconds in shares.items():
-        print(f"      {stage:20} {100 * seconds / total:5.1f} %   ({1000 * seconds / len(files):6.1f} ms/study)")
+        print(f"      {stage:20} {100 * seconds / total:5.1f} %   ({1000 * seconds / len(files):6.1f} ms/study, CPU)")
+    print(f"      overlay PNG, drawn on first view, not by the worker: {overlay_ms(files, explainer):.1f} ms/study")
 
     # (c) through the queue.
     from django.contrib.auth.models import Group, User
@@ -126,7 +195,7 @@ def main() -> None:
     from screening import roles
     from screening.models import Batch, Study
     from screening.submission import submit
-    from tests.worker_process import WorkerProcess, postgres_worker_env, wait_until
+    from tests.worker_process import postgres_worker_env, wait_until
 
     setup_test_environment()
     old_name = connection.creation.create_test_db(verbosity=0, keepdb=False)
@@ -134,33 +203,33 @@ def main() -> None:
 
     redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
     env = postgres_worker_env(settings)
-    log_path = Path(settings.MEDIA_ROOT) / "bench-worker.log"
-    worker = WorkerProcess(env, log_path).start()
+    logs = Path(settings.MEDIA_ROOT)
+    pool = []
     try:
         user = User.objects.create_user("bench-submitter", password="x")
         user.groups.add(Group.objects.get(name=roles.SUBMITTER))
-        # Warm the worker (model loaded, graph traced) with one study first.
-        warm = submit(user, Batch.Source.API, [("warm.jpeg", io.BytesIO(files[0][1] + b"warm"))]).batch
-        wait_until(
-            lambda: not Study.objects.filter(batch=warm, status__in=Study.UNFINISHED).exists(), 300, describe=worker.log
-        )
-
-        started = time.perf_counter()
-        batch = submit(user, Batch.Source.API, [(n, io.BytesIO(d)) for n, d in files]).batch
-        submitted = time.perf_counter()
-        wait_until(
-            lambda: not Study.objects.filter(batch=batch, status__in=Study.UNFINISHED).exists(), 1800, 0.2, worker.log
-        )
-        seconds_c = time.perf_counter() - started
-        rows = list(Study.objects.filter(batch=batch).values_list("status", "created_at", "finished_at"))
-        done = sum(1 for status, *_ in rows if status == Study.Status.DONE)
-        latencies_c = [(finished - created).total_seconds() * 1000 for _, created, finished in rows if finished]
-        line("(c) submit -> queue -> worker -> database", len(files), seconds_c, latencies_c)
-        submission = submitted - started
-        print(
-            f"      submission (store, rows, enqueue) {submission:.1f} s of {seconds_c:.1f} s; {done}/{len(files)} DONE"
-        )
+        rates = []
+        for workers, concurrency in scales:
+            for worker in pool:
+                worker.stop()
+            seconds_c, submission, done, latencies_c, pool = through_queue(files, user, env, logs, workers, concurrency)
+            rate = len(files) / seconds_c
+            rates.append(rate)
+            efficiency = rate / rates[0] / (workers * concurrency / (scales[0][0] * scales[0][1]))
+            line(
+                f"(c) submit -> queue -> {workers} worker x {concurrency} -> database",
+                len(files),
+                seconds_c,
+                latencies_c,
+            )
+            print(
+                f"      submission (store, rows, enqueue) {submission:.1f} s of {seconds_c:.1f} s; "
+                f"{done}/{len(files)} DONE; scaling efficiency {efficiency:.2f}"
+            )
+        seconds_c = len(files) / rates[0]
         print(f"ratio (c)/(b): {(len(files) / seconds_c) / (len(files) / seconds_b):.2f}")
+        print(f"ratio (c)/(a): {(len(files) / seconds_c) / (len(files) / seconds_a):.2f}")
+        worker = pool[0]
 
         single = []
         for i in range(args.single):
@@ -191,7 +260,8 @@ def main() -> None:
             peaks.append(int(next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1]) / 1024)
         print(f"worker peak RSS: {max(peaks):.0f} MB (largest process; {len(peaks)} processes)")
     finally:
-        worker.stop()
+        for process in pool:
+            process.stop()
         connection.creation.destroy_test_db(old_name, verbosity=0)
         redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
 

@@ -198,7 +198,11 @@ class Result(TimeStamped):
     )
     viral_probability = models.FloatField(null=True, blank=True, help_text=_("P(viral | pneumonia)."))
     inference_ms = models.FloatField(help_text=_("Model time per study in its chunk, milliseconds."))
-    heatmap = models.FileField(max_length=255, blank=True, help_text=_("Grad-CAM overlay (RGBA PNG)."))
+    heatmap = models.FileField(
+        max_length=255,
+        blank=True,
+        help_text=_("Grad-CAM overlay (RGBA PNG) of results scored before overlays were rendered on first view."),
+    )
     heatmap_raw = models.JSONField(
         null=True, blank=True, help_text=_("Grad-CAM map on the model's feature grid, 0..1.")
     )
@@ -241,6 +245,11 @@ class Result(TimeStamped):
 
     def __str__(self) -> str:
         return f"{self.label} {self.probability:.3f} ({self.model_version})"
+
+    @property
+    def has_heatmap(self) -> bool:
+        """A map to draw (its overlay PNG is rendered when first viewed, ``screening.previews``)."""
+        return self.heatmap_raw is not None or bool(self.heatmap)
 
 
 class ReceivedInstance(models.Model):

@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 import numpy as np
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.core.files.base import ContentFile
-from django.core.files.storage import default_storage
 from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -116,27 +114,30 @@ def _record_image_facts(study: Study, prepared: pipeline.PreparedImage) -> None:
     study.study_date = dicom_date(prepared.attributes.get("StudyDate", "")) or study.study_date
 
 
-def _prepare(study: Study, input_size: int) -> pipeline.PreparedImage | None:
-    """The study's file ready for the model, or None after finishing the study as FAILED/REJECTED."""
-    try:
-        prepared = pipeline.prepare(
-            study.file.path,
-            input_size=input_size,
-            max_bytes=settings.SCREENING_MAX_FILE_BYTES,
-            max_pixels=settings.SCREENING_MAX_IMAGE_PIXELS,
-        )
-    except FileNotFoundError:
-        _finish_unscored(study, Study.Status.FAILED, "The stored file is missing; please submit it again.")
-        return None
-    except UnscorableInput as exc:
-        _finish_unscored(study, exc.status, exc.reason)
-        return None
-    except Exception:
-        log.exception("decoding study %s failed unexpectedly", study.pk)
-        _finish_unscored(study, Study.Status.FAILED, _INTERNAL_ERROR)
-        return None
-    _record_image_facts(study, prepared)
-    return prepared
+def _prepare_all(studies: list[Study], input_size: int) -> list[pipeline.PreparedImage | None]:
+    """Each study's file ready for the model (decoded on every core), or None after finishing it FAILED/REJECTED."""
+    outcomes = pipeline.prepare_many(
+        [study.file.path for study in studies],
+        threads=settings.SCREENING_DECODE_THREADS,
+        input_size=input_size,
+        max_bytes=settings.SCREENING_MAX_FILE_BYTES,
+        max_pixels=settings.SCREENING_MAX_IMAGE_PIXELS,
+    )
+    ready: list[pipeline.PreparedImage | None] = []
+    for study, outcome in zip(studies, outcomes, strict=True):
+        if isinstance(outcome, FileNotFoundError):
+            _finish_unscored(study, Study.Status.FAILED, "The stored file is missing; please submit it again.")
+        elif isinstance(outcome, UnscorableInput):
+            _finish_unscored(study, outcome.status, outcome.reason)
+        elif isinstance(outcome, Exception):
+            log.error("decoding study %s failed unexpectedly", study.pk, exc_info=outcome)
+            _finish_unscored(study, Study.Status.FAILED, _INTERNAL_ERROR)
+        else:
+            _record_image_facts(study, outcome)
+            ready.append(outcome)
+            continue
+        ready.append(None)
+    return ready
 
 
 def score_chunk(
@@ -188,8 +189,7 @@ def _score_claimed(
 ) -> None:
     ready: list[Study] = []
     prepared: list[pipeline.PreparedImage] = []
-    for study in studies:
-        image = _prepare(study, explainer.input_size)
+    for study, image in zip(studies, _prepare_all(studies, explainer.input_size), strict=True):
         if image is not None:
             ready.append(study)
             prepared.append(image)
@@ -229,16 +229,10 @@ def _site_probability(probability: float, setting: SiteSetting | None, card: dic
     return float(shift_prevalence(probability, float(card["calibration_prevalence"]), setting.prevalence))
 
 
-def _store_heatmap(study: Study, outcome: pipeline.Scored, version: str) -> dict:
-    """Overlay PNG (stored by study content and model version, so a re-run rewrites the same file) and raw map."""
-    png = outcome.overlay_png(study.image_width or 224, study.image_height or 224)
-    name = f"heatmaps/{version}/{study.sha256[:2]}/{study.sha256}.png"
-    if default_storage.exists(name):
-        default_storage.delete(name)
-    stored = default_storage.save(name, ContentFile(png))
+def _heatmap_fields(outcome: pipeline.Scored) -> dict:
+    """The raw map and box; the overlay PNG is drawn when someone opens the study (``screening.previews``)."""
     box = outcome.salient_box
     return {
-        "heatmap": stored,
         "heatmap_raw": np.round(outcome.heatmap.astype(float), 3).tolist(),
         "salient_box": None if box is None else [round(v, 4) for v in box],
     }
@@ -256,7 +250,7 @@ def _write_results(
     another worker meanwhile); the unique constraint drops a duplicate result.
     """
     now = timezone.now()
-    extras = [_store_heatmap(study, outcome, explainer.version) for study, outcome, _ in scored]
+    extras = [_heatmap_fields(outcome) for _, outcome, _ in scored]
     with transaction.atomic():
         running = set(
             Study.objects.select_for_update()

@@ -218,13 +218,13 @@ def study_heatmap(request, study_id: int):
     access.require(request, *SEES_STUDIES)
     study = get_object_or_404(access.visible_studies(request.user).select_related("duplicate_of"), pk=study_id)
     result = study.latest_result()
-    if result is None or not result.heatmap:
-        raise Http404(_("This study has no heatmap."))
     try:
-        handle = result.heatmap.open("rb")
+        path = None if result is None else previews.heatmap_file(result, study.duplicate_of or study)
     except OSError:
+        path = None
+    if path is None:
         raise Http404(_("This study has no heatmap."))
-    response = FileResponse(handle, content_type="image/png")
+    response = FileResponse(path.open("rb"), content_type="image/png")
     response["Cache-Control"] = "private, max-age=3600"
     return response
 

@@ -63,3 +63,17 @@ def test_make_run_starts_the_listener_for_local_callers_only():
     procfile = (ROOT / "Procfile.local").read_text()
     (line,) = [entry for entry in procfile.splitlines() if entry.startswith("dicom:")]
     assert "manage.py dicom_listener" in line and '"${DICOM_ALLOWED_CALLERS:-*@127.0.0.1}"' in line
+
+
+def test_compose_has_a_gpu_worker_that_builds_tensorflow_with_cuda_and_reserves_a_gpu():
+    text = (ROOT / "docker-compose.yml").read_text()
+    service = text[text.index("\n  worker-gpu:") : text.index("\n  beat:")]
+    assert 'profiles: ["gpu"]' in service and "TF_VARIANT: gpu" in service
+    assert "driver: nvidia" in service and "capabilities: [gpu]" in service
+    assert 'TF_FORCE_GPU_ALLOW_GROWTH: "true"' in service
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "ARG TF_VARIANT=cpu" in dockerfile and "tensorflow[and-cuda]" in dockerfile
+    # The version the GPU image installs is read from constraints.txt: it must be there.
+    import re
+
+    assert re.search(r"^tensorflow[-_]cpu==\d", (ROOT / "constraints.txt").read_text(), re.MULTILINE)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from screening import previews
 from screening.models import Batch, Result, Study
 from screening.scoring import claim, score_chunk
 from screening.submission import submit
@@ -41,8 +42,9 @@ def test_it_scores_a_chunk_and_records_the_model_version(submitter, screener, se
         assert result.label == ("PNEUMONIA" if result.probability >= screener.threshold else "NORMAL")
         assert study.image_width and study.image_height
         assert study.score == result.probability and study.model_label == result.label
-        # A Grad-CAM overlay and raw map for every scored study; a box only above threshold.
-        overlay = Image.open(settings.MEDIA_ROOT / result.heatmap.name)
+        # A raw Grad-CAM map for every scored study, drawn as an overlay on first view; a box only above threshold.
+        assert not result.heatmap, "the worker no longer draws overlays"
+        overlay = Image.open(previews.heatmap_file(result, study))
         assert overlay.mode == "RGBA"
         assert abs(overlay.width / overlay.height - study.image_width / study.image_height) < 0.02
         raw = np.array(result.heatmap_raw)

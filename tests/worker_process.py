@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class WorkerProcess:
-    def __init__(self, env: dict[str, str], log_path: Path, *extra_args: str):
+    def __init__(self, env: dict[str, str], log_path: Path, *extra_args: str, concurrency: int = 1):
+        self.concurrency = concurrency
         self.env = env
         self.log_path = log_path
         self.extra_args = extra_args
@@ -32,7 +33,7 @@ class WorkerProcess:
                 "--pool",
                 "prefork",
                 "--concurrency",
-                "1",
+                str(self.concurrency),
                 "--loglevel",
                 "INFO",
                 "--without-gossip",

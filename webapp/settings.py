@@ -8,6 +8,7 @@ and ``DJANGO_ALLOWED_HOSTS`` (see README and docker-compose.yml).
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -170,6 +171,8 @@ SCREENING_MAX_ZIP_UNCOMPRESSED_BYTES = env_int("SCREENING_MAX_ZIP_UNCOMPRESSED_M
 SCREENING_MAX_ZIP_RATIO = env_int("SCREENING_MAX_ZIP_RATIO", 100, minimum=2)
 SCREENING_MAX_IMAGE_PIXELS = env_int("SCREENING_MAX_IMAGE_MEGAPIXELS", 50, minimum=1) * 1_000_000
 SCREENING_CHUNK_SIZE = env_int("SCREENING_CHUNK_SIZE", 16, minimum=1, maximum=256)
+# Threads that decode a chunk's files in each worker process (decoders release the GIL); the model runs after.
+SCREENING_DECODE_THREADS = env_int("SCREENING_DECODE_THREADS", min(4, os.cpu_count() or 1), minimum=1, maximum=64)
 SCREENING_MODEL_DIR = env_str("SCREENING_MODEL_DIR")  # default: the version named in ml/models/CURRENT
 SCREENING_MAX_ATTEMPTS = env_int("SCREENING_MAX_ATTEMPTS", 3, minimum=1)
 # Originals one submitter may keep stored (until purged); 0 = no quota. Files past it are refused one by one.

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 from celery.signals import worker_process_init
 from django.conf import settings
 
+from ml.serving.devices import prepare_devices
 from screening.serving import get_gate, get_population_check, get_screener
+
+log = logging.getLogger(__name__)
 
 
 def warm_up() -> None:
@@ -16,7 +21,9 @@ def warm_up() -> None:
     kernels for that shape (about a second on 2 cores); paying it when the
     worker starts keeps it out of the first real study's latency.
     """
+    device = prepare_devices()
     screener, gate = get_screener(), get_gate()
+    log.info("model %s runs on %s, chunks of %d", screener.version, device, settings.SCREENING_CHUNK_SIZE)
     get_population_check()
     for batch in sorted({1, settings.SCREENING_CHUNK_SIZE}):
         images = np.zeros((batch, screener.input_size, screener.input_size), np.uint8)

@@ -12,11 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pydicom
-from django.core.files.storage import default_storage
 
 from ml.serving.decode import UnscorableInput, decode
 from screening.dicom_objects import Finding, blend_overlay, heatmap_capture, structured_report
 from screening.models import Delivery, Result, Study
+from screening.previews import heatmap_file
 
 MODEL_NAME = "pneumonia-screening"
 
@@ -61,12 +61,12 @@ def report(result: Result) -> pydicom.Dataset:
 
 def heatmap(result: Result) -> pydicom.Dataset:
     path = _source_path(result.study)
-    if not result.heatmap:
-        raise SourceUnavailable("The result has no heatmap.")
     try:
+        overlay_path = heatmap_file(result, result.study)
+        if overlay_path is None:
+            raise SourceUnavailable("The result has no heatmap.")
         gray = decode(path).pixels
-        with default_storage.open(result.heatmap.name, "rb") as handle:
-            overlay = handle.read()
+        overlay = overlay_path.read_bytes()
     except (UnscorableInput, OSError) as exc:
         raise SourceUnavailable(f"The heatmap could not be rendered: {exc}") from exc
     return heatmap_capture(pydicom.dcmread(path), blend_overlay(gray, overlay), finding(result))

@@ -1,0 +1,47 @@
+"""Preparing a chunk on several threads gives exactly what one thread gives, in order, failures in place."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ml.serving import pipeline
+from ml.serving.decode import DecodeFailed, InputRejected
+from tests.ml.conftest import FIXTURES, ORIGINALS, XRAY
+
+BAD = FIXTURES / "bad"
+
+
+@pytest.fixture
+def sources():
+    good = sorted(XRAY.rglob("*.jpeg"))[:6] + sorted(ORIGINALS.glob("*.jpeg")) + [BAD / "mono2.dcm"]
+    bad = [BAD / "truncated.jpeg", BAD / "ct_slice.dcm", FIXTURES / "no-such-file.png"]
+    mixed = good[:3] + bad[:1] + good[3:6] + bad[1:] + good[6:]
+    return [str(p) for p in mixed]
+
+
+def test_threads_change_nothing_but_the_speed(sources):
+    one = pipeline.prepare_many(sources, threads=1)
+    four = pipeline.prepare_many(sources, threads=4)
+    assert len(one) == len(four) == len(sources)
+    for a, b, source in zip(one, four, sources, strict=True):
+        assert type(a) is type(b), source
+        if isinstance(a, pipeline.PreparedImage):
+            assert np.array_equal(a.pixels, b.pixels) and (a.width, a.height, a.format) == (b.width, b.height, b.format)
+            assert a.attributes == b.attributes
+            assert np.array_equal(a.pixels, pipeline.prepare(source).pixels)
+
+
+def test_failures_come_back_in_their_place(sources):
+    outcomes = pipeline.prepare_many(sources, threads=3)
+    by_name = {source.rsplit("/", 1)[-1]: outcome for source, outcome in zip(sources, outcomes, strict=True)}
+    assert isinstance(by_name["truncated.jpeg"], DecodeFailed)
+    assert isinstance(by_name["ct_slice.dcm"], InputRejected)
+    assert isinstance(by_name["no-such-file.png"], FileNotFoundError)
+    assert sum(isinstance(o, pipeline.PreparedImage) for o in outcomes) == len(sources) - 3
+
+
+def test_timings_add_up_per_stage(sources):
+    timings: dict[str, float] = {}
+    pipeline.prepare_many(sources, threads=2, timings=timings)
+    assert set(timings) >= {"decode", "preprocess"} and all(v > 0 for v in timings.values())
