@@ -2,8 +2,9 @@
 
     .venv/bin/python -m bench.memory [--studies 10000]
 
-Runs what a worker process runs per chunk (``ml.serving.pipeline``: decode,
-squash, gate, model with heatmap; then the overlay PNG) over the fixture X-rays cycled, and prints the
+Runs what a worker process runs per chunk (``ml.serving.pipeline``: decode and
+squash on the worker's decode threads, gate, model with heatmap; the overlay PNG is
+drawn on first view, not here) over the fixture X-rays cycled, and prints the
 process's resident memory every 1,000 studies. Flat means no leak per chunk.
 Not a test: prints figures, asserts nothing. No database involved.
 """
@@ -11,6 +12,7 @@ Not a test: prints figures, asserts nothing. No database involved.
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import time
 from pathlib import Path
@@ -29,6 +31,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--studies", type=int, default=10_000)
     parser.add_argument("--chunk", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 1), help="decode threads")
     args = parser.parse_args()
 
     from ml.serving import pipeline
@@ -48,10 +51,10 @@ def main() -> None:
     done = 0
     baseline = None
     while done < args.studies:
-        prepared = [pipeline.prepare(data[(done + i) % len(data)]) for i in range(args.chunk)]
-        for image, outcome in zip(prepared, pipeline.score(prepared, explainer, gate, check)):
-            if isinstance(outcome, pipeline.Scored):
-                outcome.overlay_png(image.width, image.height)
+        prepared = pipeline.prepare_many(
+            [data[(done + i) % len(data)] for i in range(args.chunk)], threads=args.threads
+        )
+        pipeline.score([p for p in prepared if isinstance(p, pipeline.PreparedImage)], explainer, gate, check)
         done += args.chunk
         if done % 1000 < args.chunk:
             baseline = baseline or rss_mb()

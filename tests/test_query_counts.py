@@ -39,3 +39,32 @@ def test_api_batch_detail_queries_are_pinned(submitter, thousand_studies, django
     with django_assert_num_queries(9):
         response = client.get(f"/api/v1/batches/{thousand_studies.pk}")
     assert response.status_code == 200 and len(response.json()["studies"]) == 1000
+
+
+def test_scoring_a_chunk_makes_a_fixed_number_of_queries(submitter, publish, django_assert_num_queries):
+    """Per chunk, not per study: what each worker adds to PostgreSQL's load when workers scale out."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from screening.models import Batch
+    from screening.scoring import score_chunk
+    from screening.serving import get_gate, get_population_check, get_screener
+    from screening.submission import submit
+    from tests.conftest import XRAYS
+
+    files = []
+    for i in range(16):
+        pixels = np.array(Image.open(XRAYS[i % len(XRAYS)]).convert("L"))
+        pixels[0, 0] = i
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="PNG")
+        files.append((f"{i}.png", io.BytesIO(buffer.getvalue())))
+    ids = [s.pk for s in submit(submitter, Batch.Source.API, files).studies]
+    screener, gate, check = get_screener(), get_gate(), get_population_check()
+    # 9 statements in two transactions (here their savepoints count too): claim (select for update,
+    # update), read the claimed rows, the site setting, then lock, insert results, update studies twice.
+    with django_assert_num_queries(13):
+        summary = score_chunk(ids, screener, gate, check, claimant="test:1")
+    assert summary.done + summary.rejected == 16
