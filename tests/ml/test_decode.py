@@ -324,7 +324,23 @@ def test_draft_mode_decodes_smaller_but_gives_the_same_model_input(detector_size
     assert draft.pixels.size < full.pixels.size
     assert min(draft.pixels.shape) >= 224
     assert (draft.width, draft.height) == (full.width, full.height)
-    assert np.abs(squash_to_input(draft.pixels).astype(int) - squash_to_input(full.pixels)).mean() < 0.25
+    # Under one grey level on average (0.08-0.83 measured at DRAFT_OVERSAMPLE 2); what matters,
+    # the model's probability, is checked with the shipped model below.
+    assert np.abs(squash_to_input(draft.pixels).astype(int) - squash_to_input(full.pixels)).mean() < 1.0
+
+
+@pytest.fixture(scope="module")
+def shipped_screener():
+    from ml.serving.inference import Screener, current_model_dir
+
+    return Screener.load(current_model_dir())
+
+
+def test_draft_mode_moves_the_shipped_models_probability_by_under_a_hundredth(detector_sized_jpeg, shipped_screener):
+    full = squash_to_input(decode(detector_sized_jpeg).pixels)
+    draft = squash_to_input(decode(detector_sized_jpeg, target_size=224).pixels)
+    a, b = shipped_screener.predict(np.stack([full, draft]))
+    assert abs(a.probability - b.probability) < 0.01 and a.label == b.label
 
 
 def test_draft_mode_never_goes_below_the_target_size():
