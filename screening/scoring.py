@@ -9,13 +9,14 @@ its own study; the rest of the chunk is still scored.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -298,7 +299,36 @@ def _write_results(
         dicom = [
             column for column in [*_DICOM_FIELDS.values(), "study_date"] if any(getattr(s, column) for s in finished)
         ]
-        Study.objects.bulk_update(finished, _PER_STUDY_FIELDS + dicom)
+        _update_columns(finished, _PER_STUDY_FIELDS + dicom)
         Study.objects.filter(pk__in=[s.pk for s in finished]).update(
             status=Study.Status.DONE, status_message="", finished_at=now, updated_at=now
+        )
+
+
+def _update_columns(studies: list[Study], columns: list[str]) -> None:
+    """Write each study's own values of ``columns``: one ``UPDATE ... FROM (VALUES ...)`` on PostgreSQL.
+
+    ``bulk_update`` builds a CASE expression per column and row, and its
+    Python cost was a fifth of a chunk's wall time in the worker (34 ms of
+    170 for 16 studies, profiled under ``bench.throughput``'s load). Other
+    databases (SQLite for ``make run``) keep ``bulk_update``.
+    """
+    if connection.vendor != "postgresql":
+        Study.objects.bulk_update(studies, columns)
+        return
+    fields = [Study._meta.get_field(name) for name in columns]
+    casts = ["bigint", *(re.sub(r"\(.*\)", "", field.db_type(connection)) for field in fields)]
+    first = "(" + ", ".join(f"%s::{cast}" for cast in casts) + ")"
+    other = "(" + ", ".join(["%s"] * len(casts)) + ")"
+    rows = ", ".join([first, *[other] * (len(studies) - 1)])
+    names = ", ".join(["id", *(field.column for field in fields)])
+    assignments = ", ".join(f"{field.column} = v.{field.column}" for field in fields)
+    table = Study._meta.db_table
+    params = []
+    for study in studies:
+        params.append(study.pk)
+        params.extend(field.get_db_prep_value(getattr(study, field.attname), connection) for field in fields)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} AS s SET {assignments} FROM (VALUES {rows}) AS v({names}) WHERE s.id = v.id", params
         )

@@ -122,3 +122,27 @@ def test_the_gate_rejects_what_is_not_a_chest_xray_before_the_model(submitter, s
     for name in ("noise.png", "colour.jpeg"):
         study = Study.objects.get(original_name=name)
         assert study.status == Study.Status.REJECTED and study.status_message and not study.results.exists()
+
+
+def test_the_chunks_study_columns_are_written_row_by_row_in_one_statement(submitter, django_assert_num_queries):
+    import datetime
+
+    from screening.scoring import _DICOM_FIELDS, _PER_STUDY_FIELDS, _update_columns
+    from tests.factories import batch_for, scored_study
+
+    batch = batch_for(submitter)
+    studies = [scored_study(batch, p) for p in (0.1, 0.5, 0.9)]
+    values = [
+        (0.25, "NORMAL", 640, 480, "validated", "age 3 y", "1.2.3", datetime.date(2026, 11, 30)),
+        (0.75, "PNEUMONIA", 2048, 2500, "outside", "it's an adult's film; \"quoted\"", "", None),
+        (None, "", None, None, "", "", "9.8.7", datetime.date(1999, 1, 1)),
+    ]
+    columns = [*_PER_STUDY_FIELDS, _DICOM_FIELDS["SeriesInstanceUID"], "study_date"]
+    for study, row in zip(studies, values, strict=True):
+        for column, value in zip(columns, row, strict=True):
+            setattr(study, column, value)
+    with django_assert_num_queries(1):
+        _update_columns(studies, columns)
+    for study, row in zip(studies, values, strict=True):
+        study.refresh_from_db()
+        assert tuple(getattr(study, column) for column in columns) == row
