@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 # Database errors are retried for longer than a realistic outage (2 + 4 + 8 + 16 + 30 × 8 s,
 # about 4.5 minutes, without jitter: with it, five retries once fitted into 9 s of a 20-s
 # outage). The sweep re-sends whatever outlives even that.
-@shared_task(
+RETRY_THROUGH_DATABASE_OUTAGES = dict(
     acks_late=True,
     ignore_result=True,
     autoretry_for=(OperationalError, InterfaceError),
@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
     retry_jitter=False,
     max_retries=12,
 )
+
+
+@shared_task(**RETRY_THROUGH_DATABASE_OUTAGES)
 def score_studies_task(study_ids: list[int]) -> None:
     """Score a chunk of studies in one forward pass. Safe to run twice."""
     summary = score_chunk(study_ids, get_screener(), get_gate(), get_population_check(), claimant=process_name())
@@ -61,15 +64,7 @@ def record_heartbeat_task(self) -> None:
     )
 
 
-@shared_task(
-    ignore_result=True,
-    acks_late=True,
-    autoretry_for=(OperationalError, InterfaceError),
-    retry_backoff=2,
-    retry_backoff_max=30,
-    retry_jitter=False,
-    max_retries=12,
-)
+@shared_task(**RETRY_THROUGH_DATABASE_OUTAGES)
 def send_delivery_task(delivery_id: int) -> None:
     """Send one result object to one DICOM destination (``screening.dicom.outbox``). Safe to run twice."""
     outbox.send(delivery_id)

@@ -31,6 +31,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from tests.worker_process import ROOT, BackgroundProcess
+
 ORTHANC = "/usr/sbin/Orthanc"
 DCMTK_TOOLS = ("storescu", "echoscu")
 START_TIMEOUT = 30.0
@@ -335,21 +337,19 @@ def radiograph_copies(directory: Path, n: int, *, study_uid: str | None = None) 
     return paths
 
 
-class ListenerProcess:
+class ListenerProcess(BackgroundProcess):
     """``manage.py dicom_listener`` as its own process, so a test can kill it as a crash would."""
 
     def __init__(self, env: dict[str, str], log_path: Path, port: int):
         self.env, self.log_path, self.port = env, log_path, port
-        self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60.0) -> ListenerProcess:
         import sys
 
-        root = Path(__file__).resolve().parent.parent
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "manage.py", "dicom_listener", "--port", str(self.port)],
-            cwd=root,
+            cwd=ROOT,
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -361,19 +361,3 @@ class ListenerProcess:
                 raise RuntimeError(f"the DICOM listener did not start:\n{self.log()}")
             time.sleep(0.1)
         return self
-
-    def kill_hard(self) -> None:
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.kill_hard()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-6000:] if self.log_path.exists() else ""

@@ -89,3 +89,22 @@ def bulk_scored_studies(batch: Batch, n: int) -> list[Study]:
         for s in studies
     )
     return studies
+
+
+def finding(**changes):
+    """What the model said about one instance, for the DICOM and FHIR builders (``screening.dicom_objects``)."""
+    from screening.dicom_objects import Finding
+
+    values = dict(
+        label="PNEUMONIA",
+        probability=0.873,
+        threshold=0.42,
+        shown_probability=0.61,
+        viral_probability=0.3,
+        model_name="pneumonia-screening",
+        model_version="v4",
+        population="outside",
+        population_reason="Declared age 45 years is outside the validated 1-5 years.",
+        salient_box=[0.25, 0.5, 0.75, 1.0],
+    )
+    return Finding(**{**values, **changes})

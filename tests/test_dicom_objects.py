@@ -17,27 +17,16 @@ from pydicom.uid import UID
 from ml.serving.heatmap import overlay_png
 from screening.dicom_objects import (
     DISCLAIMER,
-    Finding,
     blend_overlay,
     derived_uid,
     heatmap_capture,
     structured_report,
 )
+from tests.factories import finding
 
 SOURCE = Path(__file__).parent / "fixtures" / "bad" / "mono2.dcm"  # DX, 224x224, synthetic patient
 
-FINDING = Finding(
-    label="PNEUMONIA",
-    probability=0.873,
-    threshold=0.42,
-    shown_probability=0.61,
-    viral_probability=0.3,
-    model_name="pneumonia-screening",
-    model_version="v4",
-    population="outside",
-    population_reason="Declared age 45 years is outside the validated 1-5 years.",
-    salient_box=[0.25, 0.5, 0.75, 1.0],
-)
+FINDING = finding()
 
 
 @pytest.fixture

@@ -9,17 +9,11 @@ import pytest
 from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from pydantic import ValidationError
 
-from screening.dicom_objects import DISCLAIMER, Finding
+from screening.dicom_objects import DISCLAIMER
 from screening.fhir import diagnostic_report
+from tests.factories import finding
 
-FINDING = Finding(
-    label="PNEUMONIA",
-    probability=0.873,
-    threshold=0.42,
-    shown_probability=0.61,
-    viral_probability=0.3,
-    model_name="pneumonia-screening",
-    model_version="v4",
+FINDING = finding(
     population="validated",
     population_reason="Declared age 3 years is inside the validated 1-5 years.",
     salient_box=None,

@@ -12,13 +12,36 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-class WorkerProcess:
+class BackgroundProcess:
+    """A service process a test starts in its own session, so that it can be stopped or killed whole."""
+
+    log_path: Path
+    process: subprocess.Popen | None = None
+
+    def kill_hard(self) -> None:
+        """``kill -9`` the whole process group (parent and children), as a crash would."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.kill_hard()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-6000:] if self.log_path.exists() else ""
+
+
+class WorkerProcess(BackgroundProcess):
     def __init__(self, env: dict[str, str], log_path: Path, *extra_args: str, concurrency: int = 1):
         self.concurrency = concurrency
         self.env = env
         self.log_path = log_path
         self.extra_args = extra_args
-        self.process: subprocess.Popen | None = None
 
     def start(self) -> WorkerProcess:
         log = self.log_path.open("ab")
@@ -48,24 +71,6 @@ class WorkerProcess:
             start_new_session=True,
         )
         return self
-
-    def kill_hard(self) -> None:
-        """``kill -9`` the whole worker (parent and pool children), as a crash would."""
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=30)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-6000:]
 
 
 def base_env(**overrides: str) -> dict[str, str]:
