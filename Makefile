@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: install run test lint chaos migrate browser clean-var
+.PHONY: install run test lint chaos migrate browser clean-var messages
 
 install: $(STAMP)
 
@@ -61,6 +61,12 @@ test: lint browser
 # Faults on the production shape (own PostgreSQL and Redis on private ports): a few minutes.
 chaos: install
 	$(PY) -m bench.chaos
+
+# Refresh the interface's translation catalogues (needs GNU gettext); the compiled .mo files are committed.
+MESSAGES_IGNORE := --ignore "tests/*" --ignore "bench/*" --ignore "ml/*" --ignore "var/*" --ignore "docs/*"
+messages: install var/secret_key
+	$(PY) manage.py makemessages -l zh_Hans -l es $(MESSAGES_IGNORE) --add-location file
+	for lang in zh_Hans es; do msgfmt --check --statistics -o locale/$$lang/LC_MESSAGES/django.mo locale/$$lang/LC_MESSAGES/django.po; done
 
 clean-var:
 	rm -rf var

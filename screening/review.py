@@ -31,6 +31,7 @@ class ReviewForm(forms.ModelForm):
         model = Review
         fields = ["agrees_with_model", "finding", "comment", "needs_second_read"]
         widgets = {"comment": forms.Textarea(attrs={"rows": 3})}
+        labels = {"comment": _("Comment"), "needs_second_read": _("Needs second read")}
 
 
 def save_review(study: Study, reviewer, form: ReviewForm) -> Review:

@@ -71,7 +71,7 @@ def log_in(page, base: str, username: str) -> None:
     page.goto(f"{base}/accounts/login/")
     page.fill("input[name=username]", username)
     page.fill("input[name=password]", f"pw-{username}")
-    page.click("button[type=submit]")
+    page.click("#login-form button[type=submit]")
     page.wait_for_load_state()
 
 
@@ -265,3 +265,34 @@ def test_pages_break_no_content_security_rule(browser, live_server, submitter, r
             page.wait_for_load_state("networkidle")
     context.close()
     assert violations == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_radiologist_works_the_worklist_in_chinese(page, live_server, submitter, radiologist, settings):
+    """Chosen in the header, the language holds across pages; the keyboard journey and the review work in it."""
+    from tests.factories import batch_for, scored_study
+
+    batch = batch_for(submitter)
+    high, low = (scored_study(batch, p, media_root=settings.MEDIA_ROOT) for p in (0.93, 0.41))
+    base = live_server.url
+    log_in(page, base, "rita")
+    page.select_option("#language", "zh-hans")
+    page.click("#language-form button[type=submit]")
+    page.wait_for_load_state()
+    page.goto(f"{base}/worklist/")
+    assert page.inner_text("h1") == "工作列表"
+    assert "辅助决策" in page.inner_text(".intended-use")
+    assert page.eval_on_selector("html", "html => html.lang") == "zh-hans"
+    shot(page, "07-worklist-zh")
+    page.keyboard.press("j")  # to the second study and back: the highest score first
+    page.keyboard.press("k")
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"**/studies/{high.pk}/")
+    assert "您的审阅" in page.inner_text("#review-form")
+    page.check("input[name=agrees_with_model][value=yes]")
+    page.check("input[name=finding][value=pneumonia]")
+    page.click("#review-form button[type=submit]")
+    page.wait_for_url(f"**/studies/{low.pk}/")
+    assert f"已保存检查 {high.pk} 的审阅。" in page.inner_text(".messages")
+    shot(page, "08-study-zh")
+    assert Review.objects.get().study_id == high.pk

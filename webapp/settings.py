@@ -52,6 +52,7 @@ MIDDLEWARE = [
     "webapp.security.RequestSizeLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -72,6 +73,7 @@ TEMPLATES = [
         "OPTIONS": {
             "context_processors": [
                 "django.template.context_processors.request",
+                "django.template.context_processors.i18n",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "screening.context_processors.intended_use",
@@ -148,7 +150,12 @@ CONTENT_SECURITY_POLICY = (
     "object-src 'none'; base-uri 'self'; frame-ancestors 'none'; form-action 'self'"
 )
 
-LANGUAGE_CODE = "en-us"
+LANGUAGE_CODE = "en"
+# The interface's languages; each user picks one (the header's chooser, kept in a cookie), else the
+# browser's Accept-Language decides. Catalogues: locale/<lang>/LC_MESSAGES/django.po (and the .mo
+# compiled from it, committed so that no gettext is needed to run the service).
+LANGUAGES = [("en", "English"), ("zh-hans", "简体中文"), ("es", "Español")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
 TIME_ZONE = env_str("TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True
