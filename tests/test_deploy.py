@@ -62,7 +62,7 @@ def test_compose_runs_the_dicom_listener_on_a_published_port_open_to_no_one_by_d
 def test_make_run_starts_the_listener_for_local_callers_only():
     procfile = (ROOT / "Procfile.local").read_text()
     (line,) = [entry for entry in procfile.splitlines() if entry.startswith("dicom:")]
-    assert "manage.py dicom_listener" in line and '"${DICOM_ALLOWED_CALLERS:-*@127.0.0.1}"' in line
+    assert "manage.py dicom_listener --optional" in line and '"${DICOM_ALLOWED_CALLERS:-*@127.0.0.1}"' in line
 
 
 def test_compose_has_a_gpu_worker_that_builds_tensorflow_with_cuda_and_reserves_a_gpu():

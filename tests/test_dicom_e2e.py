@@ -143,3 +143,32 @@ def test_the_listener_refuses_a_caller_it_was_not_told_about(services, settings,
         listener.stop()
     assert refused.returncode != 0 and "Rejected" in refused.stdout + refused.stderr
     assert allowed.returncode == 0
+
+
+def test_a_busy_port_stops_the_listener_unless_it_is_optional(settings, tmp_path):
+    """Production fails loudly; `make run` (--optional) keeps web and worker up, which honcho would stop."""
+    import socket
+    import sys
+    import time
+
+    from tests.worker_process import ROOT
+
+    env = postgres_worker_env(settings, DICOM_ALLOWED_CALLERS="STORESCU")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        command = [sys.executable, "manage.py", "dicom_listener", "--port", port]
+        strict = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert strict.returncode != 0 and f"cannot listen on 127.0.0.1:{port}" in strict.stderr
+        log = tmp_path / "optional.log"
+        with log.open("w") as sink:
+            optional = subprocess.Popen([*command, "--optional"], cwd=ROOT, env=env, stdout=sink, stderr=sink)
+        try:
+            wait_until(lambda: "Running without a DICOM listener" in log.read_text(), 120, describe=log.read_text)
+            time.sleep(2)
+            assert optional.poll() is None, "an optional listener must stay up: honcho stops everything when it exits"
+        finally:
+            optional.terminate()
+            optional.wait(timeout=30)
+        assert optional.returncode == 0
