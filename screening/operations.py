@@ -13,7 +13,7 @@ from datetime import timedelta
 from django.db.models import Avg, Count, F, Min
 from django.utils import timezone
 
-from screening.models import Delivery, Result, Study, WorkerHeartbeat
+from screening.models import Delivery, ReceivedInstance, Result, Study, WorkerHeartbeat
 
 RECENT = timedelta(minutes=5)
 TOP_FAILURE_REASONS = 20
@@ -34,6 +34,7 @@ class Snapshot:
     # per destination (a destination down shows as a growing age long before anything is marked failed).
     deliveries: dict[tuple[str, str], int] = field(default_factory=dict)
     oldest_pending_delivery_seconds: dict[str, float] = field(default_factory=dict)
+    received_by_caller: dict[str, int] = field(default_factory=dict)  # DICOM instances received, per calling AE
 
 
 def snapshot() -> Snapshot:
@@ -80,6 +81,7 @@ def snapshot() -> Snapshot:
             .annotate(n=Count("pk"))
             .order_by()
         },
+        received_by_caller=dict(ReceivedInstance.objects.values_list("calling_ae").annotate(n=Count("pk")).order_by()),
         oldest_pending_delivery_seconds={
             destination: (now - first).total_seconds()
             for destination, first in Delivery.objects.filter(status=Delivery.Status.PENDING)
@@ -157,3 +159,11 @@ class SnapshotCollector:
         for destination, seconds in s.oldest_pending_delivery_seconds.items():
             pending.add_metric([destination], seconds)
         yield pending
+        received = CounterMetricFamily(
+            "screening_dicom_received_instances",
+            "DICOM instances received (C-STORE by calling AE title; STOW-RS as an empty title).",
+            labels=["calling_ae"],
+        )
+        for calling_ae, n in s.received_by_caller.items():
+            received.add_metric([calling_ae], n)
+        yield received

@@ -147,3 +147,31 @@ def test_an_instance_over_the_size_limit_is_refused(listener, settings):
     settings.SCREENING_MAX_FILE_BYTES = 10_000
     assert store(listener.port, [instance()]) == [0xC000]
     assert not Study.objects.exists()
+
+
+def test_dicom_echo_tells_a_listening_node_a_refusing_one_and_nothing_apart(listener, settings, publish):
+    import io
+
+    from django.core.management import CommandError, call_command
+
+    out = io.StringIO()
+    call_command("dicom_echo", f"PNEUMO@127.0.0.1:{listener.port}", stdout=out)
+    assert "OK — C-ECHO success" in out.getvalue()
+
+    strict = Listener(ae_title="PNEUMO", callers=parse_callers(["MODALITY"]))  # our AE title is not allowed there
+    port = free_port()
+    strict.start(("127.0.0.1", port), block=False)
+    try:
+        with pytest.raises(CommandError, match="did not answer"):
+            call_command("dicom_echo", f"PNEUMO@127.0.0.1:{port}", stdout=io.StringIO())
+        settings.DICOM_PORT, settings.DICOM_BIND = port, "0.0.0.0"
+        out = io.StringIO()
+        call_command("dicom_echo", "--listener", stdout=out)  # a rejection still proves it is up
+        assert "rejected" in out.getvalue()
+    finally:
+        strict.stop()
+    with pytest.raises(CommandError, match="did not answer"):
+        call_command("dicom_echo", f"PACS@127.0.0.1:{free_port()}", stdout=io.StringIO())
+    settings.DICOM_DESTINATIONS = ()
+    with pytest.raises(CommandError, match="No node to echo"):
+        call_command("dicom_echo", stdout=io.StringIO())

@@ -80,6 +80,9 @@ def test_metrics_need_the_token_or_a_staff_login_and_parse_as_prometheus(db, set
     for kind, status in (("sr", "sent"), ("sc", "pending")):
         Delivery.objects.create(result=result, destination="PACS@h:104", kind=kind, status=status)
     Delivery.objects.filter(status="pending").update(created_at=timezone.now() - timedelta(seconds=600))
+    from screening.models import ReceivedInstance
+
+    ReceivedInstance.objects.create(sop_instance_uid="1.2.3", study=queued, calling_ae="MODALITY1")
 
     assert Client().get("/metrics").status_code == 401
     assert Client(HTTP_AUTHORIZATION="Bearer wrong").get("/metrics").status_code == 401
@@ -102,6 +105,7 @@ def test_metrics_need_the_token_or_a_staff_login_and_parse_as_prometheus(db, set
     assert samples[("screening_dicom_deliveries", (("destination", "PACS@h:104"), ("status", "sent")))] == 1
     assert 599 <= samples[("screening_dicom_oldest_pending_seconds", (("destination", "PACS@h:104"),))] < 700
     assert "Oldest pending delivery to PACS@h:104" in admin_client.get("/system/").content.decode()
+    assert samples[("screening_dicom_received_instances_total", (("calling_ae", "MODALITY1"),))] == 1
 
 
 def test_the_system_page_is_for_staff(db, submitter, admin_client):
