@@ -1,0 +1,125 @@
+"""Did a change to the serving path move any score? Dump this tree's scores, then compare two dumps.
+
+    .venv/bin/python -m bench.score_drift dump scores-new.json      # in this tree
+    git worktree add /tmp/old <rev> && cp bench/score_drift.py /tmp/old/bench/ && cd /tmp/old && \
+        /work/main/.venv/bin/python -m bench.score_drift --data /work/shared/data dump /tmp/scores-old.json
+    .venv/bin/python -m bench.score_drift compare /tmp/scores-old.json scores-new.json
+    .venv/bin/python -m bench.score_drift draft                     # draft vs full JPEG decode, detector-sized
+
+``dump`` scores the 1,870 ``chest_xray_hires`` files and the 12 originals
+(../shared/data) through the worker's own path (``pipeline.prepare_many`` when
+the tree has it, the gate, the model) and writes {file: [probability, label]}.
+``compare`` prints the largest |ΔP| overall, on the originals and on the hires
+files, and how many labels agree. ``draft`` enlarges each original to a short
+side of at least 1,700 px (as CR/DX exports are) and prints, per file, how far
+reduced-size decoding moves the model's input and probability from a full
+decode. Not a test: prints figures, asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+from pathlib import Path
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings_test")
+
+import django  # noqa: E402
+
+django.setup()
+
+import numpy as np  # noqa: E402
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def dump(target: str, data: Path) -> None:
+    from ml.serving import pipeline
+    from screening.serving import get_gate, get_population_check, get_screener
+
+    explainer, gate, check = get_screener(), get_gate(), get_population_check()
+    files = sorted((data / "chest_xray_hires").rglob("*.jpeg")) + sorted((data / "originals").glob("*.jpeg"))
+    if not files:
+        raise SystemExit(f"no chest_xray_hires or originals under {data}: pass --data")
+    scores = {}
+    for first in range(0, len(files), 16):
+        chunk = [str(f) for f in files[first : first + 16]]
+        if hasattr(pipeline, "prepare_many"):
+            prepared = pipeline.prepare_many(chunk, threads=2)
+        else:  # trees from before decoding on threads
+            prepared = [pipeline.prepare(f) for f in chunk]
+        ready = [(f, p) for f, p in zip(chunk, prepared) if isinstance(p, pipeline.PreparedImage)]
+        for (name, _), outcome in zip(ready, pipeline.score([p for _, p in ready], explainer, gate, check)):
+            scored = isinstance(outcome, pipeline.Scored)
+            scores[str(Path(name).relative_to(data))] = (
+                [float(outcome.prediction.probability), outcome.prediction.label] if scored else [None, "REJECTED"]
+            )
+    Path(target).write_text(json.dumps(scores))
+    print(f"{len(scores)} files scored into {target}")
+
+
+def compare(old: str, new: str) -> None:
+    a, b = json.loads(Path(old).read_text()), json.loads(Path(new).read_text())
+    shared = sorted(set(a) & set(b))
+    drift = {k: abs(a[k][0] - b[k][0]) for k in shared if a[k][0] is not None and b[k][0] is not None}
+    for name, keys in (
+        ("all", list(drift)),
+        ("originals", [k for k in drift if k.startswith("originals")]),
+        ("hires", [k for k in drift if k.startswith("chest_xray_hires")]),
+    ):
+        print(f"{name:10} {len(keys):5d} files   max |dP| {max((drift[k] for k in keys), default=0.0):.4f}")
+    agree = sum(a[k][1] == b[k][1] for k in shared)
+    print(f"labels agree: {agree} / {len(shared)}   (files only in one dump: {len(set(a) ^ set(b))})")
+
+
+def draft(data: Path) -> None:
+    from PIL import Image
+
+    from ml.serving import decode
+    from ml.serving.preprocess import squash_to_input
+    from screening.serving import get_screener
+
+    screener = get_screener().screener
+    print(f"DRAFT_OVERSAMPLE {decode.DRAFT_OVERSAMPLE}")
+    worst = 0.0
+    for path in sorted((data / "originals").glob("*.jpeg")):
+        with Image.open(path) as image:
+            grey = image.convert("L")
+        factor = -(-1700 // min(grey.size))
+        large = grey.resize((grey.width * factor, grey.height * factor), Image.Resampling.LANCZOS)
+        buffer = io.BytesIO()
+        large.save(buffer, format="JPEG", quality=95)
+        full = squash_to_input(decode.decode(buffer.getvalue()).pixels)
+        reduced = squash_to_input(decode.decode(buffer.getvalue(), target_size=224).pixels)
+        p_full, p_reduced = screener.predict(np.stack([full, reduced]))
+        moved = abs(p_full.probability - p_reduced.probability)
+        worst = max(worst, moved)
+        same = "same label" if p_full.label == p_reduced.label else "LABEL CHANGED"
+        shift = np.abs(full.astype(int) - reduced).mean()
+        size = f"{large.size[0]}x{large.size[1]}"
+        print(f"{path.name[:40]:40} {size}  input {shift:.2f} grey levels  |dP| {moved:.4f}  {same}")
+    print(f"largest |dP| {worst:.4f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("dump").add_argument("target")
+    both = commands.add_parser("compare")
+    both.add_argument("old")
+    both.add_argument("new")
+    commands.add_parser("draft")
+    args = parser.parse_args()
+    if args.command == "dump":
+        dump(args.target, args.data)
+    elif args.command == "compare":
+        compare(args.old, args.new)
+    else:
+        draft(args.data)
+
+
+if __name__ == "__main__":
+    main()
