@@ -77,3 +77,12 @@ def test_compose_has_a_gpu_worker_that_builds_tensorflow_with_cuda_and_reserves_
     import re
 
     assert re.search(r"^tensorflow[-_]cpu==\d", (ROOT / "constraints.txt").read_text(), re.MULTILINE)
+
+
+def test_the_models_and_the_migrations_agree(db):
+    """A model change without its migration (even a help text) would make the next makemigrations surprise someone."""
+    import io
+
+    from django.core.management import call_command
+
+    call_command("makemigrations", "--check", "--dry-run", stdout=io.StringIO())
