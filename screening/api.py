@@ -176,7 +176,4 @@ def batch_detail(request, batch_id: int):
 @api_view
 @require_GET
 def study_detail(request, study_id: int):
-    study = get_object_or_404(
-        selectors.studies_with_results().filter(pk__in=access.visible_studies(request.user)), pk=study_id
-    )
-    return JsonResponse(study_json(study))
+    return JsonResponse(study_json(selectors.visible_study(request.user, study_id)))

@@ -11,10 +11,9 @@ import io
 
 import pydicom
 from django.http import HttpResponse, JsonResponse
-from django.shortcuts import get_object_or_404
 from django.views.decorators.http import require_GET
 
-from screening import access, selectors
+from screening import selectors
 from screening.api import _error, api_view
 from screening.dicom import results
 from screening.fhir import diagnostic_report
@@ -22,9 +21,7 @@ from screening.models import Result, Study
 
 
 def _scored_study(request, study_id: int) -> tuple[Study, Result | None]:
-    study = get_object_or_404(
-        selectors.studies_with_results().filter(pk__in=access.visible_studies(request.user)), pk=study_id
-    )
+    study = selectors.visible_study(request.user, study_id)
     return study, study.latest_result()
 
 

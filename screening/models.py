@@ -13,6 +13,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
+from ml.serving.decode import dicom_date
+
 
 class TimeStamped(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
@@ -77,6 +79,19 @@ class ReviewStatus(models.TextChoices):
     UNREVIEWED = "unreviewed", _("Not reviewed")
     REVIEWED = "reviewed", _("Reviewed")
     SECOND_READ = "second_read", _("Needs second read")
+
+
+# DICOM header keyword -> Study column. Never PatientName or PatientID: the service does not keep them.
+DICOM_COLUMNS = {
+    "StudyInstanceUID": "study_instance_uid",
+    "SeriesInstanceUID": "series_instance_uid",
+    "SOPInstanceUID": "sop_instance_uid",
+    "AccessionNumber": "accession_number",
+    "Modality": "modality",
+    "ViewPosition": "view_position",
+    "BodyPartExamined": "body_part",
+    "PatientAge": "patient_age",
+}
 
 
 class Study(TimeStamped):
@@ -171,6 +186,18 @@ class Study(TimeStamped):
 
     def __str__(self) -> str:
         return f"Study {self.pk}"
+
+    def record_dicom_header(self, attributes: dict[str, str]) -> None:
+        """Copy the header values the service keeps (``DICOM_COLUMNS`` and StudyDate); absent ones change nothing.
+
+        Called at intake for instances received over the network and again
+        when any DICOM file is decoded for scoring.
+        """
+        for keyword, column in DICOM_COLUMNS.items():
+            value = str(attributes.get(keyword, "") or "").strip()
+            if value:
+                setattr(self, column, value[: self._meta.get_field(column).max_length])
+        self.study_date = dicom_date(str(attributes.get("StudyDate", "") or "")) or self.study_date
 
     def latest_result(self) -> Result | None:
         """The newest result of this study, or of the earlier study it duplicates.

@@ -92,6 +92,14 @@ def snapshot() -> Snapshot:
     )
 
 
+def _labelled(family, name: str, documentation: str, labels: list[str], values: dict):
+    """One metric family with a sample per key of ``values`` (a label value, or a tuple of them)."""
+    metric = family(name, documentation, labels=labels)
+    for key, value in values.items():
+        metric.add_metric(list(key) if isinstance(key, tuple) else [key], value)
+    return metric
+
+
 class SnapshotCollector:
     """A ``prometheus_client`` collector that reads one snapshot per scrape."""
 
@@ -99,28 +107,31 @@ class SnapshotCollector:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         s = snapshot()
-        studies = GaugeMetricFamily("screening_studies", "Studies by status.", labels=["status"])
-        for status, n in s.studies_by_status.items():
-            studies.add_metric([status], n)
-        yield studies
-        oldest = GaugeMetricFamily(
-            "screening_oldest_waiting_seconds", "Age of the oldest study in each unfinished status.", labels=["status"]
+        failures: dict[tuple[str, str], int] = {}
+        for status, reason, n in s.failures:  # reasons cut to 120 characters may coincide: one sample each
+            failures[status, reason] = failures.get((status, reason), 0) + n
+        yield _labelled(GaugeMetricFamily, "screening_studies", "Studies by status.", ["status"], s.studies_by_status)
+        yield _labelled(
+            GaugeMetricFamily,
+            "screening_oldest_waiting_seconds",
+            "Age of the oldest study in each unfinished status.",
+            ["status"],
+            s.oldest_waiting_seconds,
         )
-        for status, seconds in s.oldest_waiting_seconds.items():
-            oldest.add_metric([status], seconds)
-        yield oldest
-        results = CounterMetricFamily(
-            "screening_results", "Results written, by model version and label.", labels=["model_version", "label"]
+        yield _labelled(
+            CounterMetricFamily,
+            "screening_results",
+            "Results written, by model version and label.",
+            ["model_version", "label"],
+            s.results_by_model,
         )
-        for (version, label), n in s.results_by_model.items():
-            results.add_metric([version, label], n)
-        yield results
-        population = GaugeMetricFamily(
-            "screening_scored_studies_by_population", "DONE studies by population verdict.", labels=["population"]
+        yield _labelled(
+            GaugeMetricFamily,
+            "screening_scored_studies_by_population",
+            "DONE studies by population verdict.",
+            ["population"],
+            {verdict or "none": n for verdict, n in s.population.items()},
         )
-        for verdict, n in s.population.items():
-            population.add_metric([verdict or "none"], n)
-        yield population
         yield GaugeMetricFamily(
             "screening_recent_study_seconds",
             "Mean seconds from claim to result over the last 5 minutes (NaN when none finished).",
@@ -131,39 +142,38 @@ class SnapshotCollector:
             "Mean model time per study over the last 5 minutes (NaN when none).",
             value=float("nan") if s.recent_model_ms_per_study is None else s.recent_model_ms_per_study,
         )
-        failures = GaugeMetricFamily(
-            "screening_unscored_studies", "FAILED and REJECTED studies by reason (top 20).", labels=["status", "reason"]
+        yield _labelled(
+            GaugeMetricFamily,
+            "screening_unscored_studies",
+            "FAILED and REJECTED studies by reason (top 20).",
+            ["status", "reason"],
+            failures,
         )
-        for status, reason, n in s.failures:
-            failures.add_metric([status, reason], n)
-        yield failures
-        heartbeat = GaugeMetricFamily(
-            "screening_worker_heartbeat_age_seconds", "Seconds since each worker's last heartbeat.", labels=["worker"]
+        yield _labelled(
+            GaugeMetricFamily,
+            "screening_worker_heartbeat_age_seconds",
+            "Seconds since each worker's last heartbeat.",
+            ["worker"],
+            s.heartbeats,
         )
-        for hostname, seconds in s.heartbeats.items():
-            heartbeat.add_metric([hostname], seconds)
-        yield heartbeat
-        deliveries = GaugeMetricFamily(
+        yield _labelled(
+            GaugeMetricFamily,
             "screening_dicom_deliveries",
             "DICOM result objects by destination and status.",
-            labels=["destination", "status"],
+            ["destination", "status"],
+            s.deliveries,
         )
-        for (destination, status), n in s.deliveries.items():
-            deliveries.add_metric([destination, status], n)
-        yield deliveries
-        pending = GaugeMetricFamily(
+        yield _labelled(
+            GaugeMetricFamily,
             "screening_dicom_oldest_pending_seconds",
             "Age of the oldest DICOM delivery still pending, per destination.",
-            labels=["destination"],
+            ["destination"],
+            s.oldest_pending_delivery_seconds,
         )
-        for destination, seconds in s.oldest_pending_delivery_seconds.items():
-            pending.add_metric([destination], seconds)
-        yield pending
-        received = CounterMetricFamily(
+        yield _labelled(
+            CounterMetricFamily,
             "screening_dicom_received_instances",
             "DICOM instances received (C-STORE by calling AE title; STOW-RS as an empty title).",
-            labels=["calling_ae"],
+            ["calling_ae"],
+            s.received_by_caller,
         )
-        for calling_ae, n in s.received_by_caller.items():
-            received.add_metric([calling_ae], n)
-        yield received

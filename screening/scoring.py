@@ -22,28 +22,18 @@ from django.utils import timezone
 
 from ml.serving import pipeline, population
 from ml.serving.calibration import shift_prevalence
-from ml.serving.decode import UnscorableInput, dicom_date
+from ml.serving.decode import UnscorableInput
 from ml.serving.gate import ChestXrayGate
 from ml.serving.heatmap import ExplainingScreener
 from ml.serving.population_check import PopulationCheck
 from screening.dicom import outbox
-from screening.models import Result, SiteSetting, Study
+from screening.models import DICOM_COLUMNS, Result, SiteSetting, Study
 from screening.population import validated_range
 from screening.queue import release_unfinished
 from screening.selectors import current_site_setting
 
 log = logging.getLogger(__name__)
 
-_DICOM_FIELDS = {
-    "StudyInstanceUID": "study_instance_uid",
-    "SeriesInstanceUID": "series_instance_uid",
-    "SOPInstanceUID": "sop_instance_uid",
-    "AccessionNumber": "accession_number",
-    "Modality": "modality",
-    "ViewPosition": "view_position",
-    "BodyPartExamined": "body_part",
-    "PatientAge": "patient_age",
-}
 # Set per study when a chunk is written; the status columns, the same for the
 # whole chunk, go in one plain UPDATE. The DICOM columns are written only for
 # chunks that have any: bulk_update's CASE expressions cost Python time per
@@ -107,12 +97,7 @@ def _finish_unscored(study: Study, status: str, message: str) -> None:
 def _record_image_facts(study: Study, prepared: pipeline.PreparedImage) -> None:
     study.image_width = prepared.width
     study.image_height = prepared.height
-    for attribute, column in _DICOM_FIELDS.items():
-        value = prepared.attributes.get(attribute)
-        if value:
-            max_length = Study._meta.get_field(column).max_length
-            setattr(study, column, str(value)[:max_length])
-    study.study_date = dicom_date(prepared.attributes.get("StudyDate", "")) or study.study_date
+    study.record_dicom_header(prepared.attributes)
 
 
 def _prepare_all(studies: list[Study], input_size: int) -> list[pipeline.PreparedImage | None]:
@@ -124,21 +109,22 @@ def _prepare_all(studies: list[Study], input_size: int) -> list[pipeline.Prepare
         max_bytes=settings.SCREENING_MAX_FILE_BYTES,
         max_pixels=settings.SCREENING_MAX_IMAGE_PIXELS,
     )
-    ready: list[pipeline.PreparedImage | None] = []
-    for study, outcome in zip(studies, outcomes, strict=True):
-        if isinstance(outcome, FileNotFoundError):
-            _finish_unscored(study, Study.Status.FAILED, "The stored file is missing; please submit it again.")
-        elif isinstance(outcome, UnscorableInput):
-            _finish_unscored(study, outcome.status, outcome.reason)
-        elif isinstance(outcome, Exception):
-            log.error("decoding study %s failed unexpectedly", study.pk, exc_info=outcome)
-            _finish_unscored(study, Study.Status.FAILED, _INTERNAL_ERROR)
-        else:
-            _record_image_facts(study, outcome)
-            ready.append(outcome)
-            continue
-        ready.append(None)
-    return ready
+    return [_accepted(study, outcome) for study, outcome in zip(studies, outcomes, strict=True)]
+
+
+def _accepted(study: Study, outcome: pipeline.PreparedImage | Exception) -> pipeline.PreparedImage | None:
+    """The prepared image, its facts noted on the study; or None after finishing the study FAILED/REJECTED."""
+    if isinstance(outcome, pipeline.PreparedImage):
+        _record_image_facts(study, outcome)
+        return outcome
+    if isinstance(outcome, FileNotFoundError):
+        _finish_unscored(study, Study.Status.FAILED, "The stored file is missing; please submit it again.")
+    elif isinstance(outcome, UnscorableInput):
+        _finish_unscored(study, outcome.status, outcome.reason)
+    else:
+        log.error("decoding study %s failed unexpectedly", study.pk, exc_info=outcome)
+        _finish_unscored(study, Study.Status.FAILED, _INTERNAL_ERROR)
+    return None
 
 
 def score_chunk(
@@ -297,7 +283,7 @@ def _write_results(
                 Result.objects.filter(study__in=finished, model_version=explainer.version).values_list("pk", flat=True)
             )
         dicom = [
-            column for column in [*_DICOM_FIELDS.values(), "study_date"] if any(getattr(s, column) for s in finished)
+            column for column in [*DICOM_COLUMNS.values(), "study_date"] if any(getattr(s, column) for s in finished)
         ]
         _update_columns(finished, _PER_STUDY_FIELDS + dicom)
         Study.objects.filter(pk__in=[s.pk for s in finished]).update(

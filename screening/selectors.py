@@ -8,6 +8,7 @@ one page cannot be forgotten by the API that shows the same rows.
 from __future__ import annotations
 
 from django.db.models import Count, Prefetch, Q, QuerySet
+from django.shortcuts import get_object_or_404
 
 from screening import access
 from screening.models import Batch, Delivery, SiteSetting, Study
@@ -18,6 +19,11 @@ def studies_with_results() -> QuerySet[Study]:
     return Study.objects.select_related("batch", "duplicate_of__batch").prefetch_related(
         "results", Prefetch("duplicate_of__results")
     )
+
+
+def visible_study(user, study_id: int) -> Study:
+    """A study ``user`` may see, with its results; ``Http404`` otherwise, exactly as for one that does not exist."""
+    return get_object_or_404(studies_with_results().filter(pk__in=access.visible_studies(user)), pk=study_id)
 
 
 def batch_studies(batch: Batch) -> QuerySet[Study]:

@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -31,6 +30,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from tests.proxy_stack import free_port as free_port  # re-exported: the DICOM tests take their helpers from here
 from tests.worker_process import ROOT, BackgroundProcess
 
 ORTHANC = "/usr/sbin/Orthanc"
@@ -38,12 +38,6 @@ DCMTK_TOOLS = ("storescu", "echoscu")
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 20.0
 DCMTK_TIMEOUT = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def available() -> str | None:

@@ -127,7 +127,8 @@ def test_the_gate_rejects_what_is_not_a_chest_xray_before_the_model(submitter, s
 def test_the_chunks_study_columns_are_written_row_by_row_in_one_statement(submitter, django_assert_num_queries):
     import datetime
 
-    from screening.scoring import _DICOM_FIELDS, _PER_STUDY_FIELDS, _update_columns
+    from screening.models import DICOM_COLUMNS
+    from screening.scoring import _PER_STUDY_FIELDS, _update_columns
     from tests.factories import batch_for, scored_study
 
     batch = batch_for(submitter)
@@ -137,7 +138,7 @@ def test_the_chunks_study_columns_are_written_row_by_row_in_one_statement(submit
         (0.75, "PNEUMONIA", 2048, 2500, "outside", "it's an adult's film; \"quoted\"", "", None),
         (None, "", None, None, "", "", "9.8.7", datetime.date(1999, 1, 1)),
     ]
-    columns = [*_PER_STUDY_FIELDS, _DICOM_FIELDS["SeriesInstanceUID"], "study_date"]
+    columns = [*_PER_STUDY_FIELDS, DICOM_COLUMNS["SeriesInstanceUID"], "study_date"]
     for study, row in zip(studies, values, strict=True):
         for column, value in zip(columns, row, strict=True):
             setattr(study, column, value)

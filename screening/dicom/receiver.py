@@ -33,10 +33,9 @@ from pynetdicom.sop_class import (
     SecondaryCaptureImageStorage,
 )
 
-from ml.serving.decode import dicom_date
 from screening import audit, storage
 from screening.intake import Incoming, Limits, Refusal, expand
-from screening.models import AuditEvent, Batch, ReceivedInstance, Study
+from screening.models import DICOM_COLUMNS, AuditEvent, Batch, ReceivedInstance, Study
 from screening.queue import enqueue_studies_on_commit
 from screening.roles import SUBMITTER
 from screening.submission import storage_path
@@ -55,13 +54,7 @@ CANNOT_UNDERSTAND = 0xC000
 # chunks and a short one as soon as it ends.
 _FLUSH_AFTER_SECONDS = 1.0
 
-_HEADER_FIELDS = {
-    "StudyInstanceUID": "study_instance_uid",
-    "SeriesInstanceUID": "series_instance_uid",
-    "AccessionNumber": "accession_number",
-    "Modality": "modality",
-}
-
+_HEADER_KEYWORDS = (*DICOM_COLUMNS, "StudyDate")
 
 # Radiographs only: CR, DX for presentation and for processing, Secondary Capture.
 STORAGE_CLASSES = (
@@ -89,6 +82,12 @@ def receiver_user():
         user.groups.add(Group.objects.get(name=SUBMITTER))
         log.info("created the account %s that received DICOM batches belong to", user.username)
     return user
+
+
+def _already_received(uid: str) -> Answer | None:
+    """Success for a SOP Instance UID we hold (a resend adds nothing), else None."""
+    earlier = ReceivedInstance.objects.filter(sop_instance_uid=uid).values_list("study_id", flat=True).first()
+    return None if earlier is None else Answer(SUCCESS, "Already received.", study_id=earlier, duplicate=True)
 
 
 def _dataset(data: bytes) -> pydicom.Dataset:
@@ -155,9 +154,9 @@ class Inbox:
             return Answer(CANNOT_UNDERSTAND, "The dataset has no SOP Instance UID.")
         if sop_instance_uid and sop_instance_uid.strip() != uid:
             return Answer(DOES_NOT_MATCH_SOP_CLASS, "The dataset's SOP Instance UID differs from the request's.")
-        earlier = ReceivedInstance.objects.filter(sop_instance_uid=uid).values_list("study_id", flat=True).first()
-        if earlier is not None:
-            return Answer(SUCCESS, "Already received.", study_id=earlier, duplicate=True)
+        already = _already_received(uid)
+        if already is not None:
+            return already
 
         outcome = next(expand([(f"{uid}.dcm", io.BytesIO(data))], self._limits))
         if isinstance(outcome, Refusal):
@@ -176,36 +175,30 @@ class Inbox:
             return Answer(OUT_OF_RESOURCES, "Storage is full or not writable.")
         try:
             with transaction.atomic():
-                batch = self._batch()
-                study = Study.objects.create(
-                    batch=batch,
+                batch_id = self.batch_id or self._new_batch()
+                study = Study(
+                    batch_id=batch_id,
                     original_name=incoming.name,
                     sha256=incoming.sha256,
                     size_bytes=incoming.size,
                     format=incoming.format,
                     file=path,
-                    sop_instance_uid=uid,
-                    study_date=dicom_date(str(header.get("StudyDate", "") or "")),
-                    **{
-                        column: str(header.get(keyword, "") or "").strip()[:64]
-                        for keyword, column in _HEADER_FIELDS.items()
-                    },
                 )
+                study.record_dicom_header({keyword: header.get(keyword) for keyword in _HEADER_KEYWORDS})
+                study.save()
                 ReceivedInstance.objects.create(
                     sop_instance_uid=uid, study=study, calling_ae=self.calling_ae, peer=self.peer[:64]
                 )
-                Batch.objects.filter(pk=batch.pk).update(files_received=F("files_received") + 1)
+                Batch.objects.filter(pk=batch_id).update(files_received=F("files_received") + 1)
         except IntegrityError:
             # The same instance arrived at the same moment on another association
             # (or, within one batch, the same bytes under another UID: not DICOM).
-            earlier = ReceivedInstance.objects.filter(sop_instance_uid=uid).values_list("study_id", flat=True).first()
-            if earlier is not None:
-                return Answer(SUCCESS, "Already received.", study_id=earlier, duplicate=True)
-            return Answer(CANNOT_UNDERSTAND, "The same pixel data arrived under two SOP Instance UIDs.")
+            clash = Answer(CANNOT_UNDERSTAND, "The same pixel data arrived under two SOP Instance UIDs.")
+            return _already_received(uid) or clash
         except DatabaseError:
             log.exception("could not record an instance from %s; the sender will retry", self.calling_ae)
             return Answer(OUT_OF_RESOURCES, "The database is unavailable.")
-        self.batch_id = batch.pk  # only now: a rolled-back first instance leaves no batch to reuse
+        self.batch_id = batch_id  # only now: a rolled-back first instance leaves no batch to reuse
         self.received += 1
         self._waiting.append(study.pk)
         self._oldest = self._oldest or time.monotonic()
@@ -216,10 +209,8 @@ class Inbox:
             self.flush()
         return Answer(SUCCESS, study_id=study.pk)
 
-    def _batch(self) -> Batch:
+    def _new_batch(self) -> int:
         """The association's batch, created with its first instance (an echo or an empty association makes none)."""
-        if self.batch_id is not None:
-            return Batch.objects.get(pk=self.batch_id)
         user = self.user or receiver_user()
         sender = f"{self.calling_ae} ({self.peer})" if self.calling_ae else self.peer
         what = "STOW-RS" if self.source == Batch.Source.DICOMWEB else "C-STORE"
@@ -232,7 +223,7 @@ class Inbox:
             calling_ae=self.calling_ae,
             peer=self.peer,
         )
-        return batch
+        return batch.pk
 
     def _note_refusal(self, refusal: Refusal) -> None:
         """Keep a refused instance in the batch's upload report when the association has a batch."""
