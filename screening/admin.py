@@ -122,6 +122,7 @@ class ResultInline(admin.TabularInline):
         "label",
         "threshold",
         "viral_probability",
+        "evidence_outside_lungs",
         "population",
         "population_reason",
         "created_at",

@@ -68,6 +68,8 @@ def result_json(result: Result | None) -> dict | None:
         "site_setting": result.site_setting_id,
         "site_probability": None if result.site_probability is None else round(result.site_probability, 6),
         "viral_probability": None if result.viral_probability is None else round(result.viral_probability, 6),
+        # Share of the heatmap's evidence outside the lung fields (null for models without a lung-field head).
+        "evidence_outside_lungs": result.evidence_outside_lungs,
         "created_at": result.created_at.isoformat(),
     }
 

@@ -238,6 +238,14 @@ class Result(TimeStamped):
         blank=True,
         help_text=_("[x0, y0, x1, y1] image fractions around the most salient region, above threshold."),
     )
+    evidence_outside_lungs = models.FloatField(
+        null=True,
+        blank=True,
+        help_text=_(
+            "Share of the model's evidence (the raw map) outside the lung fields; the map shown is weighted "
+            "by the lung fields. Empty for models without a lung-field head."
+        ),
+    )
     site_probability = models.FloatField(
         null=True,
         blank=True,

@@ -222,6 +222,7 @@ def _heatmap_fields(outcome: pipeline.Scored) -> dict:
     return {
         "heatmap_raw": np.round(outcome.heatmap.astype(float), 3).tolist(),
         "salient_box": None if box is None else [round(v, 4) for v in box],
+        "evidence_outside_lungs": None if outcome.outside_lungs is None else round(outcome.outside_lungs, 4),
     }
 
 

@@ -61,3 +61,16 @@ def current_site_setting(model_version: str) -> SiteSetting | None:
 def deliveries(study: Study) -> list[Delivery]:
     """What was sent (or is being sent) to PACS for the study's results, newest result first."""
     return list(Delivery.objects.filter(result__study=study).order_by("-result__created_at", "destination", "kind"))
+
+
+# Above this share of its evidence outside the lung fields, the study page warns that the score may rest on
+# something that is not lung. Half: the point where the lungs no longer hold most of what drove the score.
+OUTSIDE_LUNGS_WARNING = 0.5
+
+
+def evidence_outside_lungs(result) -> dict | None:
+    """What the study page says about the map's evidence outside the lungs, or None when the model has no lung field."""
+    if result is None or result.evidence_outside_lungs is None:
+        return None
+    share = result.evidence_outside_lungs
+    return {"percent": round(100 * share), "warn": share >= OUTSIDE_LUNGS_WARNING}

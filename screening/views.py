@@ -185,12 +185,14 @@ def study_detail(request, study_id: int):
     else:
         audit.record(AuditEvent.Action.STUDY_VIEWED, actor=request.user, obj=study)
     reviews = study.reviews.select_related("reviewer").order_by("-created_at")
+    result = study.latest_result()
     return render(
         request,
         "screening/study_detail.html",
         {
             "study": study,
-            "result": study.latest_result(),
+            "result": result,
+            "outside_lungs": selectors.evidence_outside_lungs(result),
             "reviews": reviews,
             "form": form if can_review else None,
             "deliveries": selectors.deliveries(study),

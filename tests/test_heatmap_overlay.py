@@ -46,3 +46,24 @@ def test_an_overlay_stored_by_an_earlier_worker_is_still_served(submitter, radio
     response = logged_in(radiologist).get(f"/studies/{study.pk}/heatmap.png")
     assert response.status_code == 200
     assert Image.open(io.BytesIO(b"".join(response.streaming_content))).size == (32, 24)
+
+
+def test_the_study_page_says_how_much_evidence_lay_outside_the_lungs(submitter, radiologist):
+    mostly_lung = scored_study(batch_for(submitter), 0.9)
+    mostly_elsewhere = scored_study(batch_for(submitter), 0.9)
+    older_model = scored_study(batch_for(submitter), 0.9)
+    Result.objects.filter(study=mostly_lung).update(evidence_outside_lungs=0.12)
+    Result.objects.filter(study=mostly_elsewhere).update(evidence_outside_lungs=0.64)
+
+    def note(study):
+        page = logged_in(radiologist).get(f"/studies/{study.pk}/").content.decode()
+        if 'id="outside-lungs"' not in page:
+            return None
+        start = page.index('<p class="hint', page.index('id="outside-lungs"') - 40)
+        return page[start : page.index("</p>", start)]
+
+    calm = note(mostly_lung)
+    assert "12 % of its evidence lay outside them" in calm and "warning" not in calm
+    loud = note(mostly_elsewhere)
+    assert "64 %" in loud and "warning" in loud and "Read it with care" in loud
+    assert note(older_model) is None  # models without a lung-field head say nothing

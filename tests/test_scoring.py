@@ -50,6 +50,8 @@ def test_it_scores_a_chunk_and_records_the_model_version(submitter, screener, se
         raw = np.array(result.heatmap_raw)
         assert raw.ndim == 2 and raw.min() >= 0 and raw.max() <= 1
         assert (result.salient_box is not None) == (result.label == "PNEUMONIA")
+        # The shipped card has a lung-field head: the share of evidence it kept out of the map is recorded.
+        assert result.evidence_outside_lungs is not None and 0 <= result.evidence_outside_lungs <= 1
 
 
 def test_running_the_same_chunk_twice_gives_one_result_each(submitter, screener):

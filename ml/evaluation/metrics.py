@@ -68,17 +68,33 @@ def threshold_for_sensitivity(y_true: np.ndarray, probability: np.ndarray, targe
     return float(positives[max(needed, 1) - 1])
 
 
-def expected_calibration_error(y_true: np.ndarray, probability: np.ndarray, bins: int = 10) -> float:
-    """ECE with equal-width bins on P(pneumonia): sum over bins of |observed rate - mean probability| × share."""
+def expected_calibration_error(
+    y_true: np.ndarray, probability: np.ndarray, bins: int = 10, weights: np.ndarray | None = None
+) -> float:
+    """ECE with equal-width bins on P(pneumonia): sum over bins of |observed rate - mean probability| × share.
+
+    ``weights`` re-weight the images, e.g. to measure calibration at another
+    prevalence than the sample's (``prevalence_weights``).
+    """
     y_true = np.asarray(y_true, dtype=np.float64)
     probability = np.asarray(probability, dtype=np.float64)
+    w = np.ones_like(probability) if weights is None else np.asarray(weights, dtype=np.float64)
     which = np.clip((probability * bins).astype(int), 0, bins - 1)
     error = 0.0
     for b in range(bins):
         mask = which == b
         if mask.any():
-            error += mask.mean() * abs(y_true[mask].mean() - probability[mask].mean())
+            share = w[mask].sum() / w.sum()
+            observed = np.average(y_true[mask], weights=w[mask])
+            error += share * abs(observed - np.average(probability[mask], weights=w[mask]))
     return float(error)
+
+
+def prevalence_weights(y_true: np.ndarray, prevalence: float) -> np.ndarray:
+    """Image weights that make the weighted share of positives equal ``prevalence`` (same class-conditional mix)."""
+    y_true = np.asarray(y_true).astype(bool)
+    share = y_true.mean()
+    return np.where(y_true, prevalence / share, (1 - prevalence) / (1 - share))
 
 
 def reliability_table(y_true: np.ndarray, probability: np.ndarray, bins: int = 10) -> list[dict]:

@@ -59,6 +59,8 @@ class Scored:
     adult_probability: float | None = None
     adult_threshold: float | None = None
     population_check_version: str = ""
+    # Share of the raw map outside the lung fields (``heatmap.LungField``); None for cards without one.
+    outside_lungs: float | None = None
 
     def overlay_png(self, width: int, height: int) -> bytes:
         """The map as a transparent PNG with the original's aspect ratio, box drawn where there is one."""
@@ -184,7 +186,13 @@ def score(
                 label = PNEUMONIA if prediction.probability >= threshold else NORMAL
                 prediction = dataclasses.replace(prediction, label=label)
             box = heatmaps.salient_box(item.heatmap) if prediction.label == PNEUMONIA else None
-            outcomes[i] = Scored(prediction, item.heatmap, box, *_population_fields(adult[i], population_check))
+            outcomes[i] = Scored(
+                prediction,
+                item.heatmap,
+                box,
+                *_population_fields(adult[i], population_check),
+                outside_lungs=item.outside_lungs,
+            )
     _add(timings, "model + heatmap", started)
     return outcomes  # type: ignore[return-value]  (every slot is filled above)
 

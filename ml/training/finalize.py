@@ -26,10 +26,9 @@ from ml.evaluation.metrics import (
 from ml.serving.calibration import calibrated_probability, sigmoid
 from ml.serving.heatmap import FEATURE_LAYERS, GRADCAM_LAYERS
 from ml.serving.preprocess import INPUT_SIZE
-from ml.training import perturb
+from ml.training import perturb, threshold_rules
 from ml.training.calibration import fit_platt, fit_temperature
-
-TARGET_SENSITIVITY = 0.97
+from ml.training.threshold_rules import TARGET_SENSITIVITY
 
 INTENDED_USE = (
     "Research prototype for triage support: flags paediatric AP chest X-rays likely to show pneumonia so a "
@@ -89,12 +88,14 @@ def robust_temperature(clean: np.ndarray, perturbed: list[np.ndarray], y: np.nda
     return fit_temperature(np.concatenate([clean, *perturbed]), np.tile(y, 1 + len(perturbed)))
 
 
-def choose_threshold(y: np.ndarray, probability: np.ndarray, perturbed: dict) -> tuple[float, dict]:
-    """The robust operating threshold and the per-condition 97 %-sensitivity thresholds it is the minimum of."""
-    candidates = {"clean": threshold_for_sensitivity(y, probability, TARGET_SENSITIVITY)} | {
-        name: threshold_for_sensitivity(y, perturbed[name], TARGET_SENSITIVITY) for name in perturb.MILD
-    }
-    return min(candidates.values()), candidates
+def choose_threshold(
+    y: np.ndarray, probability: np.ndarray, perturbed: dict, rule: str = threshold_rules.CHOSEN
+) -> tuple[float, dict]:
+    """The operating threshold by ``rule`` and the per-condition 97 %-sensitivity thresholds (recorded in the card)."""
+    return (
+        threshold_rules.threshold(rule, y, probability, perturbed),
+        threshold_rules.candidate_points(y, probability, perturbed),
+    )
 
 
 def stress_table(perturbed: dict, y: np.ndarray, threshold: float) -> dict:
@@ -213,8 +214,7 @@ def build_card(
         "gradcam_layer": GRADCAM_LAYERS.get(arch),
         "heatmap_method": "hirescam",  # see ml/serving/heatmap.py for why not plain Grad-CAM
         "threshold": threshold,
-        "threshold_rule": "min over clean and mildly perturbed validation copies of the highest threshold with "
-        f"sensitivity >= {TARGET_SENSITIVITY}",
+        "threshold_rule": threshold_rules.describe(threshold_rules.CHOSEN),
         "threshold_candidates": candidates,
         "temperature": temperature,
         "bias": bias,

@@ -119,7 +119,12 @@ def test_the_two_methods_agree_at_the_last_layer_and_differ_deeper(explainer):
     images = fixture_inputs(XRAYS)
     last = explainer.screener.card["feature_layer"]
     at_last = [
-        [e.heatmap for e in _explainer_with(explainer.screener, gradcam_layer=last, heatmap_method=m).explain(images)]
+        [
+            e.heatmap
+            for e in _explainer_with(explainer.screener, gradcam_layer=last, heatmap_method=m, lung_field=None).explain(
+                images
+            )
+        ]
         for m in ("gradcam", "hirescam")
     ]
     np.testing.assert_allclose(at_last[0], at_last[1], atol=1e-4)
@@ -133,3 +138,66 @@ def test_the_two_methods_agree_at_the_last_layer_and_differ_deeper(explainer):
 def test_an_unknown_heatmap_method_is_refused(explainer):
     with pytest.raises(ValueError, match="unknown heatmap method 'saliency'"):
         _explainer_with(explainer.screener, heatmap_method="saliency")
+
+
+def test_the_salient_box_frames_the_hottest_focus_not_every_hot_spot():
+    """Two foci, one in each lung: one box over the mediastinum between them would point at neither."""
+    heatmap = np.zeros((14, 14), dtype=np.float32)
+    heatmap[6, 2] = 1.0
+    heatmap[6, 11] = 0.9
+    x0, y0, x1, y1 = salient_box(heatmap)
+    assert x1 < 0.5, "the box reaches past the midline to the weaker focus"
+    assert x0 < 2.5 / 14 < x1 and y0 < 6.5 / 14 < y1
+
+
+def test_lung_weighting_keeps_what_is_inside_and_reports_what_is_not():
+    from ml.serving.heatmap import lung_weighted
+
+    cam = np.zeros((14, 14), dtype=np.float32)
+    cam[7, 3] = 1.0  # in the lung
+    cam[1, 7] = 1.0  # on the neck
+    lung = np.zeros((14, 14))
+    lung[3:12, 1:6] = 1.0
+    weighted, outside = lung_weighted(cam, lung)
+    assert outside == pytest.approx(0.5)
+    assert weighted[7, 3] == 1.0 and weighted[1, 7] == 0.0
+    empty, nothing = lung_weighted(np.zeros((14, 14), dtype=np.float32), lung)
+    assert not empty.any() and nothing == 0.0
+
+
+def test_the_shipped_map_stays_on_the_hand_drawn_lungs_and_says_what_it_left_out(explainer):
+    """The fixtures' boxes were drawn before the lung-field head existed and were not used to fit it."""
+    from ml.evaluation.heatmap_check import lung_mass
+    from ml.serving.inference import current_model_dir
+
+    assert explainer.lung_field is not None, "the shipped card has no lung-field head"
+    for name, _, inside in lung_mass(current_model_dir(), LUNG_BOXES):
+        assert inside >= 0.85, f"{name}: only {inside:.0%} of the map inside the lungs"
+    from tests.conftest import XRAYS
+
+    explained = explainer.explain(fixture_inputs(XRAYS))
+    assert all(e.outside_lungs is not None and 0 <= e.outside_lungs <= 1 for e in explained)
+
+
+def test_the_lung_field_finds_lungs_where_the_boxes_are_and_not_in_the_corners(explainer):
+    import keras
+
+    from ml.serving.heatmap import boxes_mask
+
+    rows = list(csv.DictReader(LUNG_BOXES.open()))
+    images = fixture_inputs([LUNG_BOXES.parent / r["file"] for r in rows])
+    layer = explainer.screener.model.get_layer(explainer.lung_field.layer)
+    features = np.asarray(keras.Model(explainer.screener.model.input, layer.output)(images))
+    logits = features @ explainer.lung_field.weights + explainer.lung_field.position_logit
+    lung = 1 / (1 + np.exp(-logits))
+    for row, p in zip(rows, lung, strict=True):
+        box = boxes_mask([tuple(float(row[k]) for k in ("x0", "y0", "x1", "y1"))], 14)
+        # The fixture box holds both lungs and the mediastinum between them, so ask for a contrast, not a level.
+        assert p[box].mean() > 3 * p[~box].mean(), row["file"]
+        assert max(p[0, 0], p[0, -1], p[-1, 0], p[-1, -1]) < 0.2, row["file"]
+
+
+def test_a_lung_field_for_another_layer_is_refused(explainer):
+    spec = dict(explainer.card["lung_field"], layer="conv_pw_13_relu")
+    with pytest.raises(ValueError, match="lung field reads conv_pw_13_relu"):
+        _explainer_with(explainer.screener, lung_field=spec)
