@@ -207,9 +207,22 @@ def salient_box(heatmap: np.ndarray, fraction: float = SALIENT_FRACTION) -> tupl
     peak = float(fine.max())
     if peak <= 0:
         return None
-    region = _connected(fine >= fraction * peak, np.unravel_index(int(fine.argmax()), fine.shape))
-    ys, xs = np.nonzero(region)
+    # Which hot region holds the peak is decided on a 56x56 copy (a flood fill at 224 px cost 5 ms a
+    # study); its cells, grown by one, then select the 224 px pixels the box is measured on.
+    coarse = upsample(heatmap, 56, 56)
+    seed = np.unravel_index(int(coarse.argmax()), coarse.shape)
+    focus = _grow(_connected(coarse >= fraction * float(coarse.max()), seed))
+    ys, xs = np.nonzero((fine >= fraction * peak) & np.kron(focus, np.ones((4, 4), dtype=bool)))
     return (xs.min() / 224, ys.min() / 224, (xs.max() + 1) / 224, (ys.max() + 1) / 224)
+
+
+def _grow(region: np.ndarray) -> np.ndarray:
+    grown = region.copy()
+    grown[1:] |= region[:-1]
+    grown[:-1] |= region[1:]
+    grown[:, 1:] |= region[:, :-1]
+    grown[:, :-1] |= region[:, 1:]
+    return grown
 
 
 def _connected(mask: np.ndarray, seed: tuple[int, int]) -> np.ndarray:
@@ -222,12 +235,7 @@ def _connected(mask: np.ndarray, seed: tuple[int, int]) -> np.ndarray:
     region = np.zeros_like(mask)
     region[seed] = True
     while True:
-        grown = region.copy()
-        grown[1:] |= region[:-1]
-        grown[:-1] |= region[1:]
-        grown[:, 1:] |= region[:, :-1]
-        grown[:, :-1] |= region[:, 1:]
-        grown &= mask
+        grown = _grow(region) & mask
         if (grown == region).all():
             return region
         region = grown
