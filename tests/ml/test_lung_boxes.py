@@ -43,3 +43,21 @@ def test_cell_coverage_and_centre_rule():
     assert centre_inside((0.2, 0.3, 0.3, 0.5), lungs)
     assert not centre_inside((0.2, 0.3, 0.8, 0.5), lungs)  # a box across both lungs centres on the mediastinum
     assert not centre_inside(None, lungs)
+
+
+def test_the_fitted_head_finds_a_synthetic_lung_from_features_and_position():
+    """Folding the standardisation into the weights must give serving the probabilities the fit meant."""
+    import numpy as np
+
+    from ml.training.lung_field_fit import design, fit_head, lung_probability
+
+    rng = np.random.default_rng(0)
+    n, grid, channels = 40, 14, 8
+    truth = np.zeros((n, grid, grid))
+    truth[:, 3:11, 2:6] = 1.0
+    truth[:, 3:11, 8:12] = 1.0
+    features = rng.normal(5.0, 2.0, (n, grid, grid, channels))
+    features[..., 0] += 4.0 * truth  # one channel lights up on lung, on a large offset and scale
+    w, b = fit_head(design(features[:30], True), truth[:30].reshape(-1))
+    p = lung_probability(features[30:], w, b, True)
+    assert p[truth[30:] == 1].mean() > 0.8 and p[truth[30:] == 0].mean() < 0.2

@@ -99,3 +99,14 @@ def test_prevalence_weights_move_the_positive_share_and_the_shift_recalibrates()
     shifted = expected_calibration_error(y, shift_prevalence(calibrated, 0.74, 0.30), weights=w)
     assert expected_calibration_error(y, calibrated) < 0.02
     assert shifted < 0.02 < 0.1 < as_is
+
+
+def test_a_fold_manifest_holds_out_exactly_that_fold(tmp_path):
+    from ml.training.cross_validate import fold_manifest
+    from ml.training.runs import DEFAULT_MANIFEST
+    from ml.training.split import read_manifest
+
+    rows = read_manifest(fold_manifest(DEFAULT_MANIFEST, 3, tmp_path))
+    assert {r["fold"] for r in rows if r["role"] == "val"} == {"3"}
+    assert {r["fold"] for r in rows if r["role"] == "train"} == {str(k) for k in range(8)} - {"3"}
+    assert len(rows) == len(read_manifest(DEFAULT_MANIFEST))
