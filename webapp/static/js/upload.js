@@ -13,11 +13,14 @@
   function show(list) {
     files = Array.from(list);
     chosen.innerHTML = "";
-    files.forEach(function (file) {
+    const items = files.map(function (file) {
       const item = document.createElement("li");
       item.textContent = file.name + " (" + Math.ceil(file.size / 1024) + " KB)";
       chosen.appendChild(item);
+      return item;
     });
+    // preview.js scores each file in the browser beside its name (issue 16).
+    document.dispatchEvent(new CustomEvent("upload:chosen", { detail: { files: files, items: items } }));
   }
   input.addEventListener("change", function () { show(input.files); });
   ["dragenter", "dragover"].forEach(function (name) {
