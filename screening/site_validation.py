@@ -183,7 +183,8 @@ def compute_report(validation: SiteValidation) -> dict:
             "auc": roc_auc(y, p),
             "auc_ci": [low, high],
             "threshold": threshold,
-            "at_threshold": at_threshold(y, p, threshold),
+            # No case above the threshold leaves PPV undefined (NaN), which a JSON column refuses.
+            "at_threshold": _defined(at_threshold(y, p, threshold)),
             "calibration": reliability_table(y, p, bins=10),
             "roc": _roc_points(y, p),
             "prevalence": float(y.mean()),
@@ -209,6 +210,14 @@ def compute_report(validation: SiteValidation) -> dict:
             "validate on more studies before relying on an adopted operating point."
         )
     return report
+
+
+def _defined(values: dict) -> dict:
+    """The same figures with undefined ones (NaN) as None."""
+    return {
+        k: _defined(v) if isinstance(v, dict) else None if isinstance(v, float) and math.isnan(v) else v
+        for k, v in values.items()
+    }
 
 
 def _scored_cases(validation: SiteValidation) -> tuple[list[SiteValidationCase], list[tuple]]:

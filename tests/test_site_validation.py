@@ -1,6 +1,7 @@
 """Site validation: a hospital measures the model on its own labelled studies before adopting it."""
 
 import io
+import json
 import zipfile
 
 import pytest
@@ -76,6 +77,7 @@ def test_a_separating_report_allows_adoption_and_adopting_is_audited(validation,
     assert report["verdict"] == "adoptable" and report["auc"] == 1.0 and report["auc_ci"][0] >= 0.9
     assert report["roc"][0] == [0.0, 0.0] and report["roc"][-1] == [1.0, 1.0]
     assert report["small_sample"] and "optimistic" in report["message"]
+    json.dumps(report, allow_nan=False)  # a JSON column refuses NaN (no case above a threshold: PPV undefined)
     setting = site_validation.adopt(validation, admin_user, target_sensitivity=1.0, prevalence=0.3)
     assert setting.threshold == pytest.approx(0.6) and setting.prevalence == 0.3
     event = AuditEvent.objects.get(action=AuditEvent.Action.SITE_ADOPTED)
@@ -188,3 +190,8 @@ def test_the_command_refuses_non_administrators_and_a_folder_without_labels(radi
     (tmp_path / "a.jpeg").write_bytes(XRAYS[0].read_bytes())
     with pytest.raises(CommandError, match="No labelled cases"):
         call_command("site_validation", str(tmp_path), "--user", admin_user.username)
+
+
+def test_undefined_figures_are_stored_as_none_not_nan():
+    figures = {"ppv": float("nan"), "sensitivity": 0.5, "confusion": {"tp": 0, "odd": float("nan")}}
+    assert site_validation._defined(figures) == {"ppv": None, "sensitivity": 0.5, "confusion": {"tp": 0, "odd": None}}

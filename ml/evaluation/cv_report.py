@@ -9,9 +9,12 @@ their mean over the nine mild perturbations, and the worst of the twenty
 stress conditions. Setting and measuring on the same images would flatter
 every rule by the same optimism that made v4's rule look safe.
 
-The chosen rule is the one that keeps held-out sensitivity >= 0.97 on the
-clean images and on the mild copies in every fold, with the highest mean
-clean specificity.
+The chosen rule is the one that keeps the mean held-out sensitivity on the
+clean images >= 0.97 in every fold, with the highest mean clean specificity
+(issue 15's criterion). The report's first version also required the mean
+over the mild copies to reach 0.97 in every fold; under that, ``min_mild``
+would have been kept, the quartile rule missing it by 0.0003 on one fold, a
+difference the half-splits cannot resolve (ml/README.md gives both).
 
 Calibration: the held-out halves' ECE re-weighted to 30 %, 50 % and 74 %
 pneumonia, for the card's probabilities as they are and after the prior-shift
@@ -135,11 +138,7 @@ def fold_report(fold: Fold, repeats: int) -> dict:
 
 def choose(reports: list[dict]) -> str:
     target = threshold_rules.TARGET_SENSITIVITY
-    safe = [
-        rule
-        for rule in threshold_rules.RULES
-        if all(min(r["rules"][rule]["sensitivity"], r["rules"][rule]["mild_sensitivity"]) >= target for r in reports)
-    ]
+    safe = [rule for rule in threshold_rules.RULES if all(r["rules"][rule]["sensitivity"] >= target for r in reports)]
     if not safe:
         raise SystemExit("no rule keeps held-out sensitivity >= target on every fold")
     return max(safe, key=lambda rule: np.mean([r["rules"][rule]["specificity"] for r in reports]))

@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> None:
         model_file=folder / "model.keras",
         scores_file=RUNS / folder.name / "val_scores.npz",
     )
-    for kept in ("lung_field", "derived_from"):  # fitted or stated apart from the validation scores
+    for kept in ("lung_field", "derived_from", "population"):  # fitted or stated apart from the validation scores
         if kept in old:
             card[kept] = old[kept]
     card["feature_layer"] = old.get("feature_layer", card["feature_layer"])

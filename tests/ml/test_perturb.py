@@ -24,7 +24,7 @@ def test_robust_threshold_keeps_target_sensitivity_on_every_mild_condition():
     y = rng.integers(0, 2, 500)
     clean = np.clip(0.5 * y + rng.normal(0.25, 0.2, 500), 0, 1)
     perturbed = {name: np.clip(clean + rng.normal(0, 0.1, 500), 0, 1) for name in perturb.MILD}
-    threshold, candidates = choose_threshold(y, clean, perturbed)
+    threshold, candidates = choose_threshold(y, clean, perturbed, rule="min_mild")
     assert threshold == min(candidates.values()) and threshold < candidates["clean"]
     for probability in [clean, *perturbed.values()]:
         assert at_threshold(y, probability, threshold)["sensitivity"] >= TARGET_SENSITIVITY
