@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 from unittest import mock
 
@@ -15,6 +16,15 @@ from screening import roles, tokens
 FIXTURES = Path(__file__).parent / "fixtures"
 XRAYS = sorted((FIXTURES / "xray").rglob("*.jpeg"))
 ORIGINALS = sorted((FIXTURES / "originals").glob("*.jpeg"))
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+LAUNCH_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
 
 
 def make_user(username: str, role: str | None = None, **extra) -> User:
@@ -99,3 +109,14 @@ def publish_deliveries():
     """DICOM delivery tasks are recorded, not sent: each call's ``args[0]`` is one delivery id."""
     with mock.patch("screening.queue.send_delivery_task") as publish:
         yield publish
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Debian Chromium driven by Playwright, one per test module (browser tests skip without it)."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"  # Playwright's sync API runs an event loop in this thread
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
+        yield browser
+        browser.close()

@@ -9,7 +9,6 @@ go to ``test-artifacts/``. Skipped, loudly, where no Chromium is installed
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -17,19 +16,10 @@ import pytest
 from django.conf import settings as django_settings
 
 from screening.models import AuditEvent, Review, Study
-from tests.conftest import ORIGINALS, XRAYS
+from tests.conftest import CHROMIUM, ORIGINALS, XRAYS
 from tests.worker_process import ROOT, WorkerProcess, postgres_worker_env
 
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts"
-LAUNCH_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
 
 pytestmark = [
     pytest.mark.worker,
@@ -38,16 +28,6 @@ pytestmark = [
         reason=f"no Chromium at {CHROMIUM}: browser tests skipped (run `make test` as root to install it)",
     ),
 ]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"  # Playwright's sync API runs an event loop in this thread
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from screening.models import Batch, Study
-from tests.conftest import FIXTURES, ORIGINALS, XRAYS
-from tests.test_browser import ARTIFACTS, CHROMIUM, LAUNCH_ARGS, log_in, shot
+from tests.conftest import CHROMIUM, FIXTURES, ORIGINALS, XRAYS
+from tests.test_browser import ARTIFACTS, log_in, shot
 
 ROOT = Path(__file__).resolve().parent.parent
 ENGINE = ROOT / "webapp" / "static" / "js" / "preview-engine.js"
@@ -34,16 +33,6 @@ pytestmark = pytest.mark.skipif(
     not Path(CHROMIUM).exists(),
     reason=f"no Chromium at {CHROMIUM}: browser tests skipped (run `make test` as root to install it)",
 )
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"  # Playwright's sync API runs an event loop in this thread
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")
@@ -220,7 +209,7 @@ def test_the_js_resize_and_grey_are_pillows(browser):
     rng = np.random.default_rng(16)
     for width, height in [(1506, 833), (763, 440), (224, 500), (300, 224), (100, 80), (225, 223), (1024, 1024)]:
         grey = rng.integers(0, 256, (height, width), dtype=np.uint8)
-        grey = np.asarray(Image.fromarray(grey).filter(__import__("PIL.ImageFilter").ImageFilter.SMOOTH))
+        grey = np.asarray(Image.fromarray(grey).filter(ImageFilter.SMOOTH))
         expected = np.asarray(Image.fromarray(grey).resize((224, 224), Image.Resampling.BILINEAR))
         got = page.evaluate(
             "([g, w, h]) => Array.from(PneumoPreviewEngine.resizeBilinear(Uint8Array.from(g), w, h, 224, 224))",
