@@ -63,9 +63,11 @@ def deliveries(study: Study) -> list[Delivery]:
     return list(Delivery.objects.filter(result__study=study).order_by("-result__created_at", "destination", "kind"))
 
 
-# Above this share of its evidence outside the lung fields, the study page warns that the score may rest on
-# something that is not lung. Half: the point where the lungs no longer hold most of what drove the score.
-OUTSIDE_LUNGS_WARNING = 0.5
+# Above this share of its evidence outside the lung fields, the study page warns that a flagged score may rest
+# on something that is not lung. The 95th percentile over v5's flagged studies of the validation split (ml/README.md,
+# "Heatmaps on the lungs"): half of them have more than 49 % outside, so a warning at half would fire on every
+# other study and be ignored.
+OUTSIDE_LUNGS_WARNING = 0.78
 
 
 def evidence_outside_lungs(result) -> dict | None:
@@ -73,4 +75,4 @@ def evidence_outside_lungs(result) -> dict | None:
     if result is None or result.evidence_outside_lungs is None:
         return None
     share = result.evidence_outside_lungs
-    return {"percent": round(100 * share), "warn": share >= OUTSIDE_LUNGS_WARNING}
+    return {"percent": round(100 * share), "warn": result.label == "PNEUMONIA" and share >= OUTSIDE_LUNGS_WARNING}

@@ -51,9 +51,11 @@ def test_an_overlay_stored_by_an_earlier_worker_is_still_served(submitter, radio
 def test_the_study_page_says_how_much_evidence_lay_outside_the_lungs(submitter, radiologist):
     mostly_lung = scored_study(batch_for(submitter), 0.9)
     mostly_elsewhere = scored_study(batch_for(submitter), 0.9)
+    low_score = scored_study(batch_for(submitter), 0.1)
     older_model = scored_study(batch_for(submitter), 0.9)
-    Result.objects.filter(study=mostly_lung).update(evidence_outside_lungs=0.12)
-    Result.objects.filter(study=mostly_elsewhere).update(evidence_outside_lungs=0.64)
+    Result.objects.filter(study=mostly_lung).update(evidence_outside_lungs=0.64)  # usual: half the studies exceed 49 %
+    Result.objects.filter(study=mostly_elsewhere).update(evidence_outside_lungs=0.86)
+    Result.objects.filter(study=low_score).update(evidence_outside_lungs=0.9)
 
     def note(study):
         page = logged_in(radiologist).get(f"/studies/{study.pk}/").content.decode()
@@ -63,7 +65,9 @@ def test_the_study_page_says_how_much_evidence_lay_outside_the_lungs(submitter, 
         return page[start : page.index("</p>", start)]
 
     calm = note(mostly_lung)
-    assert "12 % of its evidence lay outside them" in calm and "warning" not in calm
+    assert "64 % of its evidence lay outside them" in calm and "warning" not in calm
     loud = note(mostly_elsewhere)
-    assert "64 %" in loud and "warning" in loud and "Read it with care" in loud
+    assert "86 %" in loud and "warning" in loud and "Read it with care" in loud
+    unflagged = note(low_score)  # a score below the threshold has no positive evidence to doubt
+    assert "90 %" in unflagged and "warning" not in unflagged
     assert note(older_model) is None  # models without a lung-field head say nothing
