@@ -71,6 +71,8 @@ class Finding:
     population: str  # "validated", "outside" or "" (unknown)
     population_reason: str  # one sentence, may be ""
     salient_box: list[float] | None  # [x0, y0, x1, y1] as image fractions, or None
+    # Share of the heatmap's evidence outside the lung fields; None for models without a lung-field head.
+    evidence_outside_lungs: float | None = None
 
 
 # --- UIDs -------------------------------------------------------------------
@@ -150,6 +152,7 @@ OPERATING_THRESHOLD = _private("THRESHOLD", "Operating threshold")
 PROBABILITY_VIRAL = _private("P-VIRAL", "Probability of viral cause given pneumonia")
 PROBABILITY_SHOWN = _private("P-SHOWN", "Probability of pneumonia at site prevalence")
 POPULATION_CHECK = _private("POPULATION", "Population check")
+EVIDENCE_OUTSIDE_LUNGS = _private("OUTSIDE-LUNGS", "Share of the evidence outside the lung fields")
 PNEUMONIA_CODE = hd.sr.CodedConcept(value="233604007", scheme_designator="SCT", meaning="Pneumonia")
 PRESENCE = hd.sr.CodedConcept(value="705057003", scheme_designator="SCT", meaning="Presence")
 FRACTION = codes.UCUM.NoUnits  # UCUM "1"
@@ -197,6 +200,8 @@ def _finding_item(header: Dataset, finding: Finding) -> hd.sr.CodeContentItem:
         children.append(_num(PROBABILITY_VIRAL, finding.viral_probability))
     if finding.shown_probability is not None:
         children.append(_num(PROBABILITY_SHOWN, finding.shown_probability))
+    if finding.evidence_outside_lungs is not None:
+        children.append(_num(EVIDENCE_OUTSIDE_LUNGS, finding.evidence_outside_lungs))
     children.extend(hd.sr.AlgorithmIdentification(name=finding.model_name, version=finding.model_version))
     children.append(
         hd.sr.ImageContentItem(

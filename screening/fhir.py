@@ -78,6 +78,12 @@ def _observation(finding: Finding, local: str, effective: str | None, issued: st
         components.append(
             _component(local, "p-shown", "Probability of pneumonia at site prevalence", finding.shown_probability)
         )
+    if finding.evidence_outside_lungs is not None:
+        components.append(
+            _component(
+                local, "outside-lungs", "Share of the evidence outside the lung fields", finding.evidence_outside_lungs
+            )
+        )
     if finding.population:
         components.append(
             {"code": _concept(local, "population", "Population check"), "valueString": finding.population}

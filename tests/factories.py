@@ -106,5 +106,6 @@ def finding(**changes):
         population="outside",
         population_reason="Declared age 45 years is outside the validated 1-5 years.",
         salient_box=[0.25, 0.5, 0.75, 1.0],
+        evidence_outside_lungs=0.34,
     )
     return Finding(**{**values, **changes})

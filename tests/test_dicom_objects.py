@@ -124,17 +124,29 @@ def test_sr_carries_every_number_and_the_population_verdict(source):
     assert number(sr, "Operating threshold") == pytest.approx(0.42)
     assert number(sr, "Probability of viral cause given pneumonia") == pytest.approx(0.3)
     assert number(sr, "Probability of pneumonia at site prevalence") == pytest.approx(0.61)
+    assert number(sr, "Share of the evidence outside the lung fields") == pytest.approx(0.34)
     (population,) = named(sr, "Population check")
     assert population.TextValue == "outside: Declared age 45 years is outside the validated 1-5 years."
 
 
 def test_sr_leaves_out_what_is_unknown(source):
     unknown = dataclasses.replace(
-        FINDING, viral_probability=None, shown_probability=None, population="", population_reason="", salient_box=None
+        FINDING,
+        viral_probability=None,
+        shown_probability=None,
+        population="",
+        population_reason="",
+        salient_box=None,
+        evidence_outside_lungs=None,
     )
     sr = structured_report(source, unknown)
 
-    for meaning in ("Probability of viral cause given pneumonia", "Population check", "Image Region"):
+    for meaning in (
+        "Probability of viral cause given pneumonia",
+        "Population check",
+        "Image Region",
+        "Share of the evidence outside the lung fields",
+    ):
         assert named(sr, meaning) == []
     assert named(sr, "Probability of pneumonia at site prevalence") == []
 

@@ -94,6 +94,7 @@ def test_the_observation_holds_the_probability_and_its_context():
     assert components["threshold"]["valueQuantity"]["value"] == 0.42
     assert components["p-viral"]["valueQuantity"]["value"] == 0.3
     assert components["p-shown"]["valueQuantity"]["value"] == 0.61
+    assert components["outside-lungs"]["valueQuantity"]["value"] == 0.34
     assert components["population"]["valueString"] == "validated"
     assert obs["device"] == {"display": "pneumonia-screening v4"}
     assert obs["method"]["text"].startswith("pneumonia-screening v4")

@@ -37,6 +37,7 @@ def finding(result: Result) -> Finding:
         population=result.population,
         population_reason=result.population_reason,
         salient_box=result.salient_box,
+        evidence_outside_lungs=result.evidence_outside_lungs,
     )
 
 
