@@ -20,7 +20,7 @@ from pathlib import Path
 from django.conf import settings
 from django.templatetags.static import static
 
-from ml.serving.browser_export import dependencies
+from ml.serving.browser_export import dependencies, sha256_file
 from ml.serving.calibration import logit
 from screening import serving
 from screening.population import validated_range
@@ -34,9 +34,7 @@ TFJS_SCRIPTS = ("vendor/tfjs/tf-core.es2017.min.js", "vendor/tfjs/tf-backend-cpu
 
 @functools.lru_cache(maxsize=32)
 def _sha256(path: str, mtime: float, size: int) -> str:
-    import hashlib
-
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return sha256_file(path)
 
 
 def _digest(path: Path) -> str:

@@ -47,38 +47,16 @@ def lung_mass(model_dir: str | Path, boxes: str | Path) -> list[tuple[str, float
 
 def lung_figures(model_dir: str | Path, boxes: str | Path, data: str | Path, hires: str | Path) -> dict[str, dict]:
     """Summary figures on the per-lung boxes of the validation images, per resolution (``224`` and ``hires``)."""
-    import numpy as np
-
     from ml.evaluation import lung_boxes
-    from ml.serving import pipeline
-    from ml.serving.heatmap import ExplainingScreener, mass_inside, salient_box
+    from ml.serving.heatmap import ExplainingScreener
     from ml.serving.inference import Screener
-    from ml.training.data import load_input
-    from ml.training.lung_field_fit import centre_inside
 
     explainer = ExplainingScreener(Screener.load(model_dir))
     entries = [e for e in lung_boxes.load(boxes)["images"] if e["lungs"]]
-    copies = {
-        "224": np.stack([load_input(Path(data) / e["path"]) for e in entries]),
-        "hires": np.stack([pipeline.prepare(Path(hires) / e["path"].removeprefix("train/")).pixels for e in entries]),
+    return {
+        name: lung_boxes.figures([x.heatmap for x in explainer.explain(images)], entries)
+        for name, images in lung_boxes.inputs(entries, data, hires).items()
     }
-    figures = {}
-    for name, images in copies.items():
-        explained = explainer.explain(images)
-        inside = [mass_inside(x.heatmap, lung_boxes.lungs_of(e)) for x, e in zip(explained, entries, strict=True)]
-        centres = [
-            centre_inside(salient_box(x.heatmap), lung_boxes.lungs_of(e))
-            for x, e in zip(explained, entries, strict=True)
-            if e["label"] == "PNEUMONIA"
-        ]
-        figures[name] = {
-            "mass_inside_mean": float(np.mean(inside)),
-            "mass_inside_min": float(np.min(inside)),
-            "centre_inside_positives": float(np.mean(centres)),
-            "n": len(inside),
-            "n_positives": len(centres),
-        }
-    return figures
 
 
 def main(argv: list[str] | None = None) -> None:

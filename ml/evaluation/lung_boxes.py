@@ -45,6 +45,49 @@ def lungs_of(entry: dict) -> list[tuple[float, float, float, float]]:
     return [tuple(box) for box in entry["lungs"]]
 
 
+def inputs(entries: list[dict], data: str | Path, hires: str | Path) -> dict:
+    """The annotated images as model inputs: ``"224"`` (the training copies) and ``"hires"`` (squashed twins)."""
+    import numpy as np
+
+    from ml.serving import pipeline
+    from ml.training.data import load_input
+
+    return {
+        "224": np.stack([load_input(Path(data) / e["path"]) for e in entries]),
+        "hires": np.stack([pipeline.prepare(Path(hires) / e["path"].removeprefix("train/")).pixels for e in entries]),
+    }
+
+
+def centre_inside(box, lungs) -> bool:
+    """Whether a salient box's centre lies inside one of the lung boxes (False for no box)."""
+    if box is None:
+        return False
+    u, v = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    return any(x0 <= u <= x1 and y0 <= v <= y1 for x0, y0, x1, y1 in lungs)
+
+
+def figures(heatmaps, entries: list[dict]) -> dict:
+    """Share of each map inside its image's lungs, and where the salient box of each pneumonia map is centred."""
+    import numpy as np
+
+    from ml.serving.heatmap import mass_inside, salient_box
+
+    inside = [mass_inside(h, lungs_of(e)) for h, e in zip(heatmaps, entries, strict=True)]
+    centres = [
+        centre_inside(salient_box(h), lungs_of(e))
+        for h, e in zip(heatmaps, entries, strict=True)
+        if e["label"] == "PNEUMONIA"
+    ]
+    return {
+        "mass_inside_mean": float(np.mean(inside)),
+        "mass_inside_median": float(np.median(inside)),
+        "mass_inside_min": float(np.min(inside)),
+        "centre_inside_positives": float(np.mean(centres)),
+        "n": len(inside),
+        "n_positives": len(centres),
+    }
+
+
 def select(hires: str | Path, n_per_class: int, manifest: str | Path = DEFAULT_MANIFEST) -> list[dict]:
     """``n_per_class`` normal and pneumonia validation images, one per patient, seeded, with a hires twin."""
     have_twin = {p.relative_to(Path(hires)).as_posix() for p in Path(hires).rglob("*.jpeg")}

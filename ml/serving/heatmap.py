@@ -88,14 +88,13 @@ class LungField:
     def __init__(self, spec: dict, grid: tuple[int, int]):
         self.layer = str(spec["layer"])
         self.weights = np.asarray(spec["weights"], dtype=np.float32)
-        rows, cols = grid
-        v, u = np.meshgrid((np.arange(rows) + 0.5) / rows, (np.arange(cols) + 0.5) / cols, indexing="ij")
-        position = position_basis(u, v) @ np.asarray(spec["position_weights"])
+        position = position_basis(*grid) @ np.asarray(spec["position_weights"])
         self.position_logit = (float(spec["bias"]) + position).astype(np.float32)
 
 
-def position_basis(u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """The position terms of the lung-field head, for cell centres at image fractions (u, v)."""
+def position_basis(rows: int, cols: int) -> np.ndarray:
+    """The position terms of the lung-field head for each cell of a ``rows`` x ``cols`` map, (rows, cols, 6)."""
+    v, u = np.meshgrid((np.arange(rows) + 0.5) / rows, (np.arange(cols) + 0.5) / cols, indexing="ij")
     du, dv = u - 0.5, v - 0.5
     return np.stack([du, dv, du * du, dv * dv, du * dv, np.abs(du)], axis=-1)
 
@@ -148,8 +147,7 @@ class ExplainingScreener:
         self.lung_field = LungField(spec, tuple(layer.output.shape[1:3])) if spec else None
         if self.lung_field is not None and self.lung_field.layer != layer.name:
             raise ValueError(f"the card's lung field reads {self.lung_field.layer}, the heatmap {layer.name}")
-        lung_weights = tf.constant(self.lung_field.weights if self.lung_field else np.zeros(layer.output.shape[-1]))
-        lung_position = tf.constant(self.lung_field.position_logit if self.lung_field else np.zeros((1, 1)))
+        lung_field = self.lung_field
 
         @tf.function(input_signature=[tf.TensorSpec([None, size, size], tf.uint8)], reduce_retracing=True)
         def forward(images):
@@ -163,10 +161,10 @@ class ExplainingScreener:
             peak = tf.reduce_max(cams, axis=(1, 2), keepdims=True)
             cams = tf.math.divide_no_nan(cams, peak)
             viral = outputs["viral"] if isinstance(outputs, dict) and "viral" in outputs else tf.zeros_like(logits)
-            lung_logits = tf.tensordot(features, tf.cast(lung_weights, features.dtype), 1) + tf.cast(
-                lung_position, features.dtype
-            )
-            return logits, viral, cams, tf.sigmoid(lung_logits)
+            if lung_field is None:  # decided when the graph is traced: cards without a head pay nothing
+                return logits, viral, cams, cams
+            lung_logits = tf.tensordot(features, tf.constant(lung_field.weights, features.dtype), 1)
+            return logits, viral, cams, tf.sigmoid(lung_logits + tf.constant(lung_field.position_logit, features.dtype))
 
         self._forward = forward
         self._has_viral = screener.has_viral_output

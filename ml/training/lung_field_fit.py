@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ml.evaluation import lung_boxes
-from ml.serving.heatmap import boxes_mask, lung_weighted, mass_inside, position_basis, salient_box
+from ml.serving.heatmap import boxes_mask, lung_weighted, position_basis
 
 C = 1.0  # inverse L2 strength; 0.01 / 0.1 / 1 compared out of fold (ml/README.md), 1 kept
 FOLDS = 5
@@ -41,18 +41,10 @@ def coverage(lungs, grid: int) -> np.ndarray:
     return mask.reshape(grid, cell, grid, cell).mean(axis=(1, 3))
 
 
-def centre_inside(box, lungs) -> bool:
-    if box is None:
-        return False
-    u, v = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-    return any(x0 <= u <= x1 and y0 <= v <= y1 for x0, y0, x1, y1 in lungs)
-
-
 def design(features: np.ndarray, use_features: bool) -> np.ndarray:
     """Per-cell inputs: the activations (if used) and the position basis, (N * g * g, k)."""
     n, rows, cols, channels = features.shape
-    v, u = np.meshgrid((np.arange(rows) + 0.5) / rows, (np.arange(cols) + 0.5) / cols, indexing="ij")
-    position = np.broadcast_to(position_basis(u, v), (n, rows, cols, 6)).reshape(-1, 6)
+    position = np.broadcast_to(position_basis(rows, cols), (n, rows, cols, 6)).reshape(-1, 6)
     if not use_features:
         return position
     return np.concatenate([features.reshape(-1, channels), position], axis=1)
@@ -80,21 +72,9 @@ def lung_probability(features: np.ndarray, w: np.ndarray, b: float, use_features
     return (1 / (1 + np.exp(-logits))).reshape(n, rows, cols)
 
 
-def heatmap_figures(cams: np.ndarray, lungs_prob: np.ndarray | None, annotations, positives: np.ndarray) -> dict:
-    inside, centres = [], []
-    for i, lungs in enumerate(annotations):
-        cam = cams[i] if lungs_prob is None else lung_weighted(cams[i], lungs_prob[i])[0]
-        inside.append(mass_inside(cam, lungs))
-        if positives[i]:
-            centres.append(centre_inside(salient_box(cam), lungs))
-    return {
-        "mass_inside_mean": float(np.mean(inside)),
-        "mass_inside_median": float(np.median(inside)),
-        "mass_inside_min": float(np.min(inside)),
-        "centre_inside_positives": float(np.mean(centres)),
-        "n": len(inside),
-        "n_positives": len(centres),
-    }
+def weighted_maps(cams: np.ndarray, lungs_prob: np.ndarray) -> list[np.ndarray]:
+    """The maps a reader would see with these lung fields (``heatmap.lung_weighted``)."""
+    return [lung_weighted(cam, lung)[0] for cam, lung in zip(cams, lungs_prob, strict=True)]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -108,10 +88,8 @@ def main(argv: list[str] | None = None) -> None:
 
     import keras
 
-    from ml.serving import pipeline
     from ml.serving.heatmap import ExplainingScreener
     from ml.serving.inference import Screener
-    from ml.training.data import load_input
 
     entries = [e for e in lung_boxes.load(args.boxes)["images"] if e["lungs"]]
     folder = Path(args.model)
@@ -121,23 +99,17 @@ def main(argv: list[str] | None = None) -> None:
     explainer = ExplainingScreener(screener)
     feature_model = keras.Model(screener.model.input, screener.model.get_layer(explainer.layer_name).output)
 
-    copies = {
-        "224": np.stack([load_input(Path(args.data) / e["path"]) for e in entries]),
-        "hires": np.stack(
-            [pipeline.prepare(Path(args.hires) / e["path"].removeprefix("train/")).pixels for e in entries]
-        ),
-    }
+    copies = lung_boxes.inputs(entries, args.data, args.hires)
     features = {k: np.asarray(feature_model.predict(v, batch_size=32, verbose=0)) for k, v in copies.items()}
     cams = {k: np.stack([x.heatmap for x in explainer.explain(v)]) for k, v in copies.items()}
     grid = features["224"].shape[1]
     annotations = [lung_boxes.lungs_of(e) for e in entries]
     targets = np.stack([coverage(lungs, grid) for lungs in annotations])
-    positives = np.array([e["label"] == "PNEUMONIA" for e in entries])
 
     fold_of = np.random.default_rng(SEED).permutation(len(entries)) % FOLDS
     report: dict = {"n_images": len(entries), "folds": FOLDS, "C": C, "raw": {}, "position_only": {}, "head": {}}
     for copy in copies:
-        report["raw"][copy] = heatmap_figures(cams[copy], None, annotations, positives)
+        report["raw"][copy] = lung_boxes.figures(cams[copy], entries)
     for variant, use_features in (("position_only", False), ("head", True)):
         out_of_fold = {copy: np.zeros_like(targets) for copy in copies}
         for k in range(FOLDS):
@@ -148,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
             for c in copies:
                 out_of_fold[c][test] = lung_probability(features[c][test], w, b, use_features)
         for copy in copies:
-            figures = heatmap_figures(cams[copy], out_of_fold[copy], annotations, positives)
+            figures = lung_boxes.figures(weighted_maps(cams[copy], out_of_fold[copy]), entries)
             predicted, truth = out_of_fold[copy] >= 0.5, targets >= 0.5
             figures["cell_iou"] = float((predicted & truth).sum() / (predicted | truth).sum())
             report[variant][copy] = figures

@@ -7,7 +7,8 @@ from collections import Counter
 import pytest
 
 from ml.evaluation import lung_boxes
-from ml.training.lung_field_fit import centre_inside, coverage
+from ml.evaluation.lung_boxes import centre_inside
+from ml.training.lung_field_fit import coverage
 from ml.training.runs import DEFAULT_MANIFEST
 from ml.training.split import file_sha256, read_manifest
 
