@@ -6,7 +6,7 @@ from django.contrib import admin, messages
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from screening import audit, exports
+from screening import audit, exports, site_validation
 from screening.dicom import outbox
 from screening.models import (
     ApiToken,
@@ -218,6 +218,10 @@ class DeliveryAdmin(ReadOnlyAdmin):
     def has_resend_permission(self, request):
         return request.user.is_superuser
 
+    @admin.display(description=_("DIMSE status"), ordering="dimse_status")
+    def dimse_status_hex(self, obj):
+        return obj.dimse_status_hex
+
 
 @admin.register(ReceivedInstance)
 class ReceivedInstanceAdmin(ReadOnlyAdmin):
@@ -243,7 +247,7 @@ class SiteValidationAdmin(ReadOnlyAdmin):
 
     @admin.display(description=_("Verdict"))
     def verdict(self, obj):
-        return (obj.report or {}).get("verdict", "running")
+        return site_validation.verdict_label(obj.report)
 
 
 @admin.register(SiteSetting)

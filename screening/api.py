@@ -4,6 +4,12 @@ Clients authenticate with a per-user token (``Authorization: Token <key>``);
 GET requests also accept the web session so the site's pages can poll.
 Anonymous calls get 401; objects the caller may not see get 404, exactly as
 objects that do not exist.
+
+Every error is ``{"code": ..., "error": ...}``: ``code`` is a stable token for
+programs to branch on, ``error`` a sentence for people in the language the
+request asks for (``Accept-Language``; English when it asks for none).
+Reasons the service stored in English (a refused file, a failed study) are
+shown the same way; the database, audit trail and exports keep them English.
 """
 
 from __future__ import annotations
@@ -14,18 +20,19 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, TooManyFilesSent
 from django.http import JsonResponse
 from django.shortcuts import get_object_or_404
+from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from screening import access, selectors, tokens
+from screening import access, reasons, selectors, tokens
 from screening.models import Batch, Result, Study
 from screening.population import Declaration, InvalidDeclaration
 from screening.storage import StorageUnavailable
 from screening.submission import NothingAccepted, SubmissionOutcome, submit
 
 
-def _error(status: int, message: str, **extra) -> JsonResponse:
-    return JsonResponse({"error": message, **extra}, status=status)
+def _error(status: int, code: str, message: str, **extra) -> JsonResponse:
+    return JsonResponse({"code": code, "error": message, **extra}, status=status)
 
 
 def api_view(view):
@@ -38,15 +45,23 @@ def api_view(view):
         if token is not None and tokens.record_use(token) > settings.API_RATE_LIMIT_PER_MINUTE:
             response = _error(
                 429,
-                f"Too many requests: this token may make {settings.API_RATE_LIMIT_PER_MINUTE} a minute. "
-                "Wait and try again; send many files as one batch.",
+                "rate_limited",
+                _(
+                    "Too many requests: this token may make %(n)d a minute. Wait and try again; send many files "
+                    "as one batch."
+                )
+                % {"n": settings.API_RATE_LIMIT_PER_MINUTE},
             )
             response["Retry-After"] = str(tokens.seconds_to_next_window())
             return response
         if user is None and request.method == "GET" and request.user.is_authenticated:
             user = request.user
         if user is None:
-            response = _error(401, "Authentication required: send 'Authorization: Token <your API token>'.")
+            response = _error(
+                401,
+                "authentication_required",
+                _("Authentication required: send 'Authorization: Token <your API token>'."),
+            )
             response["WWW-Authenticate"] = "Token"
             return response
         request.user = user
@@ -86,14 +101,18 @@ def study_json(study: Study) -> dict:
         "format": study.format,
         "sha256": study.sha256,
         "status": study.status,
-        "error": study.status_message if study.status in (Study.Status.FAILED, Study.Status.REJECTED) else None,
-        "note": study.status_message if study.status == Study.Status.DONE and study.status_message else None,
+        "error": reasons.status_message(study.status_message)
+        if study.status in (Study.Status.FAILED, Study.Status.REJECTED)
+        else None,
+        "note": reasons.status_message(study.status_message)
+        if study.status == Study.Status.DONE and study.status_message
+        else None,
         # Another user's study id is never revealed (the note says so without it).
         "duplicate_of": study.duplicate_of_id if _same_submitter(study, study.duplicate_of) else None,
         "result": result_json(study.latest_result()),
         # null until a result exists: "validated" or "outside" the population the model was validated on.
         "population": study.population or None,
-        "population_reason": study.population_reason or None,
+        "population_reason": reasons.population_reason(study.population_reason) or None,
         "created_at": study.created_at.isoformat(),
         "finished_at": study.finished_at.isoformat() if study.finished_at else None,
     }
@@ -103,8 +122,8 @@ def _outcome_json(outcome: SubmissionOutcome) -> dict:
     return {
         "batch": outcome.batch.pk,
         "studies": [{"id": s.pk, "file": s.original_name, "status": s.status} for s in outcome.studies],
-        "refused": [r.as_dict() for r in outcome.refusals],
-        "notes": outcome.notes,
+        "refused": reasons.upload_items([r.as_dict() for r in outcome.refusals]),
+        "notes": reasons.upload_items(outcome.notes),
     }
 
 
@@ -112,25 +131,26 @@ def _uploaded(request, field: str):
     try:
         return request.FILES.getlist(field)
     except TooManyFilesSent:
-        return _error(400, "Too many files in one request; send a zip or split the batch.")
+        return _error(400, "too_many_files", _("Too many files in one request; send a zip or split the batch."))
     except RequestDataTooBig:
-        return _error(400, "Request is too large.")
+        return _error(400, "request_too_large", _("Request is too large."))
 
 
 def _submit(request, files) -> JsonResponse:
     """Submit ``files``; the optional form fields ``population`` and ``age`` declare who the patients are."""
     if not access.can_submit(request.user):
-        return _error(403, "Your account may not submit studies.")
+        return _error(403, "forbidden", _("Your account may not submit studies."))
     try:
         declaration = Declaration.parse(request.POST.get("population"), request.POST.get("age"))
     except InvalidDeclaration as exc:
-        return _error(400, str(exc))
+        return _error(400, "invalid_declaration", reasons.status_message(str(exc)))
     try:
         outcome = submit(request.user, Batch.Source.API, ((f.name, f) for f in files), declaration=declaration)
     except NothingAccepted as exc:
-        return _error(400, "No file could be accepted.", refused=[r.as_dict() for r in exc.refusals])
+        refused = reasons.upload_items([r.as_dict() for r in exc.refusals])
+        return _error(400, "nothing_accepted", _("No file could be accepted."), refused=refused)
     except StorageUnavailable as exc:
-        return _error(507, str(exc))
+        return _error(507, "storage_unavailable", reasons.status_message(str(exc)))
     return JsonResponse(_outcome_json(outcome), status=202)
 
 
@@ -141,7 +161,11 @@ def submit_study(request):
     if isinstance(files, JsonResponse):
         return files
     if len(files) != 1:
-        return _error(400, "Send exactly one file in the multipart field 'file' (use /api/v1/batches for several).")
+        return _error(
+            400,
+            "missing_file",
+            _("Send exactly one file in the multipart field 'file' (use /api/v1/batches for several)."),
+        )
     return _submit(request, files)
 
 
@@ -152,7 +176,7 @@ def submit_batch(request):
     if isinstance(files, JsonResponse):
         return files
     if not files:
-        return _error(400, "Send files (or one zip) in the multipart field 'files'.")
+        return _error(400, "missing_file", _("Send files (or one zip) in the multipart field 'files'."))
     return _submit(request, files)
 
 
@@ -169,7 +193,7 @@ def batch_detail(request, batch_id: int):
             "created_at": batch.created_at.isoformat(),
             "files_received": batch.files_received,
             "progress": selectors.batch_progress(batch),
-            "upload_report": batch.upload_report,
+            "upload_report": reasons.upload_items(batch.upload_report),
             "studies": [study_json(s) for s in studies],
         }
     )

@@ -1,5 +1,6 @@
 from django.apps import AppConfig
 from django.db.models.signals import post_migrate
+from django.utils.translation import gettext_lazy as _
 
 
 def _sync_roles(sender, **kwargs) -> None:
@@ -14,7 +15,7 @@ def _sync_roles(sender, **kwargs) -> None:
 
 class ScreeningConfig(AppConfig):
     name = "screening"
-    verbose_name = "Screening"
+    verbose_name = _("Screening")
 
     def ready(self) -> None:
         from screening import signals  # noqa: F401  (connects login/logout auditing)

@@ -19,6 +19,7 @@ import tempfile
 from collections.abc import Iterator
 
 from django.http import JsonResponse
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
 from screening import access
@@ -40,7 +41,7 @@ def _parts(body: mmap.mmap, boundary: bytes) -> Iterator[tuple[dict[str, str], b
     delimiter = b"--" + boundary
     position = body.find(delimiter)
     if position < 0:
-        raise MalformedBody("The body has no part with the boundary its Content-Type names.")
+        raise MalformedBody(_("The body has no part with the boundary its Content-Type names."))
     while True:
         position += len(delimiter)
         if body[position : position + 2] == b"--":
@@ -48,10 +49,10 @@ def _parts(body: mmap.mmap, boundary: bytes) -> Iterator[tuple[dict[str, str], b
         header_end = body.find(b"\r\n\r\n", position)
         following = body.find(b"\r\n" + delimiter, position)
         if header_end < 0 or following < 0 or header_end > following:
-            raise MalformedBody("A part is not terminated by the boundary (truncated body?).")
+            raise MalformedBody(_("A part is not terminated by the boundary (truncated body?)."))
         headers = {}
         for line in body[position:header_end].decode("latin-1").split("\r\n"):
-            name, _, value = line.partition(":")
+            name, _colon, value = line.partition(":")
             if name.strip():
                 headers[name.strip().lower()] = value.strip()
         yield headers, body[header_end + 4 : following]
@@ -89,7 +90,7 @@ def _identity(data: bytes) -> tuple[str, str]:
 @require_POST
 def store_instances(request):
     if not access.can_submit(request.user):
-        return _error(403, "Your account may not submit studies.")
+        return _error(403, "forbidden", _("Your account may not submit studies."))
     content_type = request.META.get("CONTENT_TYPE", "")
     media_type = content_type.split(";")[0].strip().lower()
     part_type = (_TYPE.search(content_type) or [None, "application/dicom"])[1].lower()
@@ -97,14 +98,17 @@ def store_instances(request):
     if media_type != "multipart/related" or part_type != "application/dicom" or not boundary:
         return _error(
             415,
-            'Send multipart/related; type="application/dicom"; boundary=... with one DICOM instance per part '
-            "(PS3.18 STOW-RS). Metadata + bulk data requests are not supported.",
+            "unsupported_media_type",
+            _(
+                'Send multipart/related; type="application/dicom"; boundary=... with one DICOM instance per part '
+                "(PS3.18 STOW-RS). Metadata + bulk data requests are not supported."
+            ),
         )
     with tempfile.TemporaryFile() as spool:
         while chunk := request.read(_COPY_CHUNK):
             spool.write(chunk)
         if spool.tell() == 0:
-            return _error(400, "The request body is empty.")
+            return _error(400, "empty_body", _("The request body is empty."))
         spool.flush()
         with mmap.mmap(spool.fileno(), 0, access=mmap.ACCESS_READ) as body:
             return _store_parts(request, body, boundary.group(1).encode("latin-1"))
@@ -129,7 +133,7 @@ def _store_parts(request, body: mmap.mmap, boundary: bytes) -> JsonResponse:
     except MalformedBody as exc:
         inbox.flush()
         if not stored and not failed:
-            return _error(400, str(exc))
+            return _error(400, "malformed_body", str(exc))
         failed.append(_reference("", "", 0xC000))
     inbox.flush()
     response: dict = {}

@@ -1,6 +1,7 @@
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
+from screening import reasons
 from screening.models import DeclaredPopulation
 from screening.population import Declaration, InvalidDeclaration
 
@@ -49,7 +50,7 @@ class UploadForm(forms.Form):
         try:
             cleaned["declaration"] = Declaration.parse(cleaned.get("population"), cleaned.get("age"))
         except InvalidDeclaration as exc:
-            self.add_error("age" if cleaned.get("age") else "population", str(exc))
+            self.add_error("age" if cleaned.get("age") else "population", reasons.status_message(str(exc)))
         return cleaned
 
 

@@ -11,9 +11,10 @@ import io
 
 import pydicom
 from django.http import HttpResponse, JsonResponse
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET
 
-from screening import selectors
+from screening import reasons, selectors
 from screening.api import _error, api_view
 from screening.dicom import results
 from screening.fhir import diagnostic_report
@@ -37,12 +38,12 @@ def _dicom_response(dataset: pydicom.Dataset, filename: str) -> HttpResponse:
 def _dicom_object(request, study_id: int, kind: str, filename: str):
     study, result = _scored_study(request, study_id)
     if result is None:
-        return _error(404, "The study has no result yet.")
+        return _error(404, "no_result", _("The study has no result yet."))
     result.study = study.duplicate_of or study
     try:
         dataset = results.build(result, kind)
     except results.SourceUnavailable as exc:
-        return _error(404, str(exc))
+        return _error(404, "not_dicom", reasons.status_message(str(exc)))
     return _dicom_response(dataset, f"study-{study.pk}-{filename}")
 
 
@@ -63,7 +64,7 @@ def overlay_dcm(request, study_id: int):
 def fhir_report(request, study_id: int):
     study, result = _scored_study(request, study_id)
     if result is None:
-        return _error(404, "The study has no result yet.")
+        return _error(404, "no_result", _("The study has no result yet."))
     report = diagnostic_report(
         study_id=study.pk,
         accession_number=study.accession_number,

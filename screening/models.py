@@ -17,8 +17,8 @@ from ml.serving.decode import dicom_date
 
 
 class TimeStamped(models.Model):
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    created_at = models.DateTimeField(auto_now_add=True, verbose_name=_("created"))
+    updated_at = models.DateTimeField(auto_now=True, verbose_name=_("updated"))
 
     class Meta:
         abstract = True
@@ -34,16 +34,21 @@ class Batch(TimeStamped):
         DICOM = "dicom", _("DICOM network (C-STORE)")
         DICOMWEB = "dicomweb", _("DICOMweb (STOW-RS)")
 
-    submitted_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="batches")
-    source = models.CharField(max_length=8, choices=Source.choices)
-    name = models.CharField(max_length=255, blank=True, help_text=_("Zip or folder name, when there was one."))
-    files_received = models.PositiveIntegerField(default=0)
+    submitted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="batches", verbose_name=_("submitted by")
+    )
+    source = models.CharField(max_length=8, choices=Source.choices, verbose_name=_("source"))
+    name = models.CharField(
+        max_length=255, blank=True, help_text=_("Zip or folder name, when there was one."), verbose_name=_("name")
+    )
+    files_received = models.PositiveIntegerField(default=0, verbose_name=_("files received"))
     # Per-file outcomes at upload that have no study row: refusals ("error")
     # and notes such as an in-batch duplicate ("note"). [{"file": ..., "error"|"note": ...}]
-    upload_report = models.JSONField(default=list, blank=True)
+    upload_report = models.JSONField(default=list, blank=True, verbose_name=_("upload report"))
 
     class Meta:
-        verbose_name_plural = "batches"
+        verbose_name = _("batch")
+        verbose_name_plural = _("batches")
         indexes = [
             # Serves a submitter's own batch list, newest first.
             models.Index(fields=["submitted_by", "-created_at"], name="batch_by_submitter_idx"),
@@ -73,6 +78,11 @@ class DeclaredPopulation(models.TextChoices):
     NOT_DECLARED = "", _("Not declared")
     PEDIATRIC = "pediatric", _("Children in the validated age range")
     ADULT = "adult", _("Adults")
+
+
+class ModelLabel(models.TextChoices):
+    NORMAL = "NORMAL", _("Normal")
+    PNEUMONIA = "PNEUMONIA", _("Pneumonia")
 
 
 class ReviewStatus(models.TextChoices):
@@ -110,20 +120,22 @@ class Study(TimeStamped):
         PNG = "png", "PNG"
         DICOM = "dicom", "DICOM"
 
-    batch = models.ForeignKey(Batch, on_delete=models.PROTECT, related_name="studies")
-    file = models.FileField(max_length=255)
-    original_name = models.CharField(max_length=255)
-    sha256 = models.CharField(max_length=64)
-    size_bytes = models.PositiveBigIntegerField()
-    format = models.CharField(max_length=8, choices=Format.choices)
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RECEIVED)
-    status_message = models.TextField(blank=True, help_text=_("Why the study failed or was rejected."))
-    attempts = models.PositiveSmallIntegerField(default=0)
+    batch = models.ForeignKey(Batch, on_delete=models.PROTECT, related_name="studies", verbose_name=_("batch"))
+    file = models.FileField(max_length=255, verbose_name=_("file"))
+    original_name = models.CharField(max_length=255, verbose_name=_("original file name"))
+    sha256 = models.CharField(max_length=64, verbose_name=_("SHA-256"))
+    size_bytes = models.PositiveBigIntegerField(verbose_name=_("size (bytes)"))
+    format = models.CharField(max_length=8, choices=Format.choices, verbose_name=_("format"))
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RECEIVED, verbose_name=_("status"))
+    status_message = models.TextField(
+        blank=True, help_text=_("Why the study failed or was rejected."), verbose_name=_("status message")
+    )
+    attempts = models.PositiveSmallIntegerField(default=0, verbose_name=_("attempts"))
     # "host:pid" of the worker process that claimed the study while RUNNING; with that
     # process's heartbeat, the sweep knows within seconds when a claim's owner has died.
-    claimed_by = models.CharField(max_length=128, blank=True)
+    claimed_by = models.CharField(max_length=128, blank=True, verbose_name=_("claimed by"))
     # Set by ``manage.py purge``: the original file (patient data) is gone; results and reviews stay.
-    file_purged_at = models.DateTimeField(null=True, blank=True)
+    file_purged_at = models.DateTimeField(null=True, blank=True, verbose_name=_("original removed"))
     duplicate_of = models.ForeignKey(
         "self",
         on_delete=models.PROTECT,
@@ -131,40 +143,48 @@ class Study(TimeStamped):
         blank=True,
         related_name="duplicates",
         help_text=_("An earlier study of the same file whose result this one shows."),
+        verbose_name=_("duplicate of"),
     )
-    queued_at = models.DateTimeField(null=True, blank=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
+    queued_at = models.DateTimeField(null=True, blank=True, verbose_name=_("queued"))
+    started_at = models.DateTimeField(null=True, blank=True, verbose_name=_("started"))
+    finished_at = models.DateTimeField(null=True, blank=True, verbose_name=_("finished"))
 
     # Copied from the latest result and review when they are written, so the
     # worklist sorts and filters 10,000 studies with one indexed query.
-    score = models.FloatField(null=True, blank=True, help_text=_("Latest model probability of pneumonia."))
-    model_label = models.CharField(max_length=10, blank=True)
-    review_status = models.CharField(max_length=12, choices=ReviewStatus.choices, default=ReviewStatus.UNREVIEWED)
-    reviewed_at = models.DateTimeField(null=True, blank=True)
+    score = models.FloatField(
+        null=True, blank=True, help_text=_("Latest model probability of pneumonia."), verbose_name=_("score")
+    )
+    model_label = models.CharField(max_length=10, choices=ModelLabel.choices, blank=True, verbose_name=_("model label"))
+    review_status = models.CharField(
+        max_length=12, choices=ReviewStatus.choices, default=ReviewStatus.UNREVIEWED, verbose_name=_("review status")
+    )
+    reviewed_at = models.DateTimeField(null=True, blank=True, verbose_name=_("reviewed"))
     # Copied from the latest result: the worklist keeps "outside" studies out of its main lane.
-    population = models.CharField(max_length=10, choices=Population.choices, blank=True)
-    population_reason = models.TextField(blank=True)
+    population = models.CharField(max_length=10, choices=Population.choices, blank=True, verbose_name=_("population"))
+    population_reason = models.TextField(blank=True, verbose_name=_("population reason"))
 
     # What the submitter said about the patient, for the population verdict.
-    declared_population = models.CharField(max_length=10, choices=DeclaredPopulation.choices, blank=True)
-    declared_age_years = models.FloatField(null=True, blank=True)
+    declared_population = models.CharField(
+        max_length=10, choices=DeclaredPopulation.choices, blank=True, verbose_name=_("declared population")
+    )
+    declared_age_years = models.FloatField(null=True, blank=True, verbose_name=_("declared age (years)"))
 
-    image_width = models.PositiveIntegerField(null=True, blank=True)
-    image_height = models.PositiveIntegerField(null=True, blank=True)
+    image_width = models.PositiveIntegerField(null=True, blank=True, verbose_name=_("image width"))
+    image_height = models.PositiveIntegerField(null=True, blank=True, verbose_name=_("image height"))
     # DICOM attributes, when the file had them. No patient name or id is kept.
-    study_instance_uid = models.CharField(max_length=64, blank=True)
-    accession_number = models.CharField(max_length=64, blank=True)
-    series_instance_uid = models.CharField(max_length=64, blank=True)
-    sop_instance_uid = models.CharField(max_length=64, blank=True)
-    study_date = models.DateField(null=True, blank=True)
-    modality = models.CharField(max_length=16, blank=True)
-    view_position = models.CharField(max_length=16, blank=True)
-    body_part = models.CharField(max_length=64, blank=True)
-    patient_age = models.CharField(max_length=8, blank=True)
+    study_instance_uid = models.CharField(max_length=64, blank=True, verbose_name=_("Study Instance UID"))
+    accession_number = models.CharField(max_length=64, blank=True, verbose_name=_("accession number"))
+    series_instance_uid = models.CharField(max_length=64, blank=True, verbose_name=_("Series Instance UID"))
+    sop_instance_uid = models.CharField(max_length=64, blank=True, verbose_name=_("SOP Instance UID"))
+    study_date = models.DateField(null=True, blank=True, verbose_name=_("study date"))
+    modality = models.CharField(max_length=16, blank=True, verbose_name=_("modality"))
+    view_position = models.CharField(max_length=16, blank=True, verbose_name=_("view position"))
+    body_part = models.CharField(max_length=64, blank=True, verbose_name=_("body part"))
+    patient_age = models.CharField(max_length=8, blank=True, verbose_name=_("patient age (DICOM)"))
 
     class Meta:
-        verbose_name_plural = "studies"
+        verbose_name = _("study")
+        verbose_name_plural = _("studies")
         permissions = [
             ("submit_studies", "Can submit studies"),
             ("view_all_studies", "Can see every study, not only their own"),
@@ -212,31 +232,39 @@ class Study(TimeStamped):
 class Result(TimeStamped):
     """What one model version said about one study."""
 
-    class Label(models.TextChoices):
-        NORMAL = "NORMAL", _("Normal")
-        PNEUMONIA = "PNEUMONIA", _("Pneumonia")
+    Label = ModelLabel
 
-    study = models.ForeignKey(Study, on_delete=models.PROTECT, related_name="results")
-    model_version = models.CharField(max_length=64)
-    probability = models.FloatField(help_text=_("Calibrated probability of pneumonia."))
-    label = models.CharField(max_length=10, choices=Label.choices)
+    study = models.ForeignKey(Study, on_delete=models.PROTECT, related_name="results", verbose_name=_("study"))
+    model_version = models.CharField(max_length=64, verbose_name=_("model version"))
+    probability = models.FloatField(help_text=_("Calibrated probability of pneumonia."), verbose_name=_("probability"))
+    label = models.CharField(max_length=10, choices=Label.choices, verbose_name=_("label"))
     threshold = models.FloatField(
-        help_text=_("The operating threshold that set the label: the site's adopted one, else the model card's.")
+        help_text=_("The operating threshold that set the label: the site's adopted one, else the model card's."),
+        verbose_name=_("threshold"),
     )
-    viral_probability = models.FloatField(null=True, blank=True, help_text=_("P(viral | pneumonia)."))
-    inference_ms = models.FloatField(help_text=_("Model time per study in its chunk, milliseconds."))
+    viral_probability = models.FloatField(
+        null=True, blank=True, help_text=_("P(viral | pneumonia)."), verbose_name=_("viral probability")
+    )
+    inference_ms = models.FloatField(
+        help_text=_("Model time per study in its chunk, milliseconds."), verbose_name=_("inference (ms)")
+    )
     heatmap = models.FileField(
         max_length=255,
         blank=True,
         help_text=_("Grad-CAM overlay (RGBA PNG) of results scored before overlays were rendered on first view."),
+        verbose_name=_("heatmap overlay"),
     )
     heatmap_raw = models.JSONField(
-        null=True, blank=True, help_text=_("Grad-CAM map on the model's feature grid, 0..1.")
+        null=True,
+        blank=True,
+        help_text=_("Grad-CAM map on the model's feature grid, 0..1."),
+        verbose_name=_("raw heatmap"),
     )
     salient_box = models.JSONField(
         null=True,
         blank=True,
         help_text=_("[x0, y0, x1, y1] image fractions around the most salient region, above threshold."),
+        verbose_name=_("salient box"),
     )
     evidence_outside_lungs = models.FloatField(
         null=True,
@@ -245,11 +273,13 @@ class Result(TimeStamped):
             "Share of the model's evidence (the raw map) outside the lung fields; the map shown is weighted "
             "by the lung fields. Empty for models without a lung-field head."
         ),
+        verbose_name=_("evidence outside the lungs"),
     )
     site_probability = models.FloatField(
         null=True,
         blank=True,
         help_text=_("P(pneumonia) shifted to the site's adopted prevalence, when one is adopted (shown to readers)."),
+        verbose_name=_("site probability"),
     )
     site_setting = models.ForeignKey(
         "SiteSetting",
@@ -258,18 +288,27 @@ class Result(TimeStamped):
         blank=True,
         related_name="results",
         help_text=_("The site's adopted operating point that set the label and probability; empty: the model card's."),
+        verbose_name=_("site operating point"),
     )
-    population = models.CharField(max_length=10, choices=Population.choices, blank=True)
-    population_reason = models.TextField(blank=True)
+    population = models.CharField(max_length=10, choices=Population.choices, blank=True, verbose_name=_("population"))
+    population_reason = models.TextField(blank=True, verbose_name=_("population reason"))
     population_source = models.CharField(
-        max_length=20, blank=True, help_text=_("Which signal decided: DICOM age, declaration or image check.")
+        max_length=20,
+        blank=True,
+        help_text=_("Which signal decided: DICOM age, declaration or image check."),
+        verbose_name=_("population decided by"),
     )
     adult_probability = models.FloatField(
-        null=True, blank=True, help_text=_("The image-based population check's P(adult), when it ran.")
+        null=True,
+        blank=True,
+        help_text=_("The image-based population check's P(adult), when it ran."),
+        verbose_name=_("adult probability"),
     )
-    population_check_version = models.CharField(max_length=32, blank=True)
+    population_check_version = models.CharField(max_length=32, blank=True, verbose_name=_("population check version"))
 
     class Meta:
+        verbose_name = _("model result")
+        verbose_name_plural = _("model results")
         constraints = [
             # A task that runs twice cannot add a second result.
             models.UniqueConstraint(fields=["study", "model_version"], name="result_unique_per_study_model"),
@@ -295,11 +334,21 @@ class ReceivedInstance(models.Model):
     success that adds nothing.
     """
 
-    sop_instance_uid = models.CharField(max_length=64, unique=True)
-    study = models.OneToOneField(Study, on_delete=models.PROTECT, related_name="received_instance")
-    calling_ae = models.CharField(max_length=16, blank=True, help_text=_("The sender's AE title (C-STORE)."))
-    peer = models.CharField(max_length=64, blank=True, help_text=_("The sender's address."))
-    received_at = models.DateTimeField(auto_now_add=True)
+    sop_instance_uid = models.CharField(max_length=64, unique=True, verbose_name=_("SOP Instance UID"))
+    study = models.OneToOneField(
+        Study, on_delete=models.PROTECT, related_name="received_instance", verbose_name=_("study")
+    )
+    calling_ae = models.CharField(
+        max_length=16, blank=True, help_text=_("The sender's AE title (C-STORE)."), verbose_name=_("calling AE title")
+    )
+    peer = models.CharField(
+        max_length=64, blank=True, help_text=_("The sender's address."), verbose_name=_("sender address")
+    )
+    received_at = models.DateTimeField(auto_now_add=True, verbose_name=_("received"))
+
+    class Meta:
+        verbose_name = _("received DICOM instance")
+        verbose_name_plural = _("received DICOM instances")
 
     def __str__(self) -> str:
         return self.sop_instance_uid
@@ -324,19 +373,22 @@ class Delivery(TimeStamped):
         SENT = "sent", _("Sent")
         FAILED = "failed", _("Failed")
 
-    result = models.ForeignKey(Result, on_delete=models.PROTECT, related_name="deliveries")
-    destination = models.CharField(max_length=200, help_text=_("AE@host:port"))
-    kind = models.CharField(max_length=2, choices=Kind.choices)
-    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
-    attempts = models.PositiveIntegerField(default=0)
-    next_attempt_at = models.DateTimeField(null=True, blank=True)
-    last_error = models.TextField(blank=True)
-    dimse_status = models.PositiveIntegerField(null=True, blank=True, help_text=_("The destination's last answer."))
-    sop_instance_uid = models.CharField(max_length=64, blank=True)
-    sent_at = models.DateTimeField(null=True, blank=True)
+    result = models.ForeignKey(Result, on_delete=models.PROTECT, related_name="deliveries", verbose_name=_("result"))
+    destination = models.CharField(max_length=200, help_text=_("AE@host:port"), verbose_name=_("destination"))
+    kind = models.CharField(max_length=2, choices=Kind.choices, verbose_name=_("kind"))
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING, verbose_name=_("status"))
+    attempts = models.PositiveIntegerField(default=0, verbose_name=_("attempts"))
+    next_attempt_at = models.DateTimeField(null=True, blank=True, verbose_name=_("next attempt"))
+    last_error = models.TextField(blank=True, verbose_name=_("last error"))
+    dimse_status = models.PositiveIntegerField(
+        null=True, blank=True, help_text=_("The destination's last answer."), verbose_name=_("DIMSE status")
+    )
+    sop_instance_uid = models.CharField(max_length=64, blank=True, verbose_name=_("SOP Instance UID"))
+    sent_at = models.DateTimeField(null=True, blank=True, verbose_name=_("sent"))
 
     class Meta:
-        verbose_name_plural = "deliveries"
+        verbose_name = _("DICOM delivery")
+        verbose_name_plural = _("DICOM deliveries")
         constraints = [
             models.UniqueConstraint(fields=["result", "destination", "kind"], name="delivery_unique_per_destination"),
         ]
@@ -362,17 +414,26 @@ class Review(TimeStamped):
         OTHER = "other", _("Other finding")
         UNREADABLE = "unreadable", _("Unreadable")
 
-    study = models.ForeignKey(Study, on_delete=models.PROTECT, related_name="reviews")
-    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="reviews")
-    result = models.ForeignKey(
-        Result, on_delete=models.PROTECT, null=True, blank=True, help_text=_("The model result the reviewer saw.")
+    study = models.ForeignKey(Study, on_delete=models.PROTECT, related_name="reviews", verbose_name=_("study"))
+    reviewer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="reviews", verbose_name=_("reviewer")
     )
-    agrees_with_model = models.BooleanField(null=True)
-    finding = models.CharField(max_length=12, choices=Finding.choices)
-    comment = models.TextField(blank=True)
-    needs_second_read = models.BooleanField(default=False)
+    result = models.ForeignKey(
+        Result,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        help_text=_("The model result the reviewer saw."),
+        verbose_name=_("result"),
+    )
+    agrees_with_model = models.BooleanField(null=True, verbose_name=_("agrees with the model"))
+    finding = models.CharField(max_length=12, choices=Finding.choices, verbose_name=_("finding"))
+    comment = models.TextField(blank=True, verbose_name=_("comment"))
+    needs_second_read = models.BooleanField(default=False, verbose_name=_("needs a second read"))
 
     class Meta:
+        verbose_name = _("review")
+        verbose_name_plural = _("reviews")
         indexes = [models.Index(fields=["study", "-created_at"], name="review_latest_per_study_idx")]
 
 
@@ -394,18 +455,25 @@ class AuditEvent(models.Model):
         PURGE = "purge", _("Removed original files past the retention period")
         ADMIN_CHANGE = "admin_change", _("Changed data in the admin")
 
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True, verbose_name=_("created"))
     actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="audit_events"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="audit_events",
+        verbose_name=_("user"),
     )
     # Kept as written at the time, so the trail reads the same after a rename.
-    actor_username = models.CharField(max_length=150, blank=True)
-    action = models.CharField(max_length=20, choices=Action.choices)
-    object_type = models.CharField(max_length=40, blank=True)
-    object_id = models.CharField(max_length=40, blank=True)
-    details = models.JSONField(default=dict, blank=True)
+    actor_username = models.CharField(max_length=150, blank=True, verbose_name=_("user name at the time"))
+    action = models.CharField(max_length=20, choices=Action.choices, verbose_name=_("action"))
+    object_type = models.CharField(max_length=40, blank=True, verbose_name=_("object type"))
+    object_id = models.CharField(max_length=40, blank=True, verbose_name=_("object id"))
+    details = models.JSONField(default=dict, blank=True, verbose_name=_("details"))
 
     class Meta:
+        verbose_name = _("audit event")
+        verbose_name_plural = _("audit events")
         indexes = [
             # Serves "everything that happened to this object" in the admin.
             models.Index(fields=["object_type", "object_id"], name="audit_object_idx"),
@@ -418,14 +486,22 @@ class AuditEvent(models.Model):
 class ApiToken(models.Model):
     """A per-user API key. Only its SHA-256 is stored; the key is shown once."""
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
-    key_hash = models.CharField(max_length=64, unique=True)
-    prefix = models.CharField(max_length=8, help_text=_("First characters of the key, to tell tokens apart."))
-    created_at = models.DateTimeField(auto_now_add=True)
-    last_used_at = models.DateTimeField(null=True, blank=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens", verbose_name=_("user")
+    )
+    key_hash = models.CharField(max_length=64, unique=True, verbose_name=_("key hash"))
+    prefix = models.CharField(
+        max_length=8, help_text=_("First characters of the key, to tell tokens apart."), verbose_name=_("prefix")
+    )
+    created_at = models.DateTimeField(auto_now_add=True, verbose_name=_("created"))
+    last_used_at = models.DateTimeField(null=True, blank=True, verbose_name=_("last used"))
     # Requests in the current minute, for API_RATE_LIMIT_PER_MINUTE (a fixed window per token).
-    window_started_at = models.DateTimeField(null=True, blank=True)
-    window_requests = models.PositiveIntegerField(default=0)
+    window_started_at = models.DateTimeField(null=True, blank=True, verbose_name=_("rate window started"))
+    window_requests = models.PositiveIntegerField(default=0, verbose_name=_("requests in the window"))
+
+    class Meta:
+        verbose_name = _("API token")
+        verbose_name_plural = _("API tokens")
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.user})"
@@ -443,14 +519,22 @@ class SiteValidation(TimeStamped):
         LABELLED_FILES = "files", _("Labelled files (NORMAL/ and PNEUMONIA/ folders)")
         REVIEWED = "reviewed", _("Studies already reviewed by radiologists")
 
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
-    source = models.CharField(max_length=10, choices=Source.choices)
-    name = models.CharField(max_length=255, blank=True)
-    model_version = models.CharField(max_length=64)
-    batch = models.ForeignKey(Batch, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
-    report = models.JSONField(null=True, blank=True, help_text=_("Computed once every case is finished."))
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", verbose_name=_("created by")
+    )
+    source = models.CharField(max_length=10, choices=Source.choices, verbose_name=_("source"))
+    name = models.CharField(max_length=255, blank=True, verbose_name=_("name"))
+    model_version = models.CharField(max_length=64, verbose_name=_("model version"))
+    batch = models.ForeignKey(
+        Batch, on_delete=models.PROTECT, null=True, blank=True, related_name="+", verbose_name=_("batch")
+    )
+    report = models.JSONField(
+        null=True, blank=True, help_text=_("Computed once every case is finished."), verbose_name=_("report")
+    )
 
     class Meta:
+        verbose_name = _("site validation")
+        verbose_name_plural = _("site validations")
         permissions = [("validate_site", "Can run site validations and adopt site operating points")]
 
     def __str__(self) -> str:
@@ -460,11 +544,17 @@ class SiteValidation(TimeStamped):
 class SiteValidationCase(models.Model):
     """One labelled study of a site validation."""
 
-    validation = models.ForeignKey(SiteValidation, on_delete=models.CASCADE, related_name="cases")
-    study = models.ForeignKey(Study, on_delete=models.PROTECT, related_name="+")
-    pneumonia = models.BooleanField(help_text=_("The site's label: True for pneumonia."))
+    validation = models.ForeignKey(
+        SiteValidation, on_delete=models.CASCADE, related_name="cases", verbose_name=_("site validation")
+    )
+    study = models.ForeignKey(Study, on_delete=models.PROTECT, related_name="+", verbose_name=_("study"))
+    pneumonia = models.BooleanField(
+        help_text=_("The site's label: True for pneumonia."), verbose_name=_("pneumonia (site label)")
+    )
 
     class Meta:
+        verbose_name = _("site validation case")
+        verbose_name_plural = _("site validation cases")
         constraints = [
             models.UniqueConstraint(fields=["validation", "study"], name="site_case_unique_study"),
         ]
@@ -478,15 +568,21 @@ class SiteSetting(models.Model):
     site's prior (the card's are calibrated to its validation split's).
     """
 
-    validation = models.ForeignKey(SiteValidation, on_delete=models.PROTECT, related_name="settings")
-    model_version = models.CharField(max_length=64)
-    target_sensitivity = models.FloatField()
-    threshold = models.FloatField()
-    prevalence = models.FloatField(null=True, blank=True)
-    adopted_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
-    created_at = models.DateTimeField(auto_now_add=True)
+    validation = models.ForeignKey(
+        SiteValidation, on_delete=models.PROTECT, related_name="settings", verbose_name=_("site validation")
+    )
+    model_version = models.CharField(max_length=64, verbose_name=_("model version"))
+    target_sensitivity = models.FloatField(verbose_name=_("target sensitivity"))
+    threshold = models.FloatField(verbose_name=_("threshold"))
+    prevalence = models.FloatField(null=True, blank=True, verbose_name=_("prevalence"))
+    adopted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", verbose_name=_("adopted by")
+    )
+    created_at = models.DateTimeField(auto_now_add=True, verbose_name=_("created"))
 
     class Meta:
+        verbose_name = _("site operating point")
+        verbose_name_plural = _("site operating points")
         indexes = [
             # Serves "the setting in force for the served model" on every scored chunk and page.
             models.Index(fields=["model_version", "-created_at"], name="site_setting_current_idx"),
@@ -513,8 +609,12 @@ class WorkerHeartbeat(models.Model):
     Readiness and the metrics read their age.
     """
 
-    hostname = models.CharField(max_length=255, unique=True)
-    seen_at = models.DateTimeField()
+    hostname = models.CharField(max_length=255, unique=True, verbose_name=_("host name"))
+    seen_at = models.DateTimeField(verbose_name=_("last seen"))
+
+    class Meta:
+        verbose_name = _("worker heartbeat")
+        verbose_name_plural = _("worker heartbeats")
 
     def __str__(self) -> str:
         return f"{self.hostname} at {self.seen_at:%Y-%m-%d %H:%M:%S}"
@@ -523,6 +623,10 @@ class WorkerHeartbeat(models.Model):
 class ServiceState(models.Model):
     """Small facts the service remembers between runs, e.g. which broker instance it last saw."""
 
-    key = models.CharField(max_length=64, unique=True)
-    value = models.CharField(max_length=255)
-    updated_at = models.DateTimeField(auto_now=True)
+    key = models.CharField(max_length=64, unique=True, verbose_name=_("key"))
+    value = models.CharField(max_length=255, verbose_name=_("value"))
+    updated_at = models.DateTimeField(auto_now=True, verbose_name=_("updated"))
+
+    class Meta:
+        verbose_name = _("service state")
+        verbose_name_plural = _("service states")

@@ -188,6 +188,47 @@ SENTENCES: list[tuple[re.Pattern, str]] = [
             r"Identical to a file the service has already scored; that result is shown\.",
             gettext_noop("Identical to a file the service has already scored; that result is shown."),
         ),
+        # Raised while answering a request, by code that also runs without one (the CLI, a worker):
+        # ml.serving.population.parse_declared_age, screening.population, screening.storage,
+        # screening.dicom.results
+        (
+            r"The declared age (?P<value>'.*') is not a number of years\.",
+            gettext_noop("The declared age %(value)s is not a number of years."),
+        ),
+        (
+            rf"The declared age (?P<years>-?{_NUMBER}(?:e[+-]?[0-9]+)?|-?inf|nan) is not between 0 and "
+            rf"(?P<oldest>{_NUMBER}) years\.",
+            gettext_noop("The declared age %(years)s is not between 0 and %(oldest)s years."),
+        ),
+        (
+            r"The declared population (?P<value>'.*') is not one of: (?P<choices>[a-z, ]+)\.",
+            gettext_noop("The declared population %(value)s is not one of: %(choices)s."),
+        ),
+        (
+            r"The service could not store the uploaded files \(its storage is full or not writable\)\. Nothing was "
+            r"kept; please try again later or tell an administrator\.",
+            gettext_noop(
+                "The service could not store the uploaded files (its storage is full or not writable). Nothing was "
+                "kept; please try again later or tell an administrator."
+            ),
+        ),
+        (
+            r"The study was not a DICOM file, so there is no DICOM study to add results to\.",
+            gettext_noop("The study was not a DICOM file, so there is no DICOM study to add results to."),
+        ),
+        (
+            r"The original DICOM file was removed under the retention policy\.",
+            gettext_noop("The original DICOM file was removed under the retention policy."),
+        ),
+        (
+            r"The original DICOM file is missing from storage\.",
+            gettext_noop("The original DICOM file is missing from storage."),
+        ),
+        (r"The result has no heatmap\.", gettext_noop("The result has no heatmap.")),
+        (
+            r"The heatmap could not be rendered: (?P<detail>.*)",
+            gettext_noop("The heatmap could not be rendered: %(detail)s"),
+        ),
     ]
 ]
 
@@ -286,6 +327,11 @@ def status_message(text: str) -> str:
     if not text or _english():
         return text
     return _translated(text, SENTENCES) or text
+
+
+def upload_items(items: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Upload-report items (``{"file", "error"}`` or ``{"file", "note"}``), their sentence in the active language."""
+    return [{key: status_message(v) if key in ("error", "note") else v for key, v in item.items()} for item in items]
 
 
 def population_reason(text: str) -> str:

@@ -21,8 +21,10 @@ from typing import BinaryIO
 import numpy as np
 from django.conf import settings
 from django.db import transaction
+from django.utils.formats import number_format
+from django.utils.translation import gettext, gettext_lazy, override
 
-from screening import audit
+from screening import audit, reasons
 from screening.models import AuditEvent, Batch, Result, Review, SiteSetting, SiteValidation, SiteValidationCase, Study
 from screening.serving import current_model_version, model_card
 from screening.submission import NothingAccepted, submit
@@ -32,6 +34,14 @@ MIN_CASES_PER_CLASS = 5
 # Below this many cases of a class, a bootstrap interval is too narrow to trust (a perfectly
 # separated 8 + 8 gives 1.000-1.000): the report says so, whatever its verdict.
 SMALL_SAMPLE_PER_CLASS = 50
+
+# A report's ``verdict`` as shown to people ("running": no report yet).
+VERDICTS = {
+    "running": gettext_lazy("running"),
+    "insufficient": gettext_lazy("too few cases"),
+    "adoptable": gettext_lazy("adoptable"),
+    "not_reliable": gettext_lazy("not reliable here"),
+}
 
 
 class ValidationRefused(ValueError):
@@ -63,11 +73,12 @@ def from_labelled_files(
         try:
             outcome = submit(user, source, files, name=name)
         except NothingAccepted as exc:
-            refused = "; ".join(f"{r.name}: {r.error}" for r in exc.refusals[:5])
-            raise ValidationRefused(f"No file could be accepted ({refused}).") from None
+            refused = "; ".join(f"{r.name}: {reasons.status_message(r.error)}" for r in exc.refusals[:5])
+            message = gettext("No file could be accepted (%(refused)s).") % {"refused": refused}
+            raise ValidationRefused(message) from None
         labelled = [(study, label_from_name(study.original_name)) for study in outcome.studies]
         cases = [(study, label) for study, label in labelled if label is not None]
-        _check_classes([label for _, label in cases], "files in NORMAL/ or PNEUMONIA/ folders")
+        _check_classes([label for _, label in cases], gettext("files in NORMAL/ or PNEUMONIA/ folders"))
         return _create(
             user,
             SiteValidation.Source.LABELLED_FILES,
@@ -94,7 +105,10 @@ def from_reviewed_studies(user) -> SiteValidation:
         for study_id, finding in sorted(latest_findings.items())
         if study_id in scored and finding in (Review.Finding.NORMAL, Review.Finding.PNEUMONIA)
     ]
-    _check_classes([label for _, label in cases], f"reviewed studies (normal or pneumonia) scored by model {version}")
+    _check_classes(
+        [label for _, label in cases],
+        gettext("reviewed studies (normal or pneumonia) scored by model %(version)s") % {"version": version},
+    )
     with transaction.atomic():
         return _create(user, SiteValidation.Source.REVIEWED, "Reviewed studies", cases)
 
@@ -122,11 +136,14 @@ def _create(user, source: str, name: str, cases: list[tuple[int, bool]], batch=N
 def _check_classes(labels: list[bool], what: str) -> None:
     normals, pneumonias = labels.count(False), labels.count(True)
     if not labels:
-        raise ValidationRefused(f"No labelled cases: found no {what}.")
+        raise ValidationRefused(gettext("No labelled cases: found no %(what)s.") % {"what": what})
     if min(normals, pneumonias) < MIN_CASES_PER_CLASS:
         raise ValidationRefused(
-            f"A validation needs at least {MIN_CASES_PER_CLASS} normal and {MIN_CASES_PER_CLASS} pneumonia cases; "
-            f"found {normals} normal and {pneumonias} pneumonia {what}."
+            gettext(
+                "A validation needs at least %(min)d normal and %(min)d pneumonia cases; found %(normals)d normal "
+                "and %(pneumonias)d pneumonia %(what)s."
+            )
+            % {"min": MIN_CASES_PER_CLASS, "normals": normals, "pneumonias": pneumonias, "what": what}
         )
 
 
@@ -169,11 +186,8 @@ def compute_report(validation: SiteValidation) -> dict:
     report["n_pneumonia"], report["n_normal"] = int(y.sum()), int((~y).sum())
     if y.sum() < 2 or (~y).sum() < 2:
         report["verdict"] = "insufficient"
-        report["message"] = (
-            f"Only {int(y.sum())} pneumonia and {int((~y).sum())} normal cases could be scored "
-            f"({report['rejected']} rejected, {report['failed']} failed): too few to measure the model here. "
-            "Do not rely on the model at this site."
-        )
+        with override("en"):
+            report["message"] = verdict_message(report)
         return report
     threshold = float(model_card().get("threshold", 0.5))
     # Resampled by study: the service keeps no patient identity to group a patient's images by.
@@ -190,26 +204,57 @@ def compute_report(validation: SiteValidation) -> dict:
             "prevalence": float(y.mean()),
         }
     )
-    if low >= settings.SITE_VALIDATION_MIN_AUC:
-        report["verdict"] = "adoptable"
-        report["message"] = (
-            f"AUC {report['auc']:.3f} (95 % CI {low:.3f}–{high:.3f}) on {len(y)} cases: the lower bound reaches "
-            f"{settings.SITE_VALIDATION_MIN_AUC:.2f}. An administrator may adopt a site operating point."
+    report["verdict"] = "adoptable" if low >= settings.SITE_VALIDATION_MIN_AUC else "not_reliable"
+    report["small_sample"] = min(report["n_pneumonia"], report["n_normal"]) < SMALL_SAMPLE_PER_CLASS
+    # Stored in English with the report (the audit trail and the command line read it);
+    # pages show ``verdict_message`` in the reader's language.
+    with override("en"):
+        report["message"] = verdict_message(report)
+    return report
+
+
+def verdict_label(report: dict | None) -> str:
+    """The report's verdict in a word or two, in the active language."""
+    verdict = (report or {}).get("verdict", "running")
+    return str(VERDICTS.get(verdict, verdict))
+
+
+def verdict_message(report: dict) -> str:
+    """The report's conclusion in the active language, from the figures it holds."""
+    if report["verdict"] == "insufficient":
+        return gettext(
+            "Only %(pneumonia)d pneumonia and %(normal)d normal cases could be scored (%(rejected)d rejected, "
+            "%(failed)d failed): too few to measure the model here. Do not rely on the model at this site."
+        ) % {
+            "pneumonia": report["n_pneumonia"],
+            "normal": report["n_normal"],
+            "rejected": report["rejected"],
+            "failed": report["failed"],
+        }
+    figures = {
+        "auc": number_format(report["auc"], 3),
+        "low": number_format(report["auc_ci"][0], 3),
+        "high": number_format(report["auc_ci"][1], 3),
+        "n": report["n_pneumonia"] + report["n_normal"],
+        "bound": number_format(report["min_auc_lower_bound"], 2),
+    }
+    if report["verdict"] == "adoptable":
+        message = gettext(
+            "AUC %(auc)s (95 %% CI %(low)s–%(high)s) on %(n)d cases: the lower bound reaches %(bound)s. "
+            "An administrator may adopt a site operating point."
         )
     else:
-        report["verdict"] = "not_reliable"
-        report["message"] = (
-            f"AUC {report['auc']:.3f} (95 % CI {low:.3f}–{high:.3f}) on {len(y)} cases: the lower bound is below "
-            f"{settings.SITE_VALIDATION_MIN_AUC:.2f}. The model is not shown to work for this site's patients; "
-            "we recommend not relying on it here."
+        message = gettext(
+            "AUC %(auc)s (95 %% CI %(low)s–%(high)s) on %(n)d cases: the lower bound is below %(bound)s. "
+            "The model is not shown to work for this site's patients; we recommend not relying on it here."
         )
-    report["small_sample"] = min(report["n_pneumonia"], report["n_normal"]) < SMALL_SAMPLE_PER_CLASS
-    if report["small_sample"]:
-        report["message"] += (
-            f" Fewer than {SMALL_SAMPLE_PER_CLASS} cases of a class: the interval is optimistic; "
-            "validate on more studies before relying on an adopted operating point."
-        )
-    return report
+    message %= figures
+    if report.get("small_sample"):
+        message += " " + gettext(
+            "Fewer than %(n)d cases of a class: the interval is optimistic; validate on more studies before "
+            "relying on an adopted operating point."
+        ) % {"n": SMALL_SAMPLE_PER_CLASS}
+    return message
 
 
 def _defined(values: dict) -> dict:
@@ -282,21 +327,25 @@ def adopt(validation: SiteValidation, user, *, target_sensitivity: float, preval
     refresh(validation)
     report = validation.report
     if report is None:
-        raise AdoptionRefused("The validation is still running; adopt once every case is finished.")
+        raise AdoptionRefused(gettext("The validation is still running; adopt once every case is finished."))
     if report.get("verdict") != "adoptable":
-        raise AdoptionRefused(report.get("message") or "This report does not allow adoption.")
+        raise AdoptionRefused(verdict_message(report))
     if validation.model_version != current_model_version():
         raise AdoptionRefused(
-            f"This report measured model {validation.model_version}, but the service now serves "
-            f"{current_model_version()}; run a new validation."
+            gettext(
+                "This report measured model %(measured)s, but the service now serves %(served)s; run a new validation."
+            )
+            % {"measured": validation.model_version, "served": current_model_version()}
         )
     if not 0.5 <= target_sensitivity <= 1.0 or math.isnan(target_sensitivity):
-        raise AdoptionRefused("The target sensitivity must be between 0.50 and 1.00.")
+        raise AdoptionRefused(gettext("The target sensitivity must be between 0.50 and 1.00."))
     if prevalence is not None:
         if not 0.01 <= prevalence <= 0.99:
-            raise AdoptionRefused("The site prevalence must be between 0.01 and 0.99.")
+            raise AdoptionRefused(gettext("The site prevalence must be between 0.01 and 0.99."))
         if model_card().get("calibration_prevalence") is None:
-            raise AdoptionRefused("The served model's card does not say which prevalence it is calibrated for.")
+            raise AdoptionRefused(
+                gettext("The served model's card does not say which prevalence it is calibrated for.")
+            )
     point = operating_point(validation, target_sensitivity)
     with transaction.atomic():
         setting = SiteSetting.objects.create(

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.contrib.admin.views.decorators import staff_member_required
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.utils.translation import gettext as _
 
 from screening import operations
 
@@ -21,7 +22,10 @@ def _has_metrics_token(request) -> bool:
 def metrics(request):
     """Prometheus text format, for a scraper holding ``METRICS_TOKEN`` or a logged-in staff member."""
     if not (_has_metrics_token(request) or (request.user.is_authenticated and request.user.is_staff)):
-        response = JsonResponse({"error": "Send 'Authorization: Bearer <METRICS_TOKEN>'."}, status=401)
+        response = JsonResponse(
+            {"code": "authentication_required", "error": _("Send 'Authorization: Bearer <METRICS_TOKEN>'.")},
+            status=401,
+        )
         response["WWW-Authenticate"] = "Bearer"
         return response
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest

@@ -13,7 +13,7 @@ from django.urls import reverse
 from django.utils.translation import gettext as _
 
 from ml.serving.decode import UnscorableInput
-from screening import access, audit, exports, previews, selectors, triage
+from screening import access, audit, exports, previews, reasons, selectors, triage
 from screening.forms import UploadForm
 from screening.models import AuditEvent, Batch
 from screening.review import ReviewForm, save_review
@@ -63,10 +63,10 @@ def batch_new(request):
                 )
             except StorageUnavailable as exc:
                 if _wants_json(request):
-                    return JsonResponse({"error": str(exc)}, status=507)
-                form.add_error(None, str(exc))
+                    return JsonResponse({"error": reasons.status_message(str(exc))}, status=507)
+                form.add_error(None, reasons.status_message(str(exc)))
             except NothingAccepted as exc:
-                refused = [r.as_dict() for r in exc.refusals]
+                refused = reasons.upload_items([r.as_dict() for r in exc.refusals])
                 if _wants_json(request):
                     return JsonResponse({"error": _("No file could be accepted."), "refused": refused}, status=400)
                 for item in refused:
@@ -82,7 +82,7 @@ def batch_new(request):
                                 "screening:api_batch_detail", kwargs={"batch_id": outcome.batch.pk}
                             ),
                             "accepted": len(outcome.studies),
-                            "refused": [r.as_dict() for r in outcome.refusals],
+                            "refused": reasons.upload_items([r.as_dict() for r in outcome.refusals]),
                         },
                         status=202,
                     )

@@ -22,7 +22,7 @@ def test_a_database_outage_is_a_json_503_with_retry_after(submitter):
 
 def test_an_unknown_api_object_is_a_json_404(api):
     response = api.get("/api/v1/batches/999999")
-    assert response.status_code == 404 and response.json() == {"error": "Not found."}
+    assert response.status_code == 404 and response.json() == {"code": "not_found", "error": "Not found."}
 
 
 def test_a_file_name_too_long_to_parse_is_a_json_400(api):

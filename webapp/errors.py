@@ -4,7 +4,7 @@ Django's default handlers answer HTML even to an API client, and a database
 outage surfaces as an HTML 500. Here any request under ``/api/`` (or one
 that asks for JSON) gets a JSON body, and a database that cannot be reached
 is a 503 with ``Retry-After``: the client should try again, nothing is wrong
-with its request.
+with its request. Bodies are ``{"code", "error"}`` as in ``screening.api``.
 """
 
 from __future__ import annotations
@@ -13,9 +13,14 @@ import sys
 
 from django.db import DatabaseError
 from django.http import JsonResponse
+from django.utils.translation import gettext as _
 from django.views import defaults
 
 RETRY_AFTER_SECONDS = 30
+
+
+def _json_error(status: int, code: str, message: str) -> JsonResponse:
+    return JsonResponse({"code": code, "error": message}, status=status)
 
 
 def _wants_json(request) -> bool:
@@ -25,34 +30,36 @@ def _wants_json(request) -> bool:
 def bad_request(request, exception, template_name="400.html"):
     if _wants_json(request):
         detail = str(exception) or "malformed request"
-        return JsonResponse(
-            {
-                "error": f"The request could not be read ({detail}). File names must be short and one request may "
-                "hold a limited number of files; send a zip or split the batch."
-            },
-            status=400,
+        return _json_error(
+            400,
+            "bad_request",
+            _(
+                "The request could not be read (%(detail)s). File names must be short and one request may hold a "
+                "limited number of files; send a zip or split the batch."
+            )
+            % {"detail": detail},
         )
     return defaults.bad_request(request, exception, template_name)
 
 
 def permission_denied(request, exception, template_name="403.html"):
     if _wants_json(request):
-        return JsonResponse({"error": "Your account may not do this."}, status=403)
+        return _json_error(403, "forbidden", _("Your account may not do this."))
     return defaults.permission_denied(request, exception, template_name)
 
 
 def page_not_found(request, exception, template_name="404.html"):
     if _wants_json(request):
-        return JsonResponse({"error": "Not found."}, status=404)
+        return _json_error(404, "not_found", _("Not found."))
     return defaults.page_not_found(request, exception, template_name)
 
 
 def server_error(request, template_name="500.html"):
     unavailable = isinstance(sys.exc_info()[1], DatabaseError)
     if unavailable:
-        message = "The service's database is unavailable; nothing was changed. Try again shortly."
+        message = _("The service's database is unavailable; nothing was changed. Try again shortly.")
         response = (
-            JsonResponse({"error": message}, status=503)
+            _json_error(503, "database_unavailable", message)
             if _wants_json(request)
             else defaults.server_error(request, template_name)
         )
@@ -60,5 +67,5 @@ def server_error(request, template_name="500.html"):
         response["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response
     if _wants_json(request):
-        return JsonResponse({"error": "Internal error; an administrator has been notified in the logs."}, status=500)
+        return _json_error(500, "internal_error", _("Internal error; an administrator has been notified in the logs."))
     return defaults.server_error(request, template_name)

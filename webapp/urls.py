@@ -1,11 +1,13 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
+from django.utils.translation import gettext_lazy as _
 
 from webapp.health import healthz, readyz
 
-admin.site.site_header = "Pneumonia screening — administration"
-admin.site.site_title = "Pneumonia screening"
+admin.site.site_header = _("Pneumonia screening — administration")
+admin.site.site_title = _("Pneumonia screening")
+admin.site.index_title = _("Administration")
 
 urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
