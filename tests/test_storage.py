@@ -4,6 +4,7 @@ import errno
 import hashlib
 import io
 import shutil
+import time
 
 import pytest
 
@@ -71,3 +72,34 @@ def test_an_intact_copy_is_reused_without_writing(settings, tmp_path):
     assert storage.store_verified("studies/x/one.jpg", io.BytesIO(data), sha, len(data)) is True
     assert storage.store_verified("studies/x/one.jpg", io.BytesIO(data), sha, len(data)) is False
     assert [str(p) for p in stored_files(settings.MEDIA_ROOT)] == ["studies/x/one.jpg"]
+
+
+def test_files_stored_on_threads_are_all_in_place_when_the_submission_answers(submitter, settings, publish):
+    """Files are written on the submission's storing threads; the batch is accepted only once all are stored."""
+    files = [(f"{i}.jpeg", io.BytesIO(XRAYS[i % len(XRAYS)].read_bytes() + b"#%d" % i)) for i in range(30)]
+    outcome = submit(submitter, Batch.Source.API, files)
+    assert len(outcome.studies) == 30
+    for study in outcome.studies:
+        assert storage.matches(settings.MEDIA_ROOT / study.file.name, study.sha256, study.size_bytes)
+
+
+def test_a_failure_among_many_files_stored_on_threads_leaves_nothing(submitter, settings, monkeypatch):
+    """Writes still running when one fails finish first, then every file the submission wrote is removed."""
+    real_copy = shutil.copyfileobj
+    calls = []
+
+    def copy(source, target, length=0):
+        calls.append(1)
+        if len(calls) == 25:
+            raise OSError(errno.EIO, "Input/output error")
+        if len(calls) > 25:
+            time.sleep(0.2)  # writes still running when the failure is noticed
+        return real_copy(source, target, length)
+
+    monkeypatch.setattr(storage.shutil, "copyfileobj", copy)
+    files = [(f"{i}.jpeg", io.BytesIO(XRAYS[i % len(XRAYS)].read_bytes() + b"#%d" % i)) for i in range(40)]
+    with pytest.raises(storage.StorageUnavailable):
+        submit(submitter, Batch.Source.API, files)
+    assert len(calls) >= 25
+    assert not Study.objects.exists() and not Batch.objects.exists()
+    assert stored_files(settings.MEDIA_ROOT) == []
