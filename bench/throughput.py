@@ -65,7 +65,7 @@ def in_process(files, explainer, gate, check, chunk: int, threads: int):
     from ml.serving import pipeline
 
     images = []
-    shares = {"decode": 0.0, "preprocess": 0.0, "gate": 0.0, "model + heatmap": 0.0}
+    shares = {"decode": 0.0, "preprocess": 0.0, "colour cue": 0.0, "gate + model + heatmap": 0.0}
     latencies = []
     started = time.perf_counter()
     for first in range(0, len(files), chunk):

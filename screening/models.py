@@ -246,7 +246,8 @@ class Result(TimeStamped):
         null=True, blank=True, help_text=_("P(viral | pneumonia)."), verbose_name=_("viral probability")
     )
     inference_ms = models.FloatField(
-        help_text=_("Model time per study in its chunk, milliseconds."), verbose_name=_("inference (ms)")
+        help_text=_("Gate and model time per study in its chunk (they run side by side), milliseconds."),
+        verbose_name=_("inference (ms)"),
     )
     heatmap = models.FileField(
         max_length=255,

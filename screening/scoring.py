@@ -192,7 +192,7 @@ def _score_claimed(
         else:
             scored.append((study, outcome, _population_verdict(study, image, outcome, ages)))
     if scored:
-        per_study_ms = timings.get("model + heatmap", 0.0) * 1000 / len(scored)
+        per_study_ms = timings.get("gate + model + heatmap", 0.0) * 1000 / len(scored)
         _write_results(scored, explainer, setting, per_study_ms)
 
 

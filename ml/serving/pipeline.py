@@ -103,7 +103,7 @@ def prepare(
     # The decoder hands over luma only; the gate also wants to know whether the
     # original was in colour (photos, screenshots). DICOM radiographs carry no such cue.
     colour = float("nan") if decoded.format == "dicom" else colourfulness_of_file(source)
-    _add(timings, "gate", started)
+    _add(timings, "colour cue", started)
     return PreparedImage(pixels, colour, decoded.width, decoded.height, decoded.format, dict(decoded.attributes))
 
 
@@ -146,6 +146,17 @@ def prepare_many(
     return [outcome for outcome, _ in done]
 
 
+_gate_thread: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _gate_pool() -> ThreadPoolExecutor:
+    """The process's thread for the gate's pass; made anew in a forked child (threads do not survive a fork)."""
+    global _gate_thread
+    if _gate_thread is None or _gate_thread[0] != os.getpid():
+        _gate_thread = (os.getpid(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="gate"))
+    return _gate_thread[1]
+
+
 def score(
     prepared: Sequence[PreparedImage],
     explainer: ExplainingScreener,
@@ -155,12 +166,18 @@ def score(
     threshold: float | None = None,
     timings: dict[str, float] | None = None,
 ) -> list[Scored | Rejected]:
-    """One outcome per image, in order: the gate first, then one model pass over what it accepted.
+    """One outcome per image, in order: the gate's verdict, and the model's answer for what it accepted.
 
     ``threshold`` replaces the model card's operating threshold (a site's
     adopted one): it sets each label and so whether a salient box is drawn.
     The population check reads the features of the gate's own pass, so it
     costs a dot product per image; without a gate it does not run.
+
+    The gate and the model run side by side, the gate on a second thread:
+    neither network keeps two cores busy at a chunk's batch size, and
+    TensorFlow releases the GIL while it computes. The model therefore also
+    scores the images the gate turns away; their answers are dropped (a
+    rejected image costs the model a few milliseconds, and rejections are rare).
     """
     if not prepared:
         return []
@@ -168,32 +185,35 @@ def score(
     images = np.stack([p.pixels for p in prepared])
     outcomes: list[Scored | Rejected | None] = [None] * len(prepared)
     adult = np.full(len(prepared), np.nan)
+    gating = None
     if gate is not None:
         colours = np.array([p.colourfulness for p in prepared], dtype=np.float64)
-        scores = gate.scores(images, colourfulness=colours)
+        gating = _gate_pool().submit(gate.scores, images, colourfulness=colours)
+    explained = explainer.explain(images)
+    if gating is not None:
+        scores = gating.result()
         for i, verdict in enumerate(gate.verdicts(scores)):
             if not verdict.accepted:
                 outcomes[i] = Rejected(verdict.reason, verdict.score)
         if population_check is not None:
             adult = population_check.adult_probability(scores["features"])
-    started = _add(timings, "gate", started)
-    accepted = [i for i, outcome in enumerate(outcomes) if outcome is None]
-    if accepted:
-        explained = explainer.explain(images[accepted])
-        for i, item in zip(accepted, explained, strict=True):
-            prediction = item.prediction
-            if threshold is not None:
-                label = PNEUMONIA if prediction.probability >= threshold else NORMAL
-                prediction = dataclasses.replace(prediction, label=label)
-            box = heatmaps.salient_box(item.heatmap) if prediction.label == PNEUMONIA else None
-            outcomes[i] = Scored(
-                prediction,
-                item.heatmap,
-                box,
-                *_population_fields(adult[i], population_check),
-                outside_lungs=item.outside_lungs,
-            )
-    _add(timings, "model + heatmap", started)
+    for i, item in enumerate(explained):
+        if outcomes[i] is not None:
+            continue  # rejected by the gate
+        prediction = item.prediction
+        if threshold is not None:
+            label = PNEUMONIA if prediction.probability >= threshold else NORMAL
+            prediction = dataclasses.replace(prediction, label=label)
+        box = heatmaps.salient_box(item.heatmap) if prediction.label == PNEUMONIA else None
+        outcomes[i] = Scored(
+            prediction,
+            item.heatmap,
+            box,
+            *_population_fields(adult[i], population_check),
+            outside_lungs=item.outside_lungs,
+        )
+    # One stage: the gate's network runs beside the model's.
+    _add(timings, "gate + model + heatmap", started)
     return outcomes  # type: ignore[return-value]  (every slot is filled above)
 
 
