@@ -177,7 +177,7 @@ SCREENING_MAX_BATCH_FILES = env_int("SCREENING_MAX_BATCH_FILES", 1000, minimum=1
 SCREENING_MAX_ZIP_UNCOMPRESSED_BYTES = env_int("SCREENING_MAX_ZIP_UNCOMPRESSED_MB", 4096, minimum=1) * 1024 * 1024
 SCREENING_MAX_ZIP_RATIO = env_int("SCREENING_MAX_ZIP_RATIO", 100, minimum=2)
 SCREENING_MAX_IMAGE_PIXELS = env_int("SCREENING_MAX_IMAGE_MEGAPIXELS", 50, minimum=1) * 1_000_000
-SCREENING_CHUNK_SIZE = env_int("SCREENING_CHUNK_SIZE", 16, minimum=1, maximum=256)
+SCREENING_CHUNK_SIZE = env_int("SCREENING_CHUNK_SIZE", 32, minimum=1, maximum=256)
 # Threads that decode a chunk's files in each worker process (decoders release the GIL); the model runs after.
 SCREENING_DECODE_THREADS = env_int("SCREENING_DECODE_THREADS", min(4, os.cpu_count() or 1), minimum=1, maximum=64)
 SCREENING_MODEL_DIR = env_str("SCREENING_MODEL_DIR")  # default: the version named in ml/models/CURRENT
