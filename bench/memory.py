@@ -30,7 +30,8 @@ def rss_mb() -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--studies", type=int, default=10_000)
-    parser.add_argument("--chunk", type=int, default=16)
+    chunk = int(os.environ.get("SCREENING_CHUNK_SIZE", 32))  # the worker's default chunk
+    parser.add_argument("--chunk", type=int, default=chunk)
     parser.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 1), help="decode threads")
     args = parser.parse_args()
 

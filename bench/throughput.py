@@ -5,7 +5,7 @@
 (a) the model alone on preprocessed tensors (batches of the chunk size);
 (b) everything a worker does to a chunk in one process, through the worker's own
     ``ml.serving.pipeline``: decode and preprocess (on SCREENING_DECODE_THREADS
-    threads), the out-of-distribution gate, model + heatmap;
+    threads), the out-of-distribution gate and the model + heatmap (side by side, on two threads);
 (c) the whole pipeline: submission (store, rows, enqueue) → Redis → real
     worker processes → results in PostgreSQL, timed from the first upload byte
     to the last result; with ``--scale`` once per configuration WORKERSxCONCURRENCY

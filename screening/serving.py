@@ -75,7 +75,7 @@ def get_screener():
 
 
 def get_gate():
-    """The out-of-distribution gate that runs before the model (``ml/models/gate-v1``)."""
+    """The out-of-distribution gate whose verdict decides whether the model's answer is kept (``ml/models/gate-v1``)."""
 
     def load():
         from ml.serving.gate import ChestXrayGate
