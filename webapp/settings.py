@@ -42,7 +42,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
-    "axes",
+    "webapp.apps.AxesConfig",  # django-axes, with a translated name
     "screening",
 ]
 
