@@ -11,6 +11,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from ml.serving.decode import dicom_date
@@ -55,7 +56,7 @@ class Batch(TimeStamped):
         ]
 
     def __str__(self) -> str:
-        return f"Batch {self.pk}"
+        return gettext("Batch %(id)s") % {"id": self.pk}
 
 
 class StudyStatus(models.TextChoices):
@@ -205,7 +206,7 @@ class Study(TimeStamped):
         ]
 
     def __str__(self) -> str:
-        return f"Study {self.pk}"
+        return gettext("Study %(id)s") % {"id": self.pk}
 
     def record_dicom_header(self, attributes: dict[str, str]) -> None:
         """Copy the header values the service keeps (``DICOM_COLUMNS`` and StudyDate); absent ones change nothing.

@@ -64,6 +64,7 @@ def test_the_admin_reads_in_chinese_and_spanish(admin_client, submitter):
     change = admin_client.get(f"/admin/screening/study/{study.pk}/change/", **SPANISH).content.decode()
     assert "Nombre de archivo original" in change and "UID de instancia SOP" in change
     assert "Probabilidad viral" in change, "the inline of model results has its columns translated"
+    assert f"Estudio {study.pk}" in change, "the study's own name too"
     assert "登录锁定" in index and "访问尝试" in index, "django-axes's admin block, translated by our catalogue"
     english = admin_client.get("/admin/screening/study/").content.decode()
     assert "Original file name" in english and "Pneumonia screening — administration" in english
