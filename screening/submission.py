@@ -61,9 +61,10 @@ class _Storer:
     Storing a file is mostly waiting for the disk (``fsync``) and copying and
     hashing in C, all of which release the GIL; done in line, it was half of
     a 500-file submission. At most ``in_flight`` files are held open at once.
-    ``finish`` raises the first failure (``StorageUnavailable``); ``close``
-    waits for every write, so that a failed submission removes its files only
-    once nothing can write another.
+    Once a write has failed, ``store`` raises that failure instead of
+    starting another (a full disk fails every file); ``finish`` raises the
+    first failure; ``close`` waits for every write, so that a failed
+    submission removes its files only once nothing can write another.
     """
 
     def __init__(self, written: list[str], threads: int = 4, in_flight: int = 8):
@@ -71,12 +72,15 @@ class _Storer:
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="store")
         self._slots = threading.BoundedSemaphore(in_flight)
         self._futures: list[Future] = []
+        self._failure: BaseException | None = None
 
     def store(self, incoming: Incoming) -> str:
         """Start storing ``incoming`` (which this takes over, spool included) and return its storage name."""
         path = storage_path(incoming.sha256, incoming.format)
         self._slots.acquire()
         try:
+            if self._failure is not None:
+                raise self._failure
             self._futures.append(self._pool.submit(self._store, incoming, path))
         except BaseException:
             self._slots.release()
@@ -89,6 +93,9 @@ class _Storer:
             # Verified; an intact earlier copy is reused. ``written`` lists what this submission wrote.
             if storage.store_verified(path, incoming.spool, incoming.sha256, incoming.size):
                 self._written.append(path)
+        except BaseException as exc:
+            self._failure = self._failure or exc
+            raise
         finally:
             incoming.spool.close()
             self._slots.release()
