@@ -3,6 +3,7 @@ say, who reviewed, what did they decide". Model results, reviews and audit
 events are evidence, so they are read-only here."""
 
 from django.contrib import admin, messages
+from django.utils.formats import number_format
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
@@ -149,7 +150,7 @@ class StudyAdmin(admin.ModelAdmin):
         "original_name",
         "format",
         "status",
-        "score",
+        "score_shown",
         "model_label",
         "population",
         "review_status",
@@ -172,6 +173,15 @@ class StudyAdmin(admin.ModelAdmin):
     def has_resend_permission(self, request):
         return request.user.is_superuser
 
+    @admin.display(description=_("score"), ordering="score")
+    def score_shown(self, obj):
+        return _three_places(obj.score)
+
+
+def _three_places(value: float | None) -> str:
+    """A probability as a list shows it (the change page keeps every digit)."""
+    return "-" if value is None else number_format(value, 3)
+
 
 @admin.register(Result)
 class ResultAdmin(ReadOnlyAdmin):
@@ -179,7 +189,7 @@ class ResultAdmin(ReadOnlyAdmin):
         "id",
         "study",
         "model_version",
-        "probability",
+        "probability_shown",
         "label",
         "threshold",
         "site_setting",
@@ -190,6 +200,10 @@ class ResultAdmin(ReadOnlyAdmin):
     search_fields = ("study__original_name", "model_version")
     date_hierarchy = "created_at"
     list_select_related = ("study", "site_setting")
+
+    @admin.display(description=_("probability"), ordering="probability")
+    def probability_shown(self, obj):
+        return _three_places(obj.probability)
 
 
 @admin.action(description=_("Send again to the DICOM destination"), permissions=["resend"])

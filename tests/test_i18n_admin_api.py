@@ -61,6 +61,7 @@ def test_the_admin_reads_in_chinese_and_spanish(admin_client, submitter):
     studies = admin_client.get("/admin/screening/study/", **CHINESE).content.decode()
     assert "原始文件名" in studies and "审阅状态" in studies and "人群" in studies
     assert "肺炎" in studies, "the model label's filter shows its choices translated"
+    assert "0,910" in admin_client.get("/admin/screening/study/", **SPANISH).content.decode(), "scores in three places"
     change = admin_client.get(f"/admin/screening/study/{study.pk}/change/", **SPANISH).content.decode()
     assert "Nombre de archivo original" in change and "UID de instancia SOP" in change
     assert "Probabilidad viral" in change, "the inline of model results has its columns translated"
