@@ -45,3 +45,28 @@ def test_timings_add_up_per_stage(sources):
     timings: dict[str, float] = {}
     pipeline.prepare_many(sources, threads=2, timings=timings)
     assert set(timings) >= {"decode", "preprocess"} and all(v > 0 for v in timings.values())
+
+
+def test_a_chunk_with_rejected_images_scores_the_rest_as_if_alone():
+    """The gate runs beside the model, which then scores every image: the rejected ones' answers must be dropped,
+    in their place, and the accepted ones must read as if scored on their own."""
+    from ml.serving.gate import ChestXrayGate
+    from ml.serving.heatmap import ExplainingScreener
+    from ml.serving.inference import Screener, current_model_dir
+    from ml.serving.population_check import PopulationCheck
+
+    explainer = ExplainingScreener(Screener.load(current_model_dir()))
+    gate, check = ChestXrayGate.load(), PopulationCheck.load()
+    films = [pipeline.prepare(str(p)) for p in sorted(XRAY.rglob("*.jpeg"))[:4]]
+    photo = pipeline.prepare(str(BAD / "photograph.jpeg"))
+    blank = pipeline.PreparedImage(np.full((224, 224), 128, np.uint8), 0.0, 224, 224, "png")
+    chunk = [photo, films[0], films[1], blank, films[2], films[3]]
+
+    outcomes = pipeline.score(chunk, explainer, gate, check)
+
+    assert [type(o).__name__ for o in outcomes] == ["Rejected", "Scored", "Scored", "Rejected", "Scored", "Scored"]
+    assert "colour photograph" in outcomes[0].reason
+    for film, outcome in zip(films, [outcomes[1], outcomes[2], outcomes[4], outcomes[5]], strict=True):
+        (alone,) = pipeline.score([film], explainer, gate, check)
+        assert outcome.prediction.probability == pytest.approx(alone.prediction.probability, abs=1e-5)
+        assert outcome.adult_probability == pytest.approx(alone.adult_probability, abs=1e-5)
