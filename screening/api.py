@@ -150,7 +150,7 @@ def _submit(request, files) -> JsonResponse:
         refused = reasons.upload_items([r.as_dict() for r in exc.refusals])
         return _error(400, "nothing_accepted", _("No file could be accepted."), refused=refused)
     except StorageUnavailable as exc:
-        return _error(507, "storage_unavailable", reasons.status_message(str(exc)))
+        return _error(507, "storage_unavailable", str(exc))
     return JsonResponse(_outcome_json(outcome), status=202)
 
 

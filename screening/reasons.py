@@ -189,8 +189,8 @@ SENTENCES: list[tuple[re.Pattern, str]] = [
             gettext_noop("Identical to a file the service has already scored; that result is shown."),
         ),
         # Raised while answering a request, by code that also runs without one (the CLI, a worker):
-        # ml.serving.population.parse_declared_age, screening.population, screening.storage,
-        # screening.dicom.results
+        # ml.serving.population.parse_declared_age, screening.population, screening.dicom.results
+        # (whose message the DICOM outbox also stores)
         (
             r"The declared age (?P<value>'.*') is not a number of years\.",
             gettext_noop("The declared age %(value)s is not a number of years."),
@@ -203,14 +203,6 @@ SENTENCES: list[tuple[re.Pattern, str]] = [
         (
             r"The declared population (?P<value>'.*') is not one of: (?P<choices>[a-z, ]+)\.",
             gettext_noop("The declared population %(value)s is not one of: %(choices)s."),
-        ),
-        (
-            r"The service could not store the uploaded files \(its storage is full or not writable\)\. Nothing was "
-            r"kept; please try again later or tell an administrator\.",
-            gettext_noop(
-                "The service could not store the uploaded files (its storage is full or not writable). Nothing was "
-                "kept; please try again later or tell an administrator."
-            ),
         ),
         (
             r"The study was not a DICOM file, so there is no DICOM study to add results to\.",

@@ -7,7 +7,7 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from screening import access, reasons, site_validation
+from screening import access, site_validation
 from screening.forms import AdoptForm, SiteValidationForm
 from screening.models import SiteValidation
 from screening.selectors import current_site_setting
@@ -34,10 +34,8 @@ def site_validation_list(request):
                     validation = site_validation.from_labelled_files(
                         request.user, [(archive.name, archive)], name=archive.name
                     )
-            except site_validation.ValidationRefused as exc:
+            except (site_validation.ValidationRefused, StorageUnavailable) as exc:
                 form.add_error(None, str(exc))
-            except StorageUnavailable as exc:
-                form.add_error(None, reasons.status_message(str(exc)))
             else:
                 return redirect("screening:site_validation_detail", validation_id=validation.pk)
     validations = list(SiteValidation.objects.select_related("created_by").order_by("-created_at")[:100])

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from django.core.files.storage import default_storage
+from django.utils.translation import gettext_lazy
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +28,13 @@ CHUNK = 1 << 20
 
 
 class StorageUnavailable(Exception):
-    """The file could not be written (disk full, read-only, I/O error); nothing of it was kept."""
+    """The file could not be written (disk full, read-only, I/O error); nothing of it was kept.
 
-    message = (
+    Its message is for the person submitting and is never stored, so it is
+    translated when shown (``str(exc)`` in the request's language).
+    """
+
+    message = gettext_lazy(
         "The service could not store the uploaded files (its storage is full or not writable). "
         "Nothing was kept; please try again later or tell an administrator."
     )

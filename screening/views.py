@@ -63,8 +63,8 @@ def batch_new(request):
                 )
             except StorageUnavailable as exc:
                 if _wants_json(request):
-                    return JsonResponse({"error": reasons.status_message(str(exc))}, status=507)
-                form.add_error(None, reasons.status_message(str(exc)))
+                    return JsonResponse({"error": str(exc)}, status=507)
+                form.add_error(None, str(exc))
             except NothingAccepted as exc:
                 refused = reasons.upload_items([r.as_dict() for r in exc.refusals])
                 if _wants_json(request):

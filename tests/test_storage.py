@@ -45,6 +45,12 @@ def test_a_write_that_fails_half_way_answers_507_and_leaves_nothing(api, setting
     assert stored_files(settings.MEDIA_ROOT) == []  # neither the partial file nor the first, complete one
 
 
+def test_the_answer_is_in_the_callers_language(api, disk_full_after_first_file):
+    files = [named("a.jpeg", XRAYS[0].read_bytes()), named("b.jpeg", XRAYS[1].read_bytes())]
+    response = api.post("/api/v1/batches", {"files": files}, HTTP_ACCEPT_LANGUAGE="es")
+    assert response.status_code == 507 and "No se conservó nada" in response.json()["error"]
+
+
 def test_the_upload_page_says_so_too(submitter, settings, disk_full_after_first_file):
     response = logged_in(submitter).post(
         "/batches/new/",
