@@ -48,6 +48,7 @@ from bench.services import fresh_services  # noqa: E402
 def _queued_chunks(user, count: int, size: int) -> list[list[int]]:
     """``count`` chunks of new QUEUED studies (rows only: nothing is decoded here)."""
     from screening.models import Batch, Study
+    from screening.queue import chunked
 
     batch = Batch.objects.create(submitted_by=user, source=Batch.Source.API)
     token = os.urandom(4).hex()
@@ -63,8 +64,7 @@ def _queued_chunks(user, count: int, size: int) -> list[list[int]]:
         )
         for i in range(count * size)
     )
-    ids = [s.pk for s in studies]
-    return [ids[i : i + size] for i in range(0, len(ids), size)]
+    return chunked([s.pk for s in studies], size)
 
 
 def _stand_in_outcome(rng: np.random.Generator):

@@ -31,11 +31,11 @@ import django  # noqa: E402
 
 django.setup()
 
-import numpy as np  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from bench.services import fresh_services  # noqa: E402
 from bench.throughput import unique_files  # noqa: E402
+from worker.signals import warm_up  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -81,11 +81,8 @@ def main() -> None:
     from screening.serving import get_gate, get_population_check, get_screener
     from screening.submission import submit
 
+    warm_up()  # as a worker process does when it starts
     explainer, gate, check = get_screener(), get_gate(), get_population_check()
-    for batch in sorted({1, size}):
-        images = np.zeros((batch, explainer.input_size, explainer.input_size), np.uint8)
-        explainer.explain(images)
-        gate.check(images)
     print(f"{os.cpu_count()} CPUs, chunks of {size}, model {explainer.version}")
     with fresh_services():
         from django.contrib.auth.models import User
