@@ -4,8 +4,8 @@
 
 (a) the model alone on preprocessed tensors (batches of the chunk size);
 (b) everything a worker does to a chunk in one process, through the worker's own
-    ``ml.serving.pipeline``: decode and preprocess (on SCREENING_DECODE_THREADS
-    threads), the out-of-distribution gate and the model + heatmap (side by side, on two threads);
+    ``ml.serving.pipeline``: decode and preprocess (on a
+    thread per core), the out-of-distribution gate and the model + heatmap (side by side, on two threads);
 (c) the whole pipeline: submission (store, rows, enqueue) → Redis → real
     worker processes → results in PostgreSQL, timed from the first upload byte
     to the last result; with ``--scale`` once per configuration WORKERSxCONCURRENCY
@@ -150,7 +150,10 @@ def main() -> None:
     parser.add_argument("--originals", default=str(ROOT.parent / "shared" / "data" / "originals"))
     parser.add_argument("--single", type=int, default=20, help="single-study submissions to time")
     parser.add_argument(
-        "--scale", default="1x1", help="(c) configurations WORKERSxCONCURRENCY, comma-separated (e.g. 1x1,2x1,1x2)"
+        "--scale",
+        default=f"1x{settings.CELERY_WORKER_CONCURRENCY}",
+        help="(c) configurations WORKERSxCONCURRENCY, comma-separated (e.g. 1x1,2x1,1x2); "
+        "default: one worker as deployed (CELERY_WORKER_CONCURRENCY pool processes)",
     )
     args = parser.parse_args()
     scales = [tuple(int(n) for n in item.split("x")) for item in args.scale.split(",")]
@@ -171,7 +174,9 @@ def main() -> None:
     warm = np.zeros((chunk, explainer.input_size, explainer.input_size), np.uint8)
     explainer.explain(warm)  # trace once
     gate.check(warm)
-    threads = settings.SCREENING_DECODE_THREADS
+    from screening.serving import cpu_threads
+
+    threads = cpu_threads()  # one process here: every core
     seconds_b, shares, latencies_b, images = in_process(files, explainer, gate, check, chunk, threads)
 
     # (a) model alone.

@@ -26,6 +26,7 @@ from ml.serving.decode import UnscorableInput
 from ml.serving.gate import ChestXrayGate
 from ml.serving.heatmap import ExplainingScreener
 from ml.serving.population_check import PopulationCheck
+from screening import serving
 from screening.dicom import outbox
 from screening.models import DICOM_COLUMNS, Result, SiteSetting, Study
 from screening.population import validated_range
@@ -104,7 +105,7 @@ def _prepare_all(studies: list[Study], input_size: int) -> list[pipeline.Prepare
     """Each study's file ready for the model (decoded on every core), or None after finishing it FAILED/REJECTED."""
     outcomes = pipeline.prepare_many(
         [study.file.path for study in studies],
-        threads=settings.SCREENING_DECODE_THREADS,
+        threads=serving.cpu_threads(),
         input_size=input_size,
         max_bytes=settings.SCREENING_MAX_FILE_BYTES,
         max_pixels=settings.SCREENING_MAX_IMAGE_PIXELS,

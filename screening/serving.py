@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import threading
 from pathlib import Path
 
@@ -22,6 +23,26 @@ log = logging.getLogger(__name__)
 
 _lock = threading.RLock()  # re-entrant: loading the population check loads the gate
 _loaded: dict[str, object] = {}
+# Processes in this worker's pool, set in the pool's parent before it forks (``worker.signals``).
+_pool_processes = 1
+
+
+def set_pool_processes(count: int) -> None:
+    global _pool_processes
+    _pool_processes = max(1, int(count))
+
+
+def cpu_threads() -> int:
+    """Threads this process gives to decoding a chunk and to the model's CPU kernels.
+
+    ``SCREENING_THREADS_PER_PROCESS`` when set; else this machine's cores
+    (those the process may run on) shared out among the pool's processes.
+    Oversubscribed cores cost more than they give: TensorFlow's and the
+    decoders' threads then spin and wait on one another.
+    """
+    if settings.SCREENING_THREADS_PER_PROCESS:
+        return settings.SCREENING_THREADS_PER_PROCESS
+    return max(1, len(os.sched_getaffinity(0)) // _pool_processes)
 
 
 def _once(name: str, load):

@@ -78,3 +78,41 @@ def test_other_brokers_are_left_alone():
     from worker.app import prepare_sql_broker
 
     assert prepare_sql_broker("redis://127.0.0.1:1/0") is False  # port 1: connecting would fail
+
+
+def test_a_worker_runs_as_many_pool_processes_as_the_setting_says(settings):
+    assert app.conf.worker_concurrency == settings.CELERY_WORKER_CONCURRENCY
+    assert 1 <= settings.CELERY_WORKER_CONCURRENCY <= 4
+
+
+@pytest.fixture
+def pool_of():
+    """Set the pool size the way a worker's main process does before forking; restored afterwards."""
+    from celery.signals import worker_init
+
+    from screening import serving
+
+    before = serving._pool_processes
+
+    def announce(concurrency):
+        worker_init.send(sender=type("WorkController", (), {"concurrency": concurrency})())
+
+    yield announce
+    serving.set_pool_processes(before)
+
+
+def test_pool_processes_share_the_cores_out_one_thread_each_at_least(pool_of, settings, monkeypatch):
+    from screening.serving import cpu_threads
+
+    settings.SCREENING_THREADS_PER_PROCESS = 0
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(8)))
+    pool_of(1)
+    assert cpu_threads() == 8
+    pool_of(2)
+    assert cpu_threads() == 4
+    pool_of(3)
+    assert cpu_threads() == 2
+    pool_of(16)
+    assert cpu_threads() == 1
+    settings.SCREENING_THREADS_PER_PROCESS = 3
+    assert cpu_threads() == 3

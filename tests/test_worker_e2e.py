@@ -71,6 +71,9 @@ def test_a_real_worker_scores_a_batch_over_redis(submitter, redis_broker, settin
     from ml.serving.inference import current_model_dir
 
     assert f"model {current_model_dir().name} runs on CPU" in worker.log() or "runs on GPU" in worker.log()
+    # One pool process here: it has every core to itself.
+    cores = len(os.sched_getaffinity(0))
+    assert f"{cores} thread{'s' if cores > 1 else ''} per kernel" in worker.log()
 
 
 @pytest.mark.django_db(transaction=True)

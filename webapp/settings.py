@@ -178,8 +178,10 @@ SCREENING_MAX_ZIP_UNCOMPRESSED_BYTES = env_int("SCREENING_MAX_ZIP_UNCOMPRESSED_M
 SCREENING_MAX_ZIP_RATIO = env_int("SCREENING_MAX_ZIP_RATIO", 100, minimum=2)
 SCREENING_MAX_IMAGE_PIXELS = env_int("SCREENING_MAX_IMAGE_MEGAPIXELS", 50, minimum=1) * 1_000_000
 SCREENING_CHUNK_SIZE = env_int("SCREENING_CHUNK_SIZE", 32, minimum=1, maximum=256)
-# Threads that decode a chunk's files in each worker process (decoders release the GIL); the model runs after.
-SCREENING_DECODE_THREADS = env_int("SCREENING_DECODE_THREADS", min(4, os.cpu_count() or 1), minimum=1, maximum=64)
+# Threads each worker process gives to decoding a chunk's files and to the model's CPU kernels. 0: the
+# machine's cores shared out among the worker's pool processes (CELERY_WORKER_CONCURRENCY), one each when
+# there are as many processes as cores, which clears chunks fastest on CPU (README, "Benchmarks").
+SCREENING_THREADS_PER_PROCESS = env_int("SCREENING_THREADS_PER_PROCESS", 0, minimum=0, maximum=64)
 SCREENING_MODEL_DIR = env_str("SCREENING_MODEL_DIR")  # default: the version named in ml/models/CURRENT
 SCREENING_MAX_ATTEMPTS = env_int("SCREENING_MAX_ATTEMPTS", 3, minimum=1)
 # Originals one submitter may keep stored (until purged); 0 = no quota. Files past it are refused one by one.
@@ -238,6 +240,10 @@ CELERY_BROKER_VISIBILITY_TIMEOUT = env_int(
 # `make run` sets it) a running chunk gets this long to finish before its
 # message goes back to the queue unacknowledged.
 CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = env_int("CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT", 3, minimum=0)
+# Pool processes of a worker (`celery worker --concurrency` overrides it). Each holds its own model, gate and
+# TensorFlow runtime (about 1 GB resident), hence the cap; a process per core, each on one core, beats one
+# process on every core, whose model pass does not keep the cores busy at a chunk's batch size.
+CELERY_WORKER_CONCURRENCY = env_int("CELERY_WORKER_CONCURRENCY", min(4, len(os.sched_getaffinity(0))), minimum=1)
 # The sweep re-enqueues studies whose message is presumed lost: RUNNING for
 # longer than a task may run, or waiting longer than a redelivery takes.
 # How often beat asks a worker to record a heartbeat; readiness fails after 3 missed ones.

@@ -5,8 +5,13 @@ from __future__ import annotations
 import os
 
 
-def prepare_devices() -> str:
+def prepare_devices(cpu_threads: int | None = None) -> str:
     """Turn on memory growth for every GPU (before TensorFlow touches one) and say where the model will run.
+
+    ``cpu_threads`` caps the threads of each CPU kernel (TensorFlow's
+    intra-op pool, by default one per core). It must be set before
+    TensorFlow runs its first operation in this process; later it is left as
+    it is, and the answer says so.
 
     By default TensorFlow maps nearly all of a GPU's memory into the first
     process that uses it, so a second worker process on the same GPU fails
@@ -16,6 +21,14 @@ def prepare_devices() -> str:
     """
     import tensorflow as tf
 
+    threads = ""
+    if cpu_threads:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(cpu_threads)
+            threads = f", {cpu_threads} thread{'s' if cpu_threads > 1 else ''} per kernel"
+        except RuntimeError:  # TensorFlow already started in this process
+            current = tf.config.threading.get_intra_op_parallelism_threads()
+            threads = f", threads per kernel already set ({current or 'one per core'})"
     gpus = tf.config.list_physical_devices("GPU")
     for gpu in gpus:
         try:
@@ -23,6 +36,6 @@ def prepare_devices() -> str:
         except RuntimeError:  # TensorFlow already initialised this GPU in this process
             pass
     if not gpus:
-        return f"CPU ({os.cpu_count()} cores)"
+        return f"CPU ({len(os.sched_getaffinity(0))} cores{threads})"
     names = [tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name) for gpu in gpus]
-    return f"GPU ({', '.join(names)})"
+    return f"GPU ({', '.join(names)}){threads}"
