@@ -10,8 +10,8 @@
 (../shared/data) through the worker's own path (``pipeline.prepare_many`` when
 the tree has it, the gate, the model) and writes {file: [probability, label]}.
 ``compare`` prints the largest |ΔP| overall, on the originals and on the hires
-files, and how many labels agree. ``draft`` enlarges each original to a short
-side of at least 1,700 px (as CR/DX exports are) and prints, per file, how far
+files, and how many labels agree. ``draft`` prints, per original as it is and
+enlarged to a short side of at least 1,700 px (as CR/DX exports are), how far
 reduced-size decoding moves the model's input and probability from a full
 decode. Not a test: prints figures, asserts nothing.
 """
@@ -75,15 +75,15 @@ def compare(old: str, new: str) -> None:
 
 
 def draft(data: Path) -> None:
+    """Reduced-size against full decoding, on each original as it is and enlarged to detector size."""
     from PIL import Image
 
     from ml.serving import decode
-    from ml.serving.preprocess import squash_to_input
     from screening.serving import get_screener
 
     screener = get_screener().screener
     print(f"DRAFT_OVERSAMPLE {decode.DRAFT_OVERSAMPLE}")
-    worst = 0.0
+    worst = {"as is": 0.0, "enlarged": 0.0}
     for path in sorted((data / "originals").glob("*.jpeg")):
         with Image.open(path) as image:
             grey = image.convert("L")
@@ -91,16 +91,26 @@ def draft(data: Path) -> None:
         large = grey.resize((grey.width * factor, grey.height * factor), Image.Resampling.LANCZOS)
         buffer = io.BytesIO()
         large.save(buffer, format="JPEG", quality=95)
-        full = squash_to_input(decode.decode(buffer.getvalue()).pixels)
-        reduced = squash_to_input(decode.decode(buffer.getvalue(), target_size=224).pixels)
-        p_full, p_reduced = screener.predict(np.stack([full, reduced]))
-        moved = abs(p_full.probability - p_reduced.probability)
-        worst = max(worst, moved)
-        same = "same label" if p_full.label == p_reduced.label else "LABEL CHANGED"
-        shift = np.abs(full.astype(int) - reduced).mean()
-        size = f"{large.size[0]}x{large.size[1]}"
-        print(f"{path.name[:40]:40} {size}  input {shift:.2f} grey levels  |dP| {moved:.4f}  {same}")
-    print(f"largest |dP| {worst:.4f}")
+        for kind, data_bytes, size in (
+            ("as is", path.read_bytes(), grey.size),
+            ("enlarged", buffer.getvalue(), large.size),
+        ):
+            moved, line = _draft_shift(screener, decode, data_bytes)
+            worst[kind] = max(worst[kind], moved)
+            print(f"{path.name[:40]:40} {kind:8} {size[0]}x{size[1]}  {line}")
+    print("largest |dP|: " + ", ".join(f"{kind} {value:.4f}" for kind, value in worst.items()))
+
+
+def _draft_shift(screener, decode, data: bytes) -> tuple[float, str]:
+    from ml.serving.preprocess import squash_to_input
+
+    full = squash_to_input(decode.decode(data).pixels)
+    reduced = squash_to_input(decode.decode(data, target_size=224).pixels)
+    p_full, p_reduced = screener.predict(np.stack([full, reduced]))
+    moved = abs(p_full.probability - p_reduced.probability)
+    same = "same label" if p_full.label == p_reduced.label else "LABEL CHANGED"
+    shift = np.abs(full.astype(int) - reduced).mean()
+    return moved, f"input {shift:.2f} grey levels  |dP| {moved:.4f}  {same}"
 
 
 def main() -> None:

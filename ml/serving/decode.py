@@ -49,8 +49,8 @@ ACCEPTED_MODALITIES = frozenset({"CR", "DX"})
 LATERAL_VIEWS = frozenset({"LL", "RL", "LAT", "LATERAL"})
 
 # Reduced-size JPEG decoding keeps at least this multiple of the model's input
-# size; see ``_draft`` for the measurement behind it.
-DRAFT_OVERSAMPLE = 2
+# size on each side; see ``_draft`` for the measurement behind it.
+DRAFT_OVERSAMPLE = 1
 
 # Stored alongside the study. Never PatientName/PatientID: the service does
 # not need them and must not spread them.
@@ -117,6 +117,8 @@ class DecodedImage:
     width: int
     height: int
     attributes: dict[str, str] = field(default_factory=dict)
+    # Pillow's mode of the file as stored, before any conversion ("L", "RGB", "I;16", ...); "" for DICOM.
+    source_mode: str = ""
 
 
 def sniff_format(head: bytes) -> str | None:
@@ -226,6 +228,7 @@ def _decode_pillow(data: bytes, kind: str, target_size: int | None, max_pixels: 
         with image:
             _check_pixel_count(image.size, max_pixels)  # header only: nothing decoded yet
             width, height = image.size  # before draft mode shrinks it
+            source_mode = image.mode  # before draft mode turns colour into luma
             if target_size and kind == "jpeg":
                 _draft(image, target_size)
             image.load()
@@ -237,7 +240,7 @@ def _decode_pillow(data: bytes, kind: str, target_size: int | None, max_pixels: 
             if orientation in _TRANSPOSE_FOR_ORIENTATION:
                 image = image.transpose(_TRANSPOSE_FOR_ORIENTATION[orientation])
             pixels = _to_gray8(image)
-    return DecodedImage(pixels=pixels, format=kind, width=width, height=height, attributes={})
+    return DecodedImage(pixels=pixels, format=kind, width=width, height=height, attributes={}, source_mode=source_mode)
 
 
 def _check_pixel_count(size: tuple[int, int], max_pixels: int) -> None:
@@ -279,19 +282,20 @@ def _exif_orientation(image: Image.Image) -> int:
 
 
 def _draft(image: Image.Image, target_size: int) -> None:
-    """Ask libjpeg for a 1/2, 1/4 or 1/8 scale decode that still covers ``target_size``.
+    """Ask libjpeg for the smallest 1/2, 1/4 or 1/8 scale decode that still covers ``target_size``.
 
     Pillow picks the largest reduction whose result is at least the requested
-    size. We request ``DRAFT_OVERSAMPLE`` times the target so that our own
-    antialiased resize still does most of the shrinking: libjpeg's DCT scaling
-    is a different low-pass filter. On the 12 originals in shared/data (0.6-2.2
-    k pixels), the squashed 224x224 input moved by a mean absolute 0.68 grey
-    levels (2.4 on the worst file) when asking for 1x, 0.22 (0.83) for 2x and
-    0.02 (0.12) for 3x. Model v4's probability moved by at most 0.0065 (1x),
-    0.0011 (2x) against 3x, with no label changed; 2x made decoding and
-    squashing those files 20 % faster than 3x (4.7 against 5.8 ms a file), so
-    2x it is (issue 14). Grey comes straight from the luma channel for
-    colour JPEGs, which is what ``convert("L")`` computes anyway.
+    size on both sides; our antialiased squash does the rest. libjpeg's DCT
+    scaling is a different low-pass filter from that squash, so the input
+    moves by a few grey levels, and the model's probability with it: model v5
+    against a full decode, on the 12 originals in shared/data as they are,
+    moved by at most 0.0065 at ``DRAFT_OVERSAMPLE`` 1 and 0.0011 at 2, and on
+    them enlarged to detector size (``bench.score_drift draft``) by 0.0018 at
+    1 and 0.0047 at 2, no label changed. At 1, decoding and squashing a chunk
+    of 32 originals took 135-139 ms against 170-172 ms at 2 (``bench.chunk``
+    on one thread), the largest cost of a study (issue 14). Grey comes
+    straight from the luma channel for colour JPEGs, which is what
+    ``convert("L")`` computes anyway.
     """
     mode = "L" if image.mode in ("L", "RGB") else image.mode
     requested = target_size * DRAFT_OVERSAMPLE

@@ -109,6 +109,10 @@ def colourfulness(image) -> float:
     return float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
 
 
+# Pillow modes that hold no colour: a file stored in one of them has colourfulness 0 without decoding.
+GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"})
+
+
 def colourfulness_of_file(source: bytes | str | os.PathLike) -> float:
     """:func:`colourfulness` of a JPEG or PNG file; NaN (unknown) for anything else.
 
@@ -125,7 +129,7 @@ def colourfulness_of_file(source: bytes | str | os.PathLike) -> float:
     data = source if isinstance(source, bytes) else Path(source).read_bytes()
     try:
         with Image.open(io.BytesIO(data), formats=["JPEG", "PNG"]) as image:
-            if image.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"):
+            if image.mode in GREY_MODES:
                 return 0.0
             if image.format == "JPEG":
                 image.draft("RGB", (64, 64))

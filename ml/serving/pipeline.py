@@ -26,7 +26,7 @@ import numpy as np
 
 from ml.serving import heatmap as heatmaps
 from ml.serving.decode import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, decode
-from ml.serving.gate import ChestXrayGate, colourfulness_of_file
+from ml.serving.gate import GREY_MODES, ChestXrayGate, colourfulness_of_file
 from ml.serving.heatmap import ExplainingScreener
 from ml.serving.inference import Prediction
 from ml.serving.population_check import PopulationCheck
@@ -101,8 +101,14 @@ def prepare(
     pixels = squash_to_input(decoded.pixels, input_size)
     started = _add(timings, "preprocess", started)
     # The decoder hands over luma only; the gate also wants to know whether the
-    # original was in colour (photos, screenshots). DICOM radiographs carry no such cue.
-    colour = float("nan") if decoded.format == "dicom" else colourfulness_of_file(source)
+    # original was in colour (photos, screenshots). A file stored grey has none
+    # (most radiographs: no second look at the file); DICOM carries no such cue.
+    if decoded.format == "dicom":
+        colour = float("nan")
+    elif decoded.source_mode in GREY_MODES:
+        colour = 0.0
+    else:
+        colour = colourfulness_of_file(source)
     _add(timings, "colour cue", started)
     return PreparedImage(pixels, colour, decoded.width, decoded.height, decoded.format, dict(decoded.attributes))
 

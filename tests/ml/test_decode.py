@@ -322,11 +322,12 @@ def test_draft_mode_decodes_smaller_but_gives_the_same_model_input(detector_size
     full = decode(detector_sized_jpeg)
     draft = decode(detector_sized_jpeg, target_size=224)
     assert draft.pixels.size < full.pixels.size
-    assert min(draft.pixels.shape) >= 224
+    # The smallest libjpeg scale (1/2, 1/4, 1/8) that still covers the 224 px input: halving again would not.
+    assert 224 <= min(draft.pixels.shape) < 2 * 224
     assert (draft.width, draft.height) == (full.width, full.height)
-    # Under one grey level on average (0.08-0.83 measured at DRAFT_OVERSAMPLE 2); what matters,
+    # A few grey levels on average (0.10-2.38 measured, `bench.score_drift draft`); what matters,
     # the model's probability, is checked with the shipped model below.
-    assert np.abs(squash_to_input(draft.pixels).astype(int) - squash_to_input(full.pixels)).mean() < 1.0
+    assert np.abs(squash_to_input(draft.pixels).astype(int) - squash_to_input(full.pixels)).mean() < 3.0
 
 
 @pytest.fixture(scope="module")

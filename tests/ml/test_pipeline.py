@@ -70,3 +70,24 @@ def test_a_chunk_with_rejected_images_scores_the_rest_as_if_alone():
         (alone,) = pipeline.score([film], explainer, gate, check)
         assert outcome.prediction.probability == pytest.approx(alone.prediction.probability, abs=1e-5)
         assert outcome.adult_probability == pytest.approx(alone.adult_probability, abs=1e-5)
+
+
+def test_the_colour_cue_reads_a_file_again_only_when_it_is_stored_in_colour(monkeypatch):
+    """Grey files (most radiographs) get 0 without a second decode; colour files still get their measure."""
+    from ml.serving import gate
+
+    looked_at = []
+
+    def colourfulness_of_file(source):
+        looked_at.append(str(source).rsplit("/", 1)[-1])
+        return gate.colourfulness_of_file(source)
+
+    monkeypatch.setattr(pipeline, "colourfulness_of_file", colourfulness_of_file)
+    grey = [pipeline.prepare(str(BAD / name)) for name in ("plain.jpeg", "plain.png", "sixteen_bit.png")]
+    photo = pipeline.prepare(str(BAD / "photograph.jpeg"))
+    dicom = pipeline.prepare(str(BAD / "mono2.dcm"))
+
+    assert looked_at == ["photograph.jpeg"]
+    assert [image.colourfulness for image in grey] == [0.0, 0.0, 0.0]
+    assert photo.colourfulness == gate.colourfulness_of_file(BAD / "photograph.jpeg") > 10
+    assert np.isnan(dicom.colourfulness)
