@@ -46,6 +46,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ml.serving.folding import fold_batch_norms
+
 INPUT_SIZE = 224  # = ml.serving.preprocess.INPUT_SIZE; the gate sees exactly the model's input
 GATE_VERSION = "gate-v1"
 DEFAULT_GATE_DIR = Path(__file__).resolve().parents[1] / "models" / GATE_VERSION
@@ -262,8 +264,12 @@ class ChestXrayGate:
         self._forward = None
 
     @classmethod
-    def load(cls, gate_dir: str | os.PathLike | None = None) -> ChestXrayGate:
-        """Load a gate folder (default: the shipped ``ml/models/gate-v1``)."""
+    def load(cls, gate_dir: str | os.PathLike | None = None, *, fold: bool = True) -> ChestXrayGate:
+        """Load a gate folder (default: the shipped ``ml/models/gate-v1``).
+
+        ``fold=False`` keeps the backbone's batch normalizations as trained
+        (for exporting the network layer by layer); serving folds them.
+        """
         folder = Path(gate_dir) if gate_dir is not None else DEFAULT_GATE_DIR
         card_path = folder / CARD_FILE
         if not card_path.is_file():
@@ -272,6 +278,9 @@ class ChestXrayGate:
         params = load_params(folder / PARAMS_FILE)
         feature_model = build_feature_model(resolution=int(card.get("resolution", INPUT_SIZE)))
         feature_model.load_weights(str(folder / BACKBONE_FILE))
+        if fold:
+            probe = np.random.default_rng(0).uniform(0, 255, (4, INPUT_SIZE, INPUT_SIZE, 1)).astype(np.float32)
+            feature_model = fold_batch_norms(feature_model, probe)
         return cls(feature_model, params, card)
 
     def learned_scores(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ml.serving.calibration import calibrated_probability, sigmoid
+from ml.serving.folding import fold_batch_norms
 
 MODELS_ROOT = Path(__file__).resolve().parents[1] / "models"
 CHUNK = 64  # images per compiled call: bounds memory for large batches without retracing
@@ -88,7 +89,9 @@ class Screener:
         model_dir = Path(model_dir)
         card = json.loads((model_dir / "card.json").read_text())
         model = keras.models.load_model(model_dir / "model.keras", compile=False)
-        return cls(model, card)
+        size = int(card["input_size"])
+        probe = np.random.default_rng(0).integers(0, 256, (4, size, size), dtype=np.uint8)
+        return cls(fold_batch_norms(model, probe), card)
 
     def _check(self, images: np.ndarray) -> None:
         expected = (self.input_size, self.input_size)

@@ -391,7 +391,7 @@ def build(
     population_dir = Path(population_dir) if population_dir else population_check.DEFAULT_DIR
     card = json.loads((model_dir / "card.json").read_text())
     screener = keras.models.load_model(model_dir / "model.keras", compile=False)
-    gate = ChestXrayGate.load(gate_dir)
+    gate = ChestXrayGate.load(gate_dir, fold=False)  # the network as trained, layer by layer
     check = PopulationCheck.load(population_dir)
     if check.gate_version != gate.version:
         raise ValueError(f"{check.version} was fitted on {check.gate_version} features, not {gate.version}'s")
