@@ -109,3 +109,17 @@ def test_a_failure_among_many_files_stored_on_threads_leaves_nothing(submitter, 
     assert 25 <= len(calls) < 40, "storing stops starting new writes once one has failed"
     assert not Study.objects.exists() and not Batch.objects.exists()
     assert stored_files(settings.MEDIA_ROOT) == []
+
+
+def test_a_copy_that_silently_comes_out_short_is_refused_and_removed(settings, monkeypatch):
+    """No error from the write, yet fewer bytes on disk than uploaded: never renamed into place."""
+    data = XRAYS[2].read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+
+    def short_copy(source, target, length=0):
+        target.write(source.read(len(data) - 10))
+
+    monkeypatch.setattr(storage.shutil, "copyfileobj", short_copy)
+    with pytest.raises(storage.StorageUnavailable):
+        storage.store_verified("studies/x/short.jpg", io.BytesIO(data), sha, len(data))
+    assert stored_files(settings.MEDIA_ROOT) == []
