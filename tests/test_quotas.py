@@ -22,6 +22,20 @@ def test_files_past_the_users_quota_are_refused_one_by_one(submitter, other_subm
     assert submit(submitter, Batch.Source.API, [("y.jpeg", io.BytesIO(XRAYS[2].read_bytes()))]).studies
 
 
+def test_a_file_refused_for_the_quota_is_not_kept_on_disk(submitter, settings, publish):
+    """Nothing of a file the quota refuses is stored; an in-batch copy of an accepted file costs no quota."""
+    settings.SCREENING_USER_QUOTA_BYTES = XRAYS[0].stat().st_size
+    files = [(p.name, io.BytesIO(p.read_bytes())) for p in XRAYS[:2]] + [
+        ("again.jpeg", io.BytesIO(XRAYS[0].read_bytes()))
+    ]
+    outcome = submit(submitter, Batch.Source.API, files)
+    assert [s.original_name for s in outcome.studies] == [XRAYS[0].name]
+    assert [r.name for r in outcome.refusals] == [XRAYS[1].name]
+    assert outcome.notes == [{"file": "again.jpeg", "note": f"Same content as {XRAYS[0].name}; stored once."}]
+    kept = sorted(str(p.relative_to(settings.MEDIA_ROOT)) for p in settings.MEDIA_ROOT.rglob("*") if p.is_file())
+    assert kept == [outcome.studies[0].file.name]
+
+
 def test_no_quota_when_set_to_zero(submitter, settings, publish):
     settings.SCREENING_USER_QUOTA_BYTES = 0
     assert len(

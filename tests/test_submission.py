@@ -1,5 +1,6 @@
 """Upload-layer checks: what is refused never becomes a study; the rest of the batch goes on."""
 
+import hashlib
 import io
 import zipfile
 
@@ -36,6 +37,7 @@ def test_it_accepts_a_single_file_and_stores_it_content_addressed(submitter, xra
     outcome = submit(submitter, Batch.Source.API, files(("chest.jpeg", xray)), limits=LIMITS)
     study = outcome.studies[0]
     assert study.format == "jpeg" and study.size_bytes == len(xray) and study.original_name == "chest.jpeg"
+    assert study.sha256 == hashlib.sha256(xray).hexdigest()
     assert study.file.name == storage_path(study.sha256, "jpeg")
     assert (settings.MEDIA_ROOT / study.file.name).read_bytes() == xray
 
