@@ -5,9 +5,10 @@ At inference a BatchNormalization layer is a fixed per-channel multiply-add:
 separate element-wise passes over every activation of the layer before it,
 which on a CPU costs as much as the convolutions of a MobileNet (memory-bound
 passes over large feature maps, at every one of its 27 layers). Folded into
-the convolution's kernel and bias it costs nothing: model v5 at a chunk of 32
-on one core went from 43 ms to 26 ms, its probabilities moved by under 1e-5
-(``python -m bench.score_drift``; see README, "Benchmarks").
+the convolution's kernel and bias it costs nothing: model v5 alone went from
+364-410 to 700-735 studies/s (``bench.throughput`` (a), batches of 32, two
+cores), and no probability moved in the fourth decimal (``bench.score_drift
+compare``; see README, "Benchmarks").
 
 Only what a trained network's weights say is used, so the folded network is
 the same function up to float rounding; ``fold_batch_norms`` checks that on
