@@ -116,3 +116,21 @@ def test_the_shipped_networks_are_served_folded_with_the_same_answers(part):
         strict=True,
     ):
         assert np.max(np.abs(np.asarray(a) - np.asarray(b))) < 1e-3
+
+
+def test_heatmaps_of_the_served_model_are_those_of_the_model_as_trained():
+    """The heatmap reads a feature layer inside the network; folding must leave that layer's output as it was."""
+    from ml.serving import pipeline
+    from ml.serving.heatmap import ExplainingScreener
+    from ml.serving.inference import Screener, current_model_dir
+    from tests.ml.conftest import XRAY
+
+    images = np.stack([pipeline.prepare(str(p)).pixels for p in sorted(XRAY.rglob("*.jpeg"))[:6]])
+    served = Screener.load(current_model_dir())
+    trained = Screener(keras.models.load_model(current_model_dir() / "model.keras", compile=False), served.card)
+    for a, b in zip(
+        ExplainingScreener(trained).explain(images), ExplainingScreener(served).explain(images), strict=True
+    ):
+        assert abs(a.prediction.probability - b.prediction.probability) < 1e-5
+        assert np.max(np.abs(a.heatmap - b.heatmap)) < 1e-3
+        assert a.outside_lungs == pytest.approx(b.outside_lungs, abs=1e-4)
