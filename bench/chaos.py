@@ -2,8 +2,9 @@
 
 Starts its own PostgreSQL cluster and a Redis without persistence on private
 loopback ports (nothing shared is touched), migrates, starts one worker with
-beat, and for each fault submits a fresh batch of unique studies, breaks one
-component while the batch is being scored, brings it back, and measures:
+beat (its pool as deployed: ``CELERY_WORKER_CONCURRENCY`` processes), and for
+each fault submits a fresh batch of unique studies, breaks one component while
+the batch is being scored, brings it back, and measures:
 
 - lost: studies of the batch that did not end DONE;
 - duplicated: results beyond one per study;
@@ -91,7 +92,8 @@ class Worker:
     def start(self) -> None:
         self.count += 1
         beat = ("-B", "--schedule", str(self.work / "beat-schedule"))
-        self.process = WorkerProcess(self.env, self.work / f"worker-{self.count}.log", *beat).start()
+        log = self.work / f"worker-{self.count}.log"
+        self.process = WorkerProcess(self.env, log, *beat, concurrency=None).start()  # pool as deployed
 
     def kill(self) -> None:
         self.process.kill_hard()

@@ -37,8 +37,8 @@ class BackgroundProcess:
 
 
 class WorkerProcess(BackgroundProcess):
-    def __init__(self, env: dict[str, str], log_path: Path, *extra_args: str, concurrency: int = 1):
-        self.concurrency = concurrency
+    def __init__(self, env: dict[str, str], log_path: Path, *extra_args: str, concurrency: int | None = 1):
+        self.concurrency = concurrency  # None: as deployed (CELERY_WORKER_CONCURRENCY)
         self.env = env
         self.log_path = log_path
         self.extra_args = extra_args
@@ -55,8 +55,7 @@ class WorkerProcess(BackgroundProcess):
                 "worker",
                 "--pool",
                 "prefork",
-                "--concurrency",
-                str(self.concurrency),
+                *(["--concurrency", str(self.concurrency)] if self.concurrency is not None else []),
                 "--loglevel",
                 "INFO",
                 "--without-gossip",
