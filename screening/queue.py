@@ -16,7 +16,7 @@ from datetime import timedelta
 
 from celery import current_app
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -52,7 +52,7 @@ def _publish_rollback_unsafe(study_ids: list[int]) -> None:
     """
     for chunk in chunked(study_ids, settings.SCREENING_CHUNK_SIZE):
         Study.objects.filter(pk__in=chunk, status=Study.Status.RECEIVED).update(
-            status=Study.Status.QUEUED, queued_at=timezone.now()
+            status=Study.Status.QUEUED, queued_at=timezone.now(), claimed_by=""
         )
         try:
             send_score_task(chunk)
@@ -91,14 +91,31 @@ def send_score_task(chunk: list[int]) -> None:
     current_app.send_task(SCORE_STUDIES_TASK, args=[chunk])
 
 
+def note_reserved(study_ids: Sequence[int], holder: str) -> None:
+    """Record on waiting studies which worker process has reserved their message (``worker.signals``).
+
+    A worker's main process takes a message from the broker before one of its
+    pool processes starts the task and claims the studies. Killed in between,
+    the message stays unacknowledged in Redis for the visibility timeout (4
+    minutes) and the studies QUEUED; with the holder noted, the sweep re-sends
+    them as soon as that process is silent, as it does for claims. Best
+    effort: without the note the longer timeouts still apply.
+    """
+    try:
+        Study.objects.filter(pk__in=list(study_ids), status=Study.Status.QUEUED).update(claimed_by=holder)
+    except DatabaseError:
+        log.warning("could not note that %s holds %d queued studies", holder, len(study_ids))
+
+
 def requeue_stuck_studies(now=None, *, broker_replaced: bool | None = None) -> dict[str, int]:
     """Re-send studies whose message was lost; fail those that keep getting lost.
 
     - RECEIVED for a minute: the publish after commit failed.
     - QUEUED for longer than a broker redelivery takes: the message is gone;
       every QUEUED study at once when the broker came back empty (a new Redis run).
-    - RUNNING whose worker process has stopped writing its heartbeat: it died
-      mid-chunk (seconds); or, for claims without a process, for longer than a task may run.
+    - QUEUED and RUNNING whose worker process (the one that reserved the
+      message, or claimed the studies) has stopped writing its heartbeat: it
+      died (seconds); or, for claims without a process, for longer than a task may run.
     """
     now = now or timezone.now()
     if broker_replaced is None:
@@ -106,15 +123,15 @@ def requeue_stuck_studies(now=None, *, broker_replaced: bool | None = None) -> d
     counts = {"requeued": 0, "failed": 0}
     with transaction.atomic():
         received = Study.objects.filter(status=Study.Status.RECEIVED, created_at__lt=now - timedelta(seconds=60))
+        silent = ~Q(claimed_by="") & ~Q(claimed_by__in=liveness.live_processes(now))
         queued = Study.objects.filter(status=Study.Status.QUEUED)
         if not broker_replaced:
-            queued = queued.filter(queued_at__lt=now - timedelta(seconds=settings.SCREENING_STUCK_QUEUED_SECONDS))
+            queued = queued.filter(
+                Q(queued_at__lt=now - timedelta(seconds=settings.SCREENING_STUCK_QUEUED_SECONDS))
+                | (Q(queued_at__lt=now - timedelta(seconds=settings.SCREENING_DEAD_WORKER_SECONDS)) & silent)
+            )
         timed_out = Q(started_at__lt=now - timedelta(seconds=settings.SCREENING_STUCK_RUNNING_SECONDS))
-        owner_dead = (
-            Q(started_at__lt=now - timedelta(seconds=settings.SCREENING_DEAD_WORKER_SECONDS))
-            & ~Q(claimed_by="")
-            & ~Q(claimed_by__in=liveness.live_processes(now))
-        )
+        owner_dead = Q(started_at__lt=now - timedelta(seconds=settings.SCREENING_DEAD_WORKER_SECONDS)) & silent
         running = Study.objects.filter(timed_out | owner_dead, status=Study.Status.RUNNING)
         exhausted = running.filter(attempts__gte=settings.SCREENING_MAX_ATTEMPTS)
         counts["failed"] = exhausted.update(
@@ -132,7 +149,7 @@ def requeue_stuck_studies(now=None, *, broker_replaced: bool | None = None) -> d
         )
         if ids:
             Study.objects.filter(pk__in=ids, status__in=Study.UNFINISHED).update(
-                status=Study.Status.QUEUED, queued_at=now
+                status=Study.Status.QUEUED, queued_at=now, claimed_by=""
             )
             enqueue_studies_on_commit(ids)
         counts["requeued"] = len(ids)
@@ -154,5 +171,5 @@ def release_unfinished(study_ids: Sequence[int], reason: str) -> None:
             status=Study.Status.FAILED, status_message=reason, finished_at=timezone.now()
         )
         retry = list(claimed.values_list("pk", flat=True))
-        Study.objects.filter(pk__in=retry).update(status=Study.Status.QUEUED, queued_at=timezone.now())
+        Study.objects.filter(pk__in=retry).update(status=Study.Status.QUEUED, queued_at=timezone.now(), claimed_by="")
         enqueue_studies_on_commit(retry)

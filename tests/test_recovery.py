@@ -46,6 +46,38 @@ def test_the_sweep_hands_back_a_dead_processs_claim_within_seconds(submitter, pu
     assert settings.SCREENING_DEAD_WORKER_SECONDS + settings.SCREENING_SWEEP_INTERVAL_SECONDS <= 30
 
 
+def test_a_chunk_reserved_by_a_process_that_died_before_claiming_it_is_sent_again_within_seconds(
+    submitter, publish, settings, django_capture_on_commit_callbacks
+):
+    """A worker's main process takes a message for its pool and is killed before a pool process claims the studies:
+    the message waits out Redis's visibility timeout, but the sweep sees who held it and re-sends it."""
+    from types import SimpleNamespace
+
+    from screening.queue import SCORE_STUDIES_TASK
+    from worker.signals import note_the_reserved_chunk
+
+    now = timezone.now()
+    held_by_dead, held_by_alive = make_studies(submitter, 2, status=Study.Status.QUEUED, queued_at=now)
+    with mock.patch.object(liveness, "process_name", return_value="host-a:1"):
+        note_the_reserved_chunk(request=SimpleNamespace(name=SCORE_STUDIES_TASK, args=[[held_by_dead.pk]]))
+    with mock.patch.object(liveness, "process_name", return_value="host-b:2"):
+        note_the_reserved_chunk(request=SimpleNamespace(name=SCORE_STUDIES_TASK, args=[[held_by_alive.pk]]))
+        note_the_reserved_chunk(request=SimpleNamespace(name="some.other.task", args=[[held_by_dead.pk]]))
+    assert Study.objects.get(pk=held_by_dead.pk).claimed_by == "host-a:1"
+    assert Study.objects.get(pk=held_by_alive.pk).claimed_by == "host-b:2"
+
+    later = now + timedelta(seconds=settings.SCREENING_DEAD_WORKER_SECONDS + 1)
+    WorkerHeartbeat.objects.create(hostname="host-a:1", seen_at=now - timedelta(seconds=60))
+    WorkerHeartbeat.objects.create(hostname="host-b:2", seen_at=later)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert requeue_stuck_studies(later, broker_replaced=False)["requeued"] == 1
+    assert [call.args[0] for call in publish.call_args_list] == [[held_by_dead.pk]]
+    resent = Study.objects.get(pk=held_by_dead.pk)
+    assert resent.status == Study.Status.QUEUED and resent.claimed_by == ""  # not sent again at the next sweep
+    with django_capture_on_commit_callbacks(execute=True):
+        assert requeue_stuck_studies(later + timedelta(seconds=10), broker_replaced=False)["requeued"] == 0
+
+
 def test_an_empty_new_broker_gets_every_queued_study_again_at_once(
     submitter, publish, django_capture_on_commit_callbacks
 ):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from celery.signals import worker_init, worker_process_init
+from celery.signals import task_received, worker_init, worker_process_init, worker_ready
 from django.conf import settings
 
 from ml.serving.devices import prepare_devices
@@ -37,6 +37,24 @@ def remember_pool_size(sender, **kwargs) -> None:
     concurrency = getattr(sender, "concurrency", None)
     if isinstance(concurrency, int) and concurrency > 0:
         set_pool_processes(concurrency)
+
+
+@worker_ready.connect
+def beat_from_the_main_process(**kwargs) -> None:
+    """The main process reserves messages for its pool (``note_reserved``): the sweep must see it alive too."""
+    from screening.liveness import start_heartbeat_thread
+
+    start_heartbeat_thread()
+
+
+@task_received.connect
+def note_the_reserved_chunk(request=None, **kwargs) -> None:
+    """In the main process, as a scoring message is reserved for the pool: name this process on its studies."""
+    from screening.liveness import process_name
+    from screening.queue import SCORE_STUDIES_TASK, note_reserved
+
+    if request is not None and request.name == SCORE_STUDIES_TASK and request.args:
+        note_reserved(request.args[0], process_name())
 
 
 @worker_process_init.connect
