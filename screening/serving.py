@@ -13,11 +13,12 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 import threading
 from pathlib import Path
 
 from django.conf import settings
+
+from ml.serving.devices import usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ def cpu_threads() -> int:
     """
     if settings.SCREENING_THREADS_PER_PROCESS:
         return settings.SCREENING_THREADS_PER_PROCESS
-    return max(1, len(os.sched_getaffinity(0)) // _pool_processes)
+    return max(1, usable_cores() // _pool_processes)
 
 
 def _once(name: str, load):

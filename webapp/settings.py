@@ -8,13 +8,13 @@ and ``DJANGO_ALLOWED_HOSTS`` (see README and docker-compose.yml).
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from ml.serving.devices import usable_cores
 from screening.dicom.nodes import InvalidNode, ae_title, parse_callers, parse_destinations
 from webapp.env import env_bool, env_float, env_int, env_list, env_secret, env_str
 
@@ -243,7 +243,7 @@ CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = env_int("CELERY_WORKER_SOFT_SHUTDOWN_TIMEO
 # Pool processes of a worker (`celery worker --concurrency` overrides it). Each holds its own model, gate and
 # TensorFlow runtime (about 1 GB resident), hence the cap; a process per core, each on one core, beats one
 # process on every core, whose model pass does not keep the cores busy at a chunk's batch size.
-CELERY_WORKER_CONCURRENCY = env_int("CELERY_WORKER_CONCURRENCY", min(4, len(os.sched_getaffinity(0))), minimum=1)
+CELERY_WORKER_CONCURRENCY = env_int("CELERY_WORKER_CONCURRENCY", min(4, usable_cores()), minimum=1)
 # The sweep re-enqueues studies whose message is presumed lost: RUNNING for
 # longer than a task may run, or waiting longer than a redelivery takes.
 # How often beat asks a worker to record a heartbeat; readiness fails after 3 missed ones.

@@ -5,6 +5,13 @@ from __future__ import annotations
 import os
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS has one, as on Linux), at least 1."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 def prepare_devices(cpu_threads: int | None = None) -> str:
     """Turn on memory growth for every GPU (before TensorFlow touches one) and say where the model will run.
 
@@ -36,6 +43,6 @@ def prepare_devices(cpu_threads: int | None = None) -> str:
         except RuntimeError:  # TensorFlow already initialised this GPU in this process
             pass
     if not gpus:
-        return f"CPU ({len(os.sched_getaffinity(0))} cores{threads})"
+        return f"CPU ({usable_cores()} cores{threads})"
     names = [tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name) for gpu in gpus]
     return f"GPU ({', '.join(names)}){threads}"

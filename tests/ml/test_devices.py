@@ -12,3 +12,14 @@ def test_the_device_line_names_what_tensorflow_sees():
         assert line.startswith("GPU (") and all(tf.config.experimental.get_memory_growth(g) for g in gpus)
     else:
         assert line.startswith("CPU (") and "cores" in line
+
+
+def test_usable_cores_works_where_the_os_has_no_cpu_affinity(monkeypatch):
+    import os
+
+    from ml.serving import devices
+
+    assert devices.usable_cores() >= 1
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)  # macOS has none
+    monkeypatch.setattr(os, "cpu_count", lambda: 6)
+    assert devices.usable_cores() == 6
