@@ -36,6 +36,16 @@ def chunked(ids: Sequence[int], size: int) -> list[list[int]]:
     return [list(ids[i : i + size]) for i in range(0, len(ids), size)]
 
 
+def mark_queued(studies, now=None, **also) -> int:
+    """Put ``studies`` (a queryset) in the queue: QUEUED from now, held by no worker process.
+
+    Every way into QUEUED goes through here. A holder left from an earlier
+    claim would make the sweep take the study for one whose message a dead
+    process had reserved (``note_reserved``), and send it again.
+    """
+    return studies.update(status=Study.Status.QUEUED, queued_at=now or timezone.now(), claimed_by="", **also)
+
+
 def enqueue_studies_on_commit(study_ids: Sequence[int]) -> None:
     """Send scoring tasks for these studies, in chunks, once the current transaction commits."""
     ids = [int(i) for i in study_ids]
@@ -51,9 +61,7 @@ def _publish_rollback_unsafe(study_ids: list[int]) -> None:
     goes back to RECEIVED and is re-sent by the sweep.
     """
     for chunk in chunked(study_ids, settings.SCREENING_CHUNK_SIZE):
-        Study.objects.filter(pk__in=chunk, status=Study.Status.RECEIVED).update(
-            status=Study.Status.QUEUED, queued_at=timezone.now(), claimed_by=""
-        )
+        mark_queued(Study.objects.filter(pk__in=chunk, status=Study.Status.RECEIVED))
         try:
             send_score_task(chunk)
         except Exception:  # broker unreachable: the sweep re-sends; never fail the upload
@@ -148,9 +156,7 @@ def requeue_stuck_studies(now=None, *, broker_replaced: bool | None = None) -> d
             | set(running.values_list("pk", flat=True))
         )
         if ids:
-            Study.objects.filter(pk__in=ids, status__in=Study.UNFINISHED).update(
-                status=Study.Status.QUEUED, queued_at=now, claimed_by=""
-            )
+            mark_queued(Study.objects.filter(pk__in=ids, status__in=Study.UNFINISHED), now)
             enqueue_studies_on_commit(ids)
         counts["requeued"] = len(ids)
     # Heartbeats of processes long gone (every restart adds a host:pid row).
@@ -171,5 +177,5 @@ def release_unfinished(study_ids: Sequence[int], reason: str) -> None:
             status=Study.Status.FAILED, status_message=reason, finished_at=timezone.now()
         )
         retry = list(claimed.values_list("pk", flat=True))
-        Study.objects.filter(pk__in=retry).update(status=Study.Status.QUEUED, queued_at=timezone.now(), claimed_by="")
+        mark_queued(Study.objects.filter(pk__in=retry))
         enqueue_studies_on_commit(retry)

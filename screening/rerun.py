@@ -10,11 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from django.db import transaction
-from django.utils import timezone
 
 from screening import audit
 from screening.models import AuditEvent, Study
-from screening.queue import enqueue_studies_on_commit
+from screening.queue import enqueue_studies_on_commit, mark_queued
 from screening.serving import current_model_version
 
 
@@ -39,9 +38,7 @@ def rerun_with_current_model(studies, actor) -> RerunOutcome:
                 outcome.same_model.append(study.pk)
             else:
                 outcome.queued.append(study.pk)
-        Study.objects.filter(pk__in=outcome.queued).update(
-            status=Study.Status.QUEUED, queued_at=timezone.now(), attempts=0, duplicate_of=None
-        )
+        mark_queued(Study.objects.filter(pk__in=outcome.queued), attempts=0, duplicate_of=None)
         for pk in outcome.queued:
             audit.record(AuditEvent.Action.RERUN, actor=actor, obj=Study(pk=pk), model_version=version)
         enqueue_studies_on_commit(outcome.queued)

@@ -124,3 +124,18 @@ def test_database_retries_outlast_a_two_minute_outage():
     assert task.retry_jitter is False and task.max_retries >= 10
     delays = [min(task.retry_backoff * 2**n, task.retry_backoff_max) for n in range(task.max_retries)]
     assert sum(delays) > 180
+
+
+def test_a_study_put_back_in_the_queue_is_held_by_no_process(submitter, publish, settings):
+    """Every way into QUEUED clears the holder: a rerun of a study a long-gone process had scored is not taken
+    for a message that process reserved, and is not sent again by the next sweep."""
+    from screening.rerun import rerun_with_current_model
+
+    now = timezone.now()
+    (study,) = make_studies(submitter, 1, status=Study.Status.DONE, claimed_by="host-a:11", finished_at=now)
+    WorkerHeartbeat.objects.create(hostname="host-a:11", seen_at=now - timedelta(days=1))
+    assert rerun_with_current_model(Study.objects.filter(pk=study.pk), submitter).queued == [study.pk]
+    study.refresh_from_db()
+    assert (study.status, study.claimed_by) == (Study.Status.QUEUED, "")
+    later = timezone.now() + timedelta(seconds=settings.SCREENING_DEAD_WORKER_SECONDS + 1)
+    assert requeue_stuck_studies(later, broker_replaced=False)["requeued"] == 0
