@@ -5,6 +5,7 @@
         /work/main/.venv/bin/python -m bench.score_drift --data /work/shared/data dump /tmp/scores-old.json
     .venv/bin/python -m bench.score_drift compare /tmp/scores-old.json scores-new.json
     .venv/bin/python -m bench.score_drift draft                     # draft vs full JPEG decode, detector-sized
+    .venv/bin/python -m bench.score_drift dicom                     # tabulated vs per-pixel DICOM grey
 
 ``dump`` scores the 1,870 ``chest_xray_hires`` files and the 12 originals
 (../shared/data) through the worker's own path (``pipeline.prepare_many`` when
@@ -13,7 +14,11 @@ the tree has it, the gate, the model) and writes {file: [probability, label]}.
 files, and how many labels agree. ``draft`` prints, per original as it is and
 enlarged to a short side of at least 1,700 px (as CR/DX exports are), how far
 reduced-size decoding moves the model's input and probability from a full
-decode. Not a test: prints figures, asserts nothing.
+decode. ``dicom`` writes each original, enlarged to detector size, as 12-bit
+DICOM in five display set-ups (window; rescale and window; no window; VOI LUT;
+MONOCHROME1) and prints whether the tabulated grey conversion equals the
+per-pixel one (the model's input cannot move if it does) and what decoding plus
+squashing costs each way. Not a test: prints figures, asserts nothing.
 """
 
 from __future__ import annotations
@@ -32,7 +37,8 @@ django.setup()
 
 import numpy as np  # noqa: E402
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = ROOT.parent / "shared" / "data"
 
 
 def dump(target: str, data: Path) -> None:
@@ -113,6 +119,82 @@ def _draft_shift(screener, decode, data: bytes) -> tuple[float, str]:
     return moved, f"input {shift:.2f} grey levels  |dP| {moved:.4f}  {same}"
 
 
+def _detector_sized(data: Path):
+    """Each original as grey, enlarged by a whole factor to a short side of at least 1,700 px (as CR/DX exports are)."""
+    from PIL import Image
+
+    for path in sorted((data / "originals").glob("*.jpeg")):
+        with Image.open(path) as image:
+            grey = image.convert("L")
+        factor = -(-1700 // min(grey.size))
+        yield path, grey, grey.resize((grey.width * factor, grey.height * factor), Image.Resampling.LANCZOS)
+
+
+def _dicom_kinds(pixels: np.ndarray) -> dict:
+    """One 12-bit radiograph in each display set-up ``dicom`` measures, as DICOM bytes."""
+    import importlib.util
+
+    from pydicom.dataset import Dataset
+
+    spec = importlib.util.spec_from_file_location("make_bad_corpus", ROOT / "tests/fixtures/make_bad_corpus.py")
+    corpus = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(corpus)
+    twelve = pixels.astype(np.uint16) * 16 + 8
+    lut = Dataset()
+    lut.LUTDescriptor = [4096, 0, 8]
+    lut.add_new("LUTData", "OW", (np.arange(4096, dtype=np.uint16) // 16).tobytes())
+    voi = corpus.dicom_dataset(twelve, name="voi", bits_stored=12)
+    voi.VOILUTSequence = [lut]
+    datasets = {
+        "window": corpus.dicom_dataset(twelve, name="w", bits_stored=12, window=(2048, 3600)),
+        "rescale + window": corpus.dicom_dataset(
+            twelve, name="rw", bits_stored=12, window=(700, 1500), rescale=(0.5, -100)
+        ),
+        "no window": corpus.dicom_dataset(twelve, name="n", bits_stored=12),
+        "VOI LUT": voi,
+        "MONOCHROME1": corpus.dicom_dataset(
+            4095 - twelve, name="m1", bits_stored=12, window=(2048, 4096), photometric="MONOCHROME1"
+        ),
+    }
+    return {name: corpus.dicom_bytes(ds) for name, ds in datasets.items()}
+
+
+def dicom(data: Path, repeats: int = 5) -> None:
+    """Tabulated against per-pixel grey conversion of detector-sized DICOM: equal pixels, and the time of each."""
+    import time
+    from unittest import mock
+
+    from pydicom.pixels import apply_modality_lut
+
+    from ml.serving import decode
+    from ml.serving.preprocess import squash_to_input
+
+    def per_pixel(stored, dataset, photometric):
+        return decode._gray8(apply_modality_lut(stored, dataset), dataset, photometric)
+
+    rows: dict[str, dict[str, list[float]]] = {}
+    for path, _, large in _detector_sized(data):
+        for kind, file_bytes in _dicom_kinds(np.asarray(large)).items():
+            row = rows.setdefault(kind, {"tabulated": [], "per pixel": [], "equal": []})
+            outputs = {}
+            for _ in range(repeats):  # in turn, so that drift of the machine's speed hits both alike
+                for way in ("tabulated", "per pixel"):
+                    patch = mock.patch.object(decode, "_tabulated_gray8", per_pixel) if way == "per pixel" else None
+                    with patch or mock.patch.object(decode, "_tabulated_gray8", decode._tabulated_gray8):
+                        started = time.perf_counter()
+                        outputs[way] = squash_to_input(decode.decode(file_bytes, target_size=224).pixels)
+                        row[way].append((time.perf_counter() - started) * 1000)
+            row["equal"].append(float(np.array_equal(outputs["tabulated"], outputs["per pixel"])))
+        print(f"{path.name[:40]:40} {large.width}x{large.height}", flush=True)
+    print(f"decode + squash of the 12 originals as 12-bit DICOM, ms per file (median / fastest of {repeats} each)")
+    for kind, row in rows.items():
+        print(
+            f"  {kind:18} per pixel {np.median(row['per pixel']):5.1f} / {min(row['per pixel']):5.1f}   "
+            f"tabulated {np.median(row['tabulated']):5.1f} / {min(row['tabulated']):5.1f}   "
+            f"model input identical in {int(sum(row['equal']))}/{len(row['equal'])}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder")
@@ -122,13 +204,16 @@ def main() -> None:
     both.add_argument("old")
     both.add_argument("new")
     commands.add_parser("draft")
+    commands.add_parser("dicom")
     args = parser.parse_args()
     if args.command == "dump":
         dump(args.target, args.data)
     elif args.command == "compare":
         compare(args.old, args.new)
-    else:
+    elif args.command == "draft":
         draft(args.data)
+    else:
+        dicom(args.data)
 
 
 if __name__ == "__main__":

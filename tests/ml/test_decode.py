@@ -21,6 +21,7 @@ from PIL import Image, ImageFile
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_modality_lut, apply_windowing
 
+from ml.serving import decode as decode_module
 from ml.serving.decode import (
     DEFAULT_MAX_BYTES,
     DecodedImage,
@@ -179,6 +180,66 @@ def test_window_functions_match_pydicom(plain, function):
     windowed = apply_windowing(apply_modality_lut(stored, ds), ds)
     expected = np.rint((windowed - low) * (255.0 / (high - low)))
     assert np.abs(decode(dcm(ds)).pixels.astype(int) - expected).max() <= 1
+
+
+def _per_pixel(ds: Dataset) -> np.ndarray:
+    """The display transform pixel by pixel, as decode did before it tabulated it."""
+    photometric = str(ds.PhotometricInterpretation)
+    return decode_module._gray8(apply_modality_lut(ds.pixel_array, ds), ds, photometric)
+
+
+def _signed(values: np.ndarray, name: str, **display) -> Dataset:
+    ds = corpus.dicom_dataset(values.astype(np.uint16), name=name, bits_stored=12, **display)
+    ds.PixelRepresentation = 1
+    ds.PixelData = values.astype(np.int16).tobytes()
+    return ds
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        pytest.param(lambda p: corpus.twelve_bit_dicom(p), id="rescale-window"),
+        pytest.param(
+            lambda p: corpus.dicom_dataset(p.astype(np.uint16) * 3 + 700, name="s", bits_stored=12), id="stretch"
+        ),
+        pytest.param(lambda p: corpus.dicom_dataset(p, name="8bit", window=(100, 120)), id="8-bit"),
+        pytest.param(
+            lambda p: corpus.dicom_dataset(
+                4095 - p.astype(np.uint16) * 16, name="m1", bits_stored=12, photometric="MONOCHROME1"
+            ),
+            id="monochrome1-stretch",
+        ),
+        pytest.param(
+            lambda p: _signed(p.astype(np.int16) * 8 - 1000, "neg", rescale=(-2.0, 50.0)), id="signed-stretch"
+        ),
+        pytest.param(
+            lambda p: _signed(p.astype(np.int16) * 8 - 1000, "negw", window=(-200, 900), rescale=(1.5, 3.0)),
+            id="signed-window",
+        ),
+    ],
+)
+def test_tabulated_grey_is_the_per_pixel_grey_exactly(plain, build):
+    """A table over every stored value gives the per-pixel result bit for bit, extremes of the image included."""
+    ds = build(plain)
+    pixels = decode(dcm(ds)).pixels
+    np.testing.assert_array_equal(pixels, _per_pixel(ds))
+    assert pixels.min() < 10 and pixels.max() > 245  # the image's own range was stretched, not the type's
+
+
+def test_modality_lut_sequence_is_applied_pixel_by_pixel(plain):
+    """A Modality LUT need not be monotonic, so the image's extremes may not be its ends: no table then."""
+    stored = plain.astype(np.uint16) * 16
+    ds = corpus.dicom_dataset(stored, name="mlut", bits_stored=12)
+    item = Dataset()
+    item.LUTDescriptor = [4096, 0, 16]
+    item.add_new("LUTData", "US", (4095 - np.arange(4096)).tolist())  # decreasing: displays inverted
+    item.ModalityLUTType = "US"
+    ds.ModalityLUTSequence = [item]
+    pixels = decode(dcm(ds)).pixels
+    np.testing.assert_array_equal(pixels, _per_pixel(ds))
+    values = 4095.0 - stored  # no window: stretched over the image's own range
+    expected = np.rint((values - values.min()) * (255.0 / (values.max() - values.min()))).astype(np.uint8)
+    np.testing.assert_array_equal(pixels, expected)
 
 
 def test_dicom_without_window_is_stretched_min_to_max(plain):
