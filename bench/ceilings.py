@@ -41,7 +41,7 @@ import numpy as np  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.db import connections  # noqa: E402
 
-from bench.figures import p50_p95  # noqa: E402
+from bench.figures import machine, p50_p95  # noqa: E402
 from bench.services import fresh_services  # noqa: E402
 
 
@@ -164,7 +164,7 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=200)
     args = parser.parse_args()
     size = settings.SCREENING_CHUNK_SIZE
-    print(f"{os.cpu_count()} CPUs, chunks of {size}; MEDIA_ROOT {settings.MEDIA_ROOT}")
+    print(f"{machine()}, chunks of {size}; MEDIA_ROOT {settings.MEDIA_ROOT}")
     with fresh_services():
         from django.contrib.auth.models import User
 

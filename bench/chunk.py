@@ -33,6 +33,7 @@ django.setup()
 
 from django.conf import settings  # noqa: E402
 
+from bench.figures import machine  # noqa: E402
 from bench.services import fresh_services  # noqa: E402
 from bench.throughput import unique_files  # noqa: E402
 from worker.signals import warm_up  # noqa: E402
@@ -83,7 +84,7 @@ def main() -> None:
 
     warm_up()  # as a worker process does when it starts
     explainer, gate, check = get_screener(), get_gate(), get_population_check()
-    print(f"{os.cpu_count()} CPUs, chunks of {size}, model {explainer.version}")
+    print(f"{machine()}, chunks of {size}, model {explainer.version}")
     with fresh_services():
         from django.contrib.auth.models import User
 

@@ -38,7 +38,7 @@ from django.conf import settings  # noqa: E402
 from django.db import connection  # noqa: E402
 from django.test.utils import setup_test_environment  # noqa: E402
 
-from bench.figures import p50_p95  # noqa: E402
+from bench.figures import machine, p50_p95  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -103,6 +103,9 @@ def through_queue(files, user, env, logs: Path, workers: int, concurrency: int):
     """
     tag = f"#{workers}x{concurrency}".encode()
     files = [(name, data + tag) for name, data in files]
+    from django.db.models import Max
+    from django.utils import timezone
+
     from screening.models import Batch, Study
     from screening.submission import submit
     from tests.worker_process import WorkerProcess, wait_until
@@ -127,13 +130,15 @@ def through_queue(files, user, env, logs: Path, workers: int, concurrency: int):
             600,
             describe=pool[0].log,
         )
-        started = time.perf_counter()
+        started, first_byte = time.perf_counter(), timezone.now()
         batch = submit(user, Batch.Source.API, [(n, io.BytesIO(d)) for n, d in files]).batch
         submitted = time.perf_counter()
         wait_until(
             lambda: not Study.objects.filter(batch=batch, status__in=Study.UNFINISHED).exists(), 1800, 0.2, pool[0].log
         )
-        seconds = time.perf_counter() - started
+        # Up to the last result as the worker stamped it, not as the 0.2 s poll saw it.
+        last = Study.objects.filter(batch=batch).aggregate(last=Max("finished_at"))["last"]
+        seconds = (last - first_byte).total_seconds()
     except BaseException:
         for worker in pool:
             worker.stop()
@@ -159,9 +164,7 @@ def main() -> None:
     scales = [tuple(int(n) for n in item.split("x")) for item in args.scale.split(",")]
     chunk = settings.SCREENING_CHUNK_SIZE
     files = unique_files(Path(args.originals), args.files)
-    print(
-        f"{len(files)} files, {sum(len(d) for _, d in files) / 1e6:.0f} MB, chunk size {chunk}, {os.cpu_count()} CPUs"
-    )
+    print(f"{len(files)} files, {sum(len(d) for _, d in files) / 1e6:.0f} MB, chunk size {chunk}, {machine()}")
 
     from screening.serving import get_gate, get_population_check, get_screener
 
