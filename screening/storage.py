@@ -4,7 +4,8 @@ Files are content-addressed, so a file already at its path is reused by every
 later upload of the same bytes. That makes a partial write poisonous: after a
 disk-full error the truncated file would be trusted forever. So each file is
 written to a temporary name beside its final path, synced, checked for its full
-size and only then renamed into place (atomic on one filesystem); a file
+size and only then renamed into place (atomic on one filesystem), and the
+folder is synced so that the new name survives a crash too; a file
 already in place is verified (size and SHA-256) before it is reused, and
 replaced if it does not match. Works on the filesystem storage the service
 uses (``MEDIA_ROOT``).
@@ -61,10 +62,12 @@ def matches(path: Path, sha256: str, size: int) -> bool:
     return digest.hexdigest() == sha256
 
 
-def store_verified(name: str, source: BinaryIO, sha256: str, size: int) -> bool:
+def store_verified(name: str, source: BinaryIO, sha256: str, size: int, *, sync_name: bool = True) -> bool:
     """Put ``source`` at storage name ``name`` unless an intact copy is there; True when this call wrote it.
 
     Raises ``StorageUnavailable`` (with nothing left at ``name`` or beside it) when writing fails.
+    ``sync_name=False`` leaves making the new name durable to the caller
+    (``sync_folders``), which can then do it once for many files.
     """
     final = Path(default_storage.path(name))
     if final.exists():
@@ -86,7 +89,38 @@ def store_verified(name: str, source: BinaryIO, sha256: str, size: int) -> bool:
         log.error("could not store %s: %s", name, exc)
         partial.unlink(missing_ok=True)
         raise StorageUnavailable(StorageUnavailable.message) from exc
+    if sync_name:
+        sync_folders([name])
     return True
+
+
+def sync_folders(names: list[str]) -> None:
+    """Make the names of freshly stored files durable: fsync the folders they are in and the ones above.
+
+    Syncing a file makes its bytes durable, not its name: the rename into
+    place, and the creation of a new ``studies/ab`` folder, are changes to
+    folders, which a crash can lose until the file system next commits them.
+    A study row or a C-STORE success that points at a lost name loses the
+    study, so callers sync before they commit or answer. Raises
+    ``StorageUnavailable``. Without directory handles (Windows) there is
+    nothing to sync.
+    """
+    if not hasattr(os, "O_DIRECTORY"):
+        return
+    folders = set()
+    for name in names:
+        folder = Path(default_storage.path(name)).parent
+        folders.update((folder, folder.parent))
+    try:
+        for folder in sorted(folders):
+            handle = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(handle)
+            finally:
+                os.close(handle)
+    except OSError as exc:
+        log.error("could not make the names of %d stored files durable: %s", len(names), exc)
+        raise StorageUnavailable(StorageUnavailable.message) from exc
 
 
 def remove(names: list[str]) -> None:

@@ -91,7 +91,8 @@ class _Storer:
     def _store(self, incoming: Incoming, path: str) -> None:
         try:
             # Verified; an intact earlier copy is reused. ``written`` lists what this submission wrote.
-            if storage.store_verified(path, incoming.spool, incoming.sha256, incoming.size):
+            stored = storage.store_verified(path, incoming.spool, incoming.sha256, incoming.size, sync_name=False)
+            if stored:
                 self._written.append(path)
         except BaseException as exc:
             self._failure = self._failure or exc
@@ -101,8 +102,10 @@ class _Storer:
             self._slots.release()
 
     def finish(self) -> None:
+        """Wait for every write, then make the new files' names durable: once for all, before the rows commit."""
         for future in self._futures:
             future.result()
+        storage.sync_folders(self._written)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

@@ -3,8 +3,10 @@
 import errno
 import hashlib
 import io
+import os
 import shutil
 import time
+from pathlib import Path
 
 import pytest
 
@@ -123,3 +125,63 @@ def test_a_copy_that_silently_comes_out_short_is_refused_and_removed(settings, m
     with pytest.raises(storage.StorageUnavailable):
         storage.store_verified("studies/x/short.jpg", io.BytesIO(data), sha, len(data))
     assert stored_files(settings.MEDIA_ROOT) == []
+
+
+@pytest.fixture
+def synced(monkeypatch):
+    """The paths of everything fsynced, files and folders, in order."""
+    real_fsync = storage.os.fsync
+    paths = []
+
+    def fsync(fd):
+        paths.append(Path(os.readlink(f"/proc/self/fd/{fd}")))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(storage.os, "fsync", fsync)
+    return paths
+
+
+def test_a_submission_makes_the_names_of_its_new_files_durable_before_its_rows_exist(
+    submitter, settings, monkeypatch, synced
+):
+    """A rename into place survives a crash only once its folder is synced; a row must never point at a lost name."""
+    real_sync = storage.sync_folders
+    rows_when_synced = []
+
+    def sync_folders(names):
+        rows_when_synced.append(Study.objects.count())
+        real_sync(names)
+
+    monkeypatch.setattr(storage, "sync_folders", sync_folders)
+    files = [(f"{i}.jpeg", io.BytesIO(XRAYS[i % len(XRAYS)].read_bytes() + b"#%d" % i)) for i in range(12)]
+    outcome = submit(submitter, Batch.Source.API, files)
+    stored = [Path(settings.MEDIA_ROOT) / study.file.name for study in outcome.studies]
+    folders = {path.parent for path in stored} | {Path(settings.MEDIA_ROOT) / "studies"}
+    assert folders <= set(synced)
+    for path in stored:  # each file's bytes too, under its temporary name beside the final one
+        assert any(s.parent == path.parent and s.name.startswith(f".{path.name}.") for s in synced)
+    assert rows_when_synced == [0]  # once for the whole submission, before the rows were written
+
+
+def test_a_folder_that_cannot_be_synced_fails_the_submission_and_leaves_nothing(submitter, settings, monkeypatch):
+    real_fsync = storage.os.fsync
+
+    def fsync(fd):
+        if Path(os.readlink(f"/proc/self/fd/{fd}")).is_dir():
+            raise OSError(errno.EIO, "Input/output error")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(storage.os, "fsync", fsync)
+    files = [(f"{i}.jpeg", io.BytesIO(XRAYS[i].read_bytes())) for i in range(2)]
+    with pytest.raises(storage.StorageUnavailable):
+        submit(submitter, Batch.Source.API, files)
+    assert not Study.objects.exists() and not Batch.objects.exists()
+    assert stored_files(settings.MEDIA_ROOT) == []
+
+
+def test_a_file_stored_on_its_own_has_its_folder_synced(settings, synced):
+    """What the DICOM receiver does before it answers a C-STORE with success."""
+    data = XRAYS[3].read_bytes()
+    assert storage.store_verified("studies/zz/one.jpg", io.BytesIO(data), hashlib.sha256(data).hexdigest(), len(data))
+    folder = Path(settings.MEDIA_ROOT) / "studies" / "zz"
+    assert synced[-2:] == sorted([folder.parent, folder])  # after the file itself
