@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ml.serving.calibration import calibrated_probability, sigmoid
-from ml.serving.folding import fold_batch_norms
+from ml.serving.folding import fold_batch_norms, fold_input_scaling
 
 MODELS_ROOT = Path(__file__).resolve().parents[1] / "models"
 CHUNK = 64  # images per compiled call: bounds memory for large batches without retracing
@@ -91,7 +91,7 @@ class Screener:
         model = keras.models.load_model(model_dir / "model.keras", compile=False)
         size = int(card["input_size"])
         probe = np.random.default_rng(0).integers(0, 256, (4, size, size), dtype=np.uint8)
-        return cls(fold_batch_norms(model, probe), card)
+        return cls(fold_input_scaling(fold_batch_norms(model, probe), probe), card)
 
     def _check(self, images: np.ndarray) -> None:
         expected = (self.input_size, self.input_size)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ml.serving import folding
-from ml.serving.folding import fold_batch_norms
+from ml.serving.folding import fold_batch_norms, fold_input_scaling
 
 
 def _with_trained_statistics(model, seed: int = 0):
@@ -92,6 +92,63 @@ def test_a_network_without_norms_is_served_as_it_is():
     assert fold_batch_norms(model, np.zeros((1, 8, 8, 1), np.float32)) is model
 
 
+def _grey_network(size: int, stride: int, padding: str, use_bias: bool, copies: int = 3):
+    """8-bit grey scaled to [-1, 1], copied into channels, then a convolution: how our models begin."""
+    image = keras.Input((size, size), dtype="uint8")
+    x = keras.layers.Reshape((size, size, 1))(image)
+    scaled = keras.layers.Rescaling(1 / 127.5, offset=-1.0)(x)
+    x = keras.layers.Concatenate()([scaled] * copies)
+    x = keras.layers.Conv2D(6, 3, strides=stride, padding=padding, use_bias=use_bias)(x)
+    x = keras.layers.ReLU(6.0)(x)
+    model = keras.Model(image, keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 1)(x)))
+    rng = np.random.default_rng(size + stride)
+    for layer in model.layers:
+        if layer.weights:
+            layer.set_weights([rng.normal(0, 0.5, w.shape).astype(np.float32) for w in layer.get_weights()])
+    return model
+
+
+@pytest.mark.parametrize(
+    ("size", "stride", "padding", "use_bias", "copies"),
+    [
+        (16, 2, "same", False, 3),
+        (15, 2, "same", True, 3),
+        (17, 1, "same", False, 3),
+        (16, 2, "valid", True, 3),
+        (16, 2, "same", True, 1),
+    ],
+)
+def test_the_input_scaling_folds_into_the_first_convolution_borders_included(size, stride, padding, use_bias, copies):
+    """Odd and even sizes pad differently under "same"; an image with bright borders shows any mistake there."""
+    model = _grey_network(size, stride, padding, use_bias, copies)
+    rng = np.random.default_rng(3)
+    probe = rng.integers(0, 256, (4, size, size), dtype=np.uint8)
+
+    folded = fold_input_scaling(model, probe)
+
+    assert folded is not model
+    assert folded.get_layer(model.layers[4].name).kernel.shape[2] == 1  # one channel read, not the copies
+    others = rng.integers(0, 256, (6, size, size), dtype=np.uint8)
+    others[:, 0, :] = others[:, -1, :] = others[:, :, 0] = others[:, :, -1] = 255
+    assert np.allclose(model(others, training=False), folded(others, training=False), atol=1e-4)
+
+
+def test_an_input_fold_that_would_change_an_answer_is_not_served(monkeypatch, caplog):
+    model = _grey_network(16, 2, "same", False)
+    monkeypatch.setattr(folding, "_same_padding", lambda size, kernel, stride: (1, 0))  # the wrong border
+    probe = np.random.default_rng(1).integers(0, 256, (4, 16, 16), dtype=np.uint8)
+    with caplog.at_level(logging.WARNING, logger="ml.serving.folding"):
+        assert fold_input_scaling(model, probe) is model
+    assert "serving it as it was" in caplog.text
+
+
+def test_a_network_that_does_not_begin_that_way_is_served_as_it_is():
+    image = keras.Input((8, 8, 1))
+    scaled = keras.layers.Rescaling(1 / 255)(image)
+    model = keras.Model(image, keras.layers.Conv2D(2, 3, activation="relu")(scaled))  # no copies; activated
+    assert fold_input_scaling(model, np.zeros((1, 8, 8, 1), np.float32)) is model
+
+
 @pytest.mark.parametrize("part", ["model", "gate"])
 def test_the_shipped_networks_are_served_folded_with_the_same_answers(part):
     from ml.serving import gate as gates
@@ -110,6 +167,8 @@ def test_the_shipped_networks_are_served_folded_with_the_same_answers(part):
         original.load_weights(str(gates.DEFAULT_GATE_DIR / gates.BACKBONE_FILE))
         images = images[..., None].astype(np.float32)
     assert _norms(original) == 27 and _norms(network) == 0
+    if part == "model":  # the first convolution reads the grey image itself, not three scaled copies
+        assert (original.get_layer("conv1").kernel.shape[2], network.get_layer("conv1").kernel.shape[2]) == (3, 1)
     for a, b in zip(
         keras.tree.flatten(original(images, training=False)),
         keras.tree.flatten(network(images, training=False)),
