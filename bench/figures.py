@@ -24,7 +24,7 @@ def machine() -> str:
     """What a figure was measured on, as ``2 CPUs (AMD EPYC)``.
 
     The same code runs at very different speeds on two 2-core machines (the
-    model alone: 700-735 studies/s on an Intel Xeon, 189-248 on an AMD EPYC),
+    model alone: 700-735 studies/s on an Intel Xeon, 187-289 on an AMD EPYC),
     so every benchmark names the processor beside its figures.
     """
     name = ""
