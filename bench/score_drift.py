@@ -5,7 +5,7 @@
         /work/main/.venv/bin/python -m bench.score_drift --data /work/shared/data dump /tmp/scores-old.json
     .venv/bin/python -m bench.score_drift compare /tmp/scores-old.json scores-new.json
     .venv/bin/python -m bench.score_drift draft                     # draft vs full JPEG decode, detector-sized
-    .venv/bin/python -m bench.score_drift dicom                     # tabulated vs per-pixel DICOM grey
+    .venv/bin/python -m bench.score_drift lookup                    # looked-up vs per-pixel DICOM / 16-bit PNG grey
 
 ``dump`` scores the 1,870 ``chest_xray_hires`` files and the 12 originals
 (../shared/data) through the worker's own path (``pipeline.prepare_many`` when
@@ -14,11 +14,12 @@ the tree has it, the gate, the model) and writes {file: [probability, label]}.
 files, and how many labels agree. ``draft`` prints, per original as it is and
 enlarged to a short side of at least 1,700 px (as CR/DX exports are), how far
 reduced-size decoding moves the model's input and probability from a full
-decode. ``dicom`` writes each original, enlarged to detector size, as 12-bit
+decode. ``lookup`` writes each original, enlarged to detector size, as 12-bit
 DICOM in five display set-ups (window; rescale and window; no window; VOI LUT;
-MONOCHROME1) and prints whether the tabulated grey conversion equals the
-per-pixel one (the model's input cannot move if it does) and what decoding plus
-squashing costs each way. Not a test: prints figures, asserts nothing.
+MONOCHROME1) and as a 16-bit PNG, and prints whether the grey conversion looked
+up per value (``decode._per_value``) equals the one computed per pixel (the
+model's input cannot move if it does) and what decoding plus squashing costs
+each way. Not a test: prints figures, asserts nothing.
 """
 
 from __future__ import annotations
@@ -130,10 +131,11 @@ def _detector_sized(data: Path):
         yield path, grey, grey.resize((grey.width * factor, grey.height * factor), Image.Resampling.LANCZOS)
 
 
-def _dicom_kinds(pixels: np.ndarray) -> dict:
-    """One 12-bit radiograph in each display set-up ``dicom`` measures, as DICOM bytes."""
+def _lookup_kinds(pixels: np.ndarray) -> dict:
+    """One 12-bit radiograph as DICOM in each display set-up ``lookup`` measures, and as a 16-bit PNG."""
     import importlib.util
 
+    from PIL import Image
     from pydicom.dataset import Dataset
 
     spec = importlib.util.spec_from_file_location("make_bad_corpus", ROOT / "tests/fixtures/make_bad_corpus.py")
@@ -156,41 +158,42 @@ def _dicom_kinds(pixels: np.ndarray) -> dict:
             4095 - twelve, name="m1", bits_stored=12, window=(2048, 4096), photometric="MONOCHROME1"
         ),
     }
-    return {name: corpus.dicom_bytes(ds) for name, ds in datasets.items()}
+    kinds = {f"DICOM {name}": corpus.dicom_bytes(ds) for name, ds in datasets.items()}
+    png = io.BytesIO()
+    Image.fromarray(twelve).save(png, format="PNG")  # mode I;16
+    return {**kinds, "PNG 16-bit": png.getvalue()}
 
 
-def dicom(data: Path, repeats: int = 5) -> None:
-    """Tabulated against per-pixel grey conversion of detector-sized DICOM: equal pixels, and the time of each."""
+def lookup(data: Path, repeats: int = 5) -> None:
+    """Grey looked up per value against computed per pixel, on detector-sized DICOM and 16-bit PNG."""
     import time
     from unittest import mock
-
-    from pydicom.pixels import apply_modality_lut
 
     from ml.serving import decode
     from ml.serving.preprocess import squash_to_input
 
-    def per_pixel(stored, dataset, photometric):
-        return decode._gray8(apply_modality_lut(stored, dataset), dataset, photometric)
-
+    ways = {
+        "looked up": mock.patch.object(decode, "_per_value", decode._per_value),
+        "per pixel": mock.patch.object(decode, "_per_value", lambda values, transform: transform(values)),
+    }
     rows: dict[str, dict[str, list[float]]] = {}
     for path, _, large in _detector_sized(data):
-        for kind, file_bytes in _dicom_kinds(np.asarray(large)).items():
-            row = rows.setdefault(kind, {"tabulated": [], "per pixel": [], "equal": []})
+        for kind, file_bytes in _lookup_kinds(np.asarray(large)).items():
+            row = rows.setdefault(kind, {"looked up": [], "per pixel": [], "equal": []})
             outputs = {}
             for _ in range(repeats):  # in turn, so that drift of the machine's speed hits both alike
-                for way in ("tabulated", "per pixel"):
-                    patch = mock.patch.object(decode, "_tabulated_gray8", per_pixel) if way == "per pixel" else None
-                    with patch or mock.patch.object(decode, "_tabulated_gray8", decode._tabulated_gray8):
+                for way, patch in ways.items():
+                    with patch:
                         started = time.perf_counter()
                         outputs[way] = squash_to_input(decode.decode(file_bytes, target_size=224).pixels)
                         row[way].append((time.perf_counter() - started) * 1000)
-            row["equal"].append(float(np.array_equal(outputs["tabulated"], outputs["per pixel"])))
+            row["equal"].append(float(np.array_equal(outputs["looked up"], outputs["per pixel"])))
         print(f"{path.name[:40]:40} {large.width}x{large.height}", flush=True)
-    print(f"decode + squash of the 12 originals as 12-bit DICOM, ms per file (median / fastest of {repeats} each)")
+    print(f"decode + squash of the 12 originals, 12-bit, ms per file (median / fastest of {repeats} each)")
     for kind, row in rows.items():
         print(
-            f"  {kind:18} per pixel {np.median(row['per pixel']):5.1f} / {min(row['per pixel']):5.1f}   "
-            f"tabulated {np.median(row['tabulated']):5.1f} / {min(row['tabulated']):5.1f}   "
+            f"  {kind:22} per pixel {np.median(row['per pixel']):6.1f} / {min(row['per pixel']):6.1f}   "
+            f"looked up {np.median(row['looked up']):6.1f} / {min(row['looked up']):6.1f}   "
             f"model input identical in {int(sum(row['equal']))}/{len(row['equal'])}"
         )
 
@@ -204,7 +207,7 @@ def main() -> None:
     both.add_argument("old")
     both.add_argument("new")
     commands.add_parser("draft")
-    commands.add_parser("dicom")
+    commands.add_parser("lookup")
     args = parser.parse_args()
     if args.command == "dump":
         dump(args.target, args.data)
@@ -213,7 +216,7 @@ def main() -> None:
     elif args.command == "draft":
         draft(args.data)
     else:
-        dicom(args.data)
+        lookup(args.data)
 
 
 if __name__ == "__main__":

@@ -339,14 +339,37 @@ def _scale_high_bit_depth(values: np.ndarray) -> np.ndarray:
     change contrast and so the score. Scaling from [0, 2**n - 1], n being the
     fewest bits (at least 8) that hold the brightest pixel, does neither: a
     16-bit export of an 8-bit image (v * 257) comes back exactly as v.
+
+    The scaling is per value, so 16-bit pixels are looked up (``_per_value``):
+    on a 2,500 x 3,000 16-bit PNG the float passes took 83 ms of a 223 ms
+    decode, the lookup 21 ms; ``bench.score_drift lookup`` times whole
+    decodes (issue 14).
     """
-    values = values.astype(np.float64)
     low = min(float(values.min()), 0.0)  # only mode I/F can go negative
-    values = values - low
-    top = float(values.max())
+    top = float(values.max()) - low
     bits = max(8, int(np.ceil(np.log2(top + 1.0)))) if top > 0 else 8
-    scaled = values * (255.0 / (2.0**bits - 1.0))
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+    def scale(levels: np.ndarray) -> np.ndarray:
+        scaled = (levels.astype(np.float64) - low) * (255.0 / (2.0**bits - 1.0))
+        return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+    if values.dtype.kind in "iu" and values.dtype.itemsize <= 2:
+        return _per_value(values, scale)
+    return scale(values)
+
+
+def _per_value(values: np.ndarray, transform) -> np.ndarray:
+    """``transform(values)`` for 8- or 16-bit integer pixels, computed once per possible value and looked up.
+
+    Exact for any ``transform`` that acts on each value alone: a table over
+    the type's 256 or 65,536 values replaces float passes over millions of
+    pixels with one lookup. The table is indexed by each pixel's bytes, and
+    level ``i`` is those bytes read as the pixels' own type, so signed and
+    big-endian pixels find their entry too.
+    """
+    unsigned = np.dtype(f"u{values.dtype.itemsize}")
+    levels = np.arange(2 ** (8 * values.dtype.itemsize), dtype=unsigned).view(values.dtype)
+    return np.take(transform(levels), values.view(unsigned))
 
 
 # --- DICOM -------------------------------------------------------------------
@@ -474,16 +497,15 @@ def _tabulated_gray8(stored: np.ndarray, dataset: pydicom.Dataset, photometric: 
     highest stored values (a Modality LUT Sequence might not, so such files
     go the per-pixel way). The per-pixel way makes several float passes
     over millions of pixels: on the 12 originals enlarged to detector size
-    as 12-bit DICOM, decoding and squashing took a median 57 ms per pixel
-    and 36 ms tabulated with a rescale and a window, 72 and 38 ms with a VOI
-    LUT, 38 and 36 ms with a window alone, with identical pixels in every
-    case (``bench.score_drift dicom``, issue 14).
+    as 12-bit DICOM, decoding and squashing took a median 55 ms per pixel
+    and 36 ms looked up with a rescale and a window, 75 and 35 ms with a VOI
+    LUT, 39 and 35 ms with a window alone, with identical pixels in every
+    case (``bench.score_drift lookup``, issue 14).
     """
-    unsigned = np.dtype(f"u{stored.dtype.itemsize}")
-    levels = np.arange(2 ** (8 * stored.dtype.itemsize), dtype=unsigned).view(stored.dtype)
     extremes = apply_modality_lut(np.array([stored.min(), stored.max()], dtype=stored.dtype), dataset)
-    table = _gray8(apply_modality_lut(levels, dataset), dataset, photometric, extremes)
-    return np.take(table, stored.view(unsigned))
+    return _per_value(
+        stored, lambda levels: _gray8(apply_modality_lut(levels, dataset), dataset, photometric, extremes)
+    )
 
 
 def _apply_display_transform(

@@ -333,6 +333,20 @@ def test_sixteen_bit_png_with_twelve_bit_data_is_scaled_from_twelve_bits(plain):
     np.testing.assert_array_equal(decode(png(twelve)).pixels, expected)
 
 
+@pytest.mark.parametrize("dtype", ["<u2", ">u2", "u1", "<i2"])
+def test_high_bit_depth_scaling_looked_up_is_the_float_scaling_exactly(dtype):
+    """Little- and big-endian 16-bit, 8-bit and signed pixels: the table gives each pixel what the formula gives it."""
+    rng = np.random.default_rng(7)
+    high = {"u1": 256, "<i2": 3000}.get(dtype, 4096)
+    values = rng.integers(-500 if dtype == "<i2" else 0, high, (64, 80)).astype(dtype)
+    values.flat[0] = high - 1  # the brightest pixel sets the bit depth
+    floats = values.astype(np.float64)
+    low = min(floats.min(), 0.0)
+    bits = max(8, int(np.ceil(np.log2(floats.max() - low + 1.0))))
+    expected = np.clip(np.rint((floats - low) * (255.0 / (2.0**bits - 1.0))), 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(decode_module._scale_high_bit_depth(values), expected)
+
+
 def test_transparent_pixels_are_composited_on_black(plain):
     alpha = np.full_like(plain, 255)
     alpha[:, :100] = 0
