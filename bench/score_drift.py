@@ -83,19 +83,13 @@ def compare(old: str, new: str) -> None:
 
 def draft(data: Path) -> None:
     """Reduced-size against full decoding, on each original as it is and enlarged to detector size."""
-    from PIL import Image
-
     from ml.serving import decode
     from screening.serving import get_screener
 
     screener = get_screener().screener
     print(f"DRAFT_OVERSAMPLE {decode.DRAFT_OVERSAMPLE}")
     worst = {"as is": 0.0, "enlarged": 0.0}
-    for path in sorted((data / "originals").glob("*.jpeg")):
-        with Image.open(path) as image:
-            grey = image.convert("L")
-        factor = -(-1700 // min(grey.size))
-        large = grey.resize((grey.width * factor, grey.height * factor), Image.Resampling.LANCZOS)
+    for path, grey, large in _detector_sized(data):
         buffer = io.BytesIO()
         large.save(buffer, format="JPEG", quality=95)
         for kind, data_bytes, size in (

@@ -36,19 +36,34 @@ def fold_batch_norms(model, probe: np.ndarray):
     copy is returned only when every output agrees within ``TOLERANCE``.
     Nested models (a backbone inside a wrapper) are folded too.
     """
+
+    def fold(network):
+        copy, count = _fold(network)
+        return (copy, f"{count} batch normalizations") if count else None
+
+    return _checked(model, probe, "batch normalization", fold)
+
+
+def _checked(model, probe: np.ndarray, what: str, fold):
+    """``fold(model)``'s copy when it answers as ``model`` does on ``probe``; else ``model``, and the log says why.
+
+    ``fold`` returns (copy, what it folded) or None when there is nothing to
+    fold; it may raise on a network it does not understand.
+    """
     try:
-        folded, count = _fold(model)
+        folded = fold(model)
     except Exception:  # noqa: BLE001 - an optimisation: any surprise means "serve the original"
-        log.warning("batch normalization could not be folded into %s; serving it unfolded", model.name, exc_info=True)
+        log.warning("%s could not be folded into %s; serving it unfolded", what, model.name, exc_info=True)
         return model
-    if count == 0:
+    if folded is None:
         return model
-    worst = _largest_difference(model, folded, probe)
+    copy, done = folded
+    worst = _largest_difference(model, copy, probe)
     if not worst <= TOLERANCE:  # also catches NaN
-        log.warning("folding batch normalization changed %s's outputs by %.2g; serving it unfolded", model.name, worst)
+        log.warning("folding %s changed %s's outputs by %.2g; serving it unfolded", what, model.name, worst)
         return model
-    log.info("folded %d batch normalizations into %s (outputs within %.1g)", count, model.name, worst)
-    return folded
+    log.info("folded %s into %s (outputs within %.1g)", done, model.name, worst)
+    return copy
 
 
 def _largest_difference(a, b, probe: np.ndarray) -> float:
@@ -169,19 +184,12 @@ def fold_input_scaling(model, probe: np.ndarray):
     pattern at its top level (the gate's, whose backbone is nested) is
     returned as it is.
     """
-    try:
-        folded = _fold_input(model)
-    except Exception:  # noqa: BLE001 - an optimisation: any surprise means "serve the original"
-        log.warning("the input scaling of %s could not be folded; serving it as it is", model.name, exc_info=True)
-        return model
-    if folded is None:
-        return model
-    worst = _largest_difference(model, folded, probe)
-    if not worst <= TOLERANCE:  # also catches NaN
-        log.warning("folding the input scaling changed %s's outputs by %.2g; serving it as it was", model.name, worst)
-        return model
-    log.info("folded the input scaling into the first convolution of %s (outputs within %.1g)", model.name, worst)
-    return folded
+
+    def fold(network):
+        copy = _fold_input(network)
+        return None if copy is None else (copy, "the input scaling and its grey-to-RGB copies")
+
+    return _checked(model, probe, "the input scaling", fold)
 
 
 def _input_pattern(model):

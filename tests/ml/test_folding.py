@@ -139,7 +139,7 @@ def test_an_input_fold_that_would_change_an_answer_is_not_served(monkeypatch, ca
     probe = np.random.default_rng(1).integers(0, 256, (4, 16, 16), dtype=np.uint8)
     with caplog.at_level(logging.WARNING, logger="ml.serving.folding"):
         assert fold_input_scaling(model, probe) is model
-    assert "serving it as it was" in caplog.text
+    assert "serving it unfolded" in caplog.text
 
 
 def test_a_network_that_does_not_begin_that_way_is_served_as_it_is():
