@@ -95,13 +95,14 @@ def overlay_ms(files, explainer, count: int = 32) -> float:
     return (time.perf_counter() - started) * 1000 / len(prepared)
 
 
-def through_queue(files, user, env, logs: Path, workers: int, concurrency: int):
+def through_queue(files, user, env, logs: Path, run: int, workers: int, concurrency: int):
     """(c) with ``workers`` worker processes of ``concurrency`` pool processes: seconds, DONE, latencies, workers.
 
-    Every configuration gets its own bytes: a file scored in an earlier batch
-    would only be linked to that result, not scored again.
+    Every run gets its own bytes (``run`` is its place in ``--scale``, which
+    may name a configuration twice): a file scored in an earlier batch would
+    only be linked to that result, not scored again.
     """
-    tag = f"#{workers}x{concurrency}".encode()
+    tag = f"#{run}:{workers}x{concurrency}".encode()
     files = [(name, data + tag) for name, data in files]
     from django.db.models import Max
     from django.utils import timezone
@@ -112,7 +113,7 @@ def through_queue(files, user, env, logs: Path, workers: int, concurrency: int):
 
     pool = [
         WorkerProcess(
-            env, logs / f"worker-{workers}x{concurrency}-{i}.log", "-n", f"bench{i}@%h", concurrency=concurrency
+            env, logs / f"worker-{run}-{workers}x{concurrency}-{i}.log", "-n", f"bench{i}@%h", concurrency=concurrency
         )
         for i in range(workers)
     ]
@@ -217,10 +218,12 @@ def main() -> None:
         user = User.objects.create_user("bench-submitter", password="x")
         user.groups.add(Group.objects.get(name=roles.SUBMITTER))
         rates = []
-        for workers, concurrency in scales:
+        for run, (workers, concurrency) in enumerate(scales):
             for worker in pool:
                 worker.stop()
-            seconds_c, submission, done, latencies_c, pool = through_queue(files, user, env, logs, workers, concurrency)
+            seconds_c, submission, done, latencies_c, pool = through_queue(
+                files, user, env, logs, run, workers, concurrency
+            )
             rate = len(files) / seconds_c
             rates.append(rate)
             efficiency = rate / rates[0] / (workers * concurrency / (scales[0][0] * scales[0][1]))

@@ -56,17 +56,25 @@ def enqueue_studies_on_commit(study_ids: Sequence[int]) -> None:
 def _publish_rollback_unsafe(study_ids: list[int]) -> None:
     """Publish now, whatever the transaction state: only ``enqueue_studies_on_commit`` may call this.
 
-    Each chunk is marked QUEUED *before* its message goes out, so a fast
-    worker never finds it still RECEIVED; a chunk that cannot be published
-    goes back to RECEIVED and is re-sent by the sweep.
+    The studies are marked QUEUED in one UPDATE *before* any message goes
+    out, so a fast worker never finds one still RECEIVED (an UPDATE a chunk
+    was a tenth of a 500-file submission). The first message the broker
+    refuses ends the publishing: that chunk and the ones after it go back to
+    RECEIVED for the sweep to re-send. Trying each chunk in turn made an
+    upload during a broker outage wait out the retries once per chunk (15 s
+    for 500 files with Redis refusing connections, longer when it does not
+    answer at all).
     """
-    for chunk in chunked(study_ids, settings.SCREENING_CHUNK_SIZE):
-        mark_queued(Study.objects.filter(pk__in=chunk, status=Study.Status.RECEIVED))
+    chunks = chunked(study_ids, settings.SCREENING_CHUNK_SIZE)
+    mark_queued(Study.objects.filter(pk__in=study_ids, status=Study.Status.RECEIVED))
+    for sent, chunk in enumerate(chunks):
         try:
             send_score_task(chunk)
         except Exception:  # broker unreachable: the sweep re-sends; never fail the upload
-            log.exception("could not publish a scoring task for %d studies; the sweep will retry", len(chunk))
-            Study.objects.filter(pk__in=chunk, status=Study.Status.QUEUED).update(status=Study.Status.RECEIVED)
+            unsent = [pk for rest in chunks[sent:] for pk in rest]
+            log.exception("could not publish scoring tasks for %d studies; the sweep will retry", len(unsent))
+            Study.objects.filter(pk__in=unsent, status=Study.Status.QUEUED).update(status=Study.Status.RECEIVED)
+            return
 
 
 def enqueue_deliveries_on_commit(delivery_ids: Sequence[int]) -> None:

@@ -72,6 +72,32 @@ def test_a_broker_outage_leaves_studies_received_for_the_sweep(submitter, publis
     assert set(Study.objects.values_list("status", flat=True)) == {Study.Status.RECEIVED}
 
 
+def test_publishing_stops_at_the_first_refused_chunk_and_leaves_the_rest_for_the_sweep(
+    submitter, publish, django_capture_on_commit_callbacks, settings
+):
+    """One refusal means the broker is down: trying every chunk would make the upload wait out each one's retries."""
+    settings.SCREENING_CHUNK_SIZE = 2
+    publish.side_effect = [None, ConnectionError("broker down"), None, None]
+    studies = make_studies(submitter, 7)
+    with django_capture_on_commit_callbacks(execute=True):
+        enqueue_studies_on_commit([s.pk for s in studies])
+    assert publish.call_count == 2
+    status = dict(Study.objects.values_list("pk", "status"))
+    assert [status[s.pk] for s in studies] == [Study.Status.QUEUED] * 2 + [Study.Status.RECEIVED] * 5
+
+
+def test_every_study_is_queued_before_the_first_message_goes_out(
+    submitter, publish, django_capture_on_commit_callbacks, settings
+):
+    settings.SCREENING_CHUNK_SIZE = 2
+    studies = make_studies(submitter, 5)
+    seen = []
+    publish.side_effect = lambda chunk: seen.append(set(Study.objects.values_list("status", flat=True)))
+    with django_capture_on_commit_callbacks(execute=True):
+        enqueue_studies_on_commit([s.pk for s in studies])
+    assert seen == [{Study.Status.QUEUED}] * 3
+
+
 def test_the_sweep_requeues_lost_studies_and_leaves_fresh_ones(
     submitter, publish, django_capture_on_commit_callbacks, settings
 ):

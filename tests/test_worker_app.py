@@ -19,9 +19,11 @@ def test_reliability_settings():
     assert conf.task_soft_time_limit < conf.task_time_limit
 
 
-def test_only_redis_gets_a_visibility_timeout(settings):
+def test_only_redis_gets_a_visibility_timeout_and_socket_timeouts(settings):
     assert _transport_options("redis://127.0.0.1:6379/0") == {
-        "visibility_timeout": settings.CELERY_BROKER_VISIBILITY_TIMEOUT
+        "visibility_timeout": settings.CELERY_BROKER_VISIBILITY_TIMEOUT,
+        "socket_timeout": settings.CELERY_BROKER_SOCKET_TIMEOUT,
+        "socket_connect_timeout": settings.CELERY_BROKER_SOCKET_TIMEOUT,
     }
     assert settings.CELERY_BROKER_VISIBILITY_TIMEOUT > settings.CELERY_TASK_TIME_LIMIT
     # The SQLAlchemy transport hands its options to create_engine, which refuses unknown keys.

@@ -21,10 +21,14 @@ from django.db.models.signals import post_migrate  # noqa: E402
 
 
 def _transport_options(broker_url: str) -> dict:
-    # Only Redis has a visibility timeout; the SQLAlchemy transport passes
-    # its options to create_engine, which refuses unknown ones.
+    # Only Redis has a visibility timeout and socket timeouts; the SQLAlchemy
+    # transport passes its options to create_engine, which refuses unknown ones.
     if broker_url.startswith(("redis://", "rediss://", "redis+socket://")):
-        return {"visibility_timeout": settings.CELERY_BROKER_VISIBILITY_TIMEOUT}
+        return {
+            "visibility_timeout": settings.CELERY_BROKER_VISIBILITY_TIMEOUT,
+            "socket_timeout": settings.CELERY_BROKER_SOCKET_TIMEOUT,
+            "socket_connect_timeout": settings.CELERY_BROKER_SOCKET_TIMEOUT,
+        }
     return {}
 
 
