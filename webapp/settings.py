@@ -239,7 +239,7 @@ CELERY_BROKER_VISIBILITY_TIMEOUT = env_int(
 # Longest wait for Redis to answer one command. Without it, a broker that keeps the connection open but
 # never answers (a hung server, a failover, a firewall dropping the flow) holds an upload's publish, the
 # readiness check and the sweep for ever; a publish that times out leaves its studies to the sweep.
-CELERY_BROKER_SOCKET_TIMEOUT = env_float("CELERY_BROKER_SOCKET_TIMEOUT", 5.0, minimum=0.5, maximum=300.0)
+CELERY_BROKER_SOCKET_TIMEOUT = env_float("CELERY_BROKER_SOCKET_TIMEOUT", 2.0, minimum=0.5, maximum=300.0)
 # On a cold shutdown (SIGQUIT, or SIGTERM under REMAP_SIGTERM=SIGQUIT, as
 # `make run` sets it) a running chunk gets this long to finish before its
 # message goes back to the queue unacknowledged.
