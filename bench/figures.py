@@ -24,7 +24,7 @@ def machine() -> str:
     """What a figure was measured on, as ``2 CPUs (AMD EPYC; AVX2)``.
 
     The same code runs at very different speeds on two 2-core machines (the
-    model alone: 700-735 studies/s on one Intel Xeon, 1,075-1,246 on
+    model alone: 700-735 studies/s on one Intel Xeon, 1,076-1,246 on
     another, 187-289 on an AMD EPYC), so every benchmark names the processor
     beside its figures, with the widest vector units TensorFlow's CPU
     kernels can use: cloud processors often share one masked name.
