@@ -1,6 +1,7 @@
 # One image for web, worker and beat (docker-compose.yml picks the command).
 # `--build-arg TF_VARIANT=gpu` builds the GPU worker's image: TensorFlow with
-# its CUDA libraries (tensorflow[and-cuda]) instead of the CPU build.
+# its CUDA libraries (tensorflow[and-cuda]) instead of the CPU build, with
+# every other package at the version the CPU image is tested with.
 FROM python:3.11-slim
 ARG TF_VARIANT=cpu
 
@@ -11,7 +12,8 @@ COPY requirements.txt constraints.txt ./
 RUN pip install --no-cache-dir -r requirements.txt -c constraints.txt \
  && if [ "$TF_VARIANT" = gpu ]; then \
       pip uninstall --yes tensorflow-cpu \
-      && pip install --no-cache-dir "tensorflow[and-cuda]==$(sed -n 's/^tensorflow[-_]cpu==//p' constraints.txt)"; \
+      && pip install --no-cache-dir "tensorflow[and-cuda]==$(sed -n 's/^tensorflow[-_]cpu==//p' constraints.txt)" \
+           -c constraints.txt; \
     elif [ "$TF_VARIANT" != cpu ]; then echo "TF_VARIANT must be cpu or gpu" >&2; exit 1; fi
 
 COPY . .

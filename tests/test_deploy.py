@@ -73,6 +73,9 @@ def test_compose_has_a_gpu_worker_that_builds_tensorflow_with_cuda_and_reserves_
     assert 'TF_FORCE_GPU_ALLOW_GROWTH: "true"' in service
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "ARG TF_VARIANT=cpu" in dockerfile and "tensorflow[and-cuda]" in dockerfile
+    # The GPU install keeps numpy, Keras, protobuf … at the tested versions.
+    gpu_install = dockerfile[dockerfile.index('"tensorflow[and-cuda]') :].split(";")[0]
+    assert "-c constraints.txt" in gpu_install
     # The version the GPU image installs is read from constraints.txt: it must be there.
     import re
 
