@@ -10,7 +10,8 @@
     worker processes → results in PostgreSQL, timed from the first upload byte
     to the last result; with ``--scale`` once per configuration WORKERSxCONCURRENCY
     (worker processes x pool processes each), with the scaling efficiency
-    against the first configuration;
+    against the first configuration and the cores the worker processes kept
+    busy from the commit to the last result (CPU seconds from /proc);
 then a single study submitted to an idle system, repeated, for its latency.
 The overlay PNG is no longer drawn by the worker (it is drawn when a study is
 first viewed); its cost per study is printed for reference.
@@ -95,8 +96,30 @@ def overlay_ms(files, explainer, count: int = 32) -> float:
     return (time.perf_counter() - started) * 1000 / len(prepared)
 
 
+def worker_pids(worker) -> list[int]:
+    """A worker's main process and its pool processes."""
+    pid = worker.process.pid
+    return [pid] + [int(p) for p in os.popen(f"pgrep -P {pid}").read().split()]
+
+
+def cpu_seconds(pool) -> float:
+    """CPU seconds that the worker processes of ``pool`` (main and pool processes) have used so far."""
+    total = 0.0
+    for worker in pool:
+        for pid in worker_pids(worker):
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+    return total
+
+
 def through_queue(files, user, env, logs: Path, run: int, workers: int, concurrency: int):
-    """(c) with ``workers`` worker processes of ``concurrency`` pool processes: seconds, DONE, latencies, workers.
+    """(c) with ``workers`` worker processes of ``concurrency`` pool processes.
+
+    Returns seconds, submission seconds, DONE, latencies, the cores the
+    workers kept busy from the commit to the last result, and the workers.
 
     Every run gets its own bytes (``run`` is its place in ``--scale``, which
     may name a configuration twice): a file scored in an earlier batch would
@@ -133,13 +156,14 @@ def through_queue(files, user, env, logs: Path, run: int, workers: int, concurre
         )
         started, first_byte = time.perf_counter(), timezone.now()
         batch = submit(user, Batch.Source.API, [(n, io.BytesIO(d)) for n, d in files]).batch
-        submitted = time.perf_counter()
+        submitted, worker_cpu = time.perf_counter(), cpu_seconds(pool)
         wait_until(
             lambda: not Study.objects.filter(batch=batch, status__in=Study.UNFINISHED).exists(), 1800, 0.2, pool[0].log
         )
         # Up to the last result as the worker stamped it, not as the 0.2 s poll saw it.
         last = Study.objects.filter(batch=batch).aggregate(last=Max("finished_at"))["last"]
         seconds = (last - first_byte).total_seconds()
+        busy = (cpu_seconds(pool) - worker_cpu) / max(seconds - (submitted - started), 1e-9)
     except BaseException:
         for worker in pool:
             worker.stop()
@@ -147,7 +171,7 @@ def through_queue(files, user, env, logs: Path, run: int, workers: int, concurre
     rows = list(Study.objects.filter(batch=batch).values_list("status", "created_at", "finished_at"))
     done = sum(1 for status, *_ in rows if status == Study.Status.DONE)
     latencies = [(finished - created).total_seconds() * 1000 for _, created, finished in rows if finished]
-    return seconds, submitted - started, done, latencies, pool
+    return seconds, submitted - started, done, latencies, busy, pool
 
 
 def main() -> None:
@@ -221,7 +245,7 @@ def main() -> None:
         for run, (workers, concurrency) in enumerate(scales):
             for worker in pool:
                 worker.stop()
-            seconds_c, submission, done, latencies_c, pool = through_queue(
+            seconds_c, submission, done, latencies_c, busy, pool = through_queue(
                 files, user, env, logs, run, workers, concurrency
             )
             rate = len(files) / seconds_c
@@ -237,6 +261,7 @@ def main() -> None:
                 f"      submission (store, rows, enqueue) {submission:.1f} s of {seconds_c:.1f} s; "
                 f"{done}/{len(files)} DONE; scaling efficiency {efficiency:.2f}"
             )
+            print(f"      worker processes kept {busy:.2f} of {os.cpu_count()} cores busy from commit to last result")
         seconds_c = len(files) / rates[0]
         print(f"ratio (c)/(b): {(len(files) / seconds_c) / (len(files) / seconds_b):.2f}")
         print(f"ratio (c)/(a): {(len(files) / seconds_c) / (len(files) / seconds_a):.2f}")
@@ -263,7 +288,7 @@ def main() -> None:
         print(f"single study on an idle system: {p50_p95(single, width=0, decimals=0)}   (n={len(single)})")
 
         peaks = []
-        for pid in [worker.process.pid] + [int(p) for p in os.popen(f"pgrep -P {worker.process.pid}").read().split()]:
+        for pid in worker_pids(worker):
             try:
                 status = Path(f"/proc/{pid}/status").read_text()
             except OSError:
