@@ -20,6 +20,7 @@ import re
 import struct
 import traceback
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
@@ -503,16 +504,19 @@ def _tabulated_gray8(stored: np.ndarray, dataset: pydicom.Dataset, photometric: 
     LUT, 39 and 35 ms with a window alone, with identical pixels in every
     case (``bench.score_drift lookup``, issue 14).
     """
-    extremes = apply_modality_lut(np.array([stored.min(), stored.max()], dtype=stored.dtype), dataset)
+
+    def extremes() -> np.ndarray:  # asked for only when there is no window to apply
+        return apply_modality_lut(np.array([stored.min(), stored.max()], dtype=stored.dtype), dataset)
+
     return _per_value(
         stored, lambda levels: _gray8(apply_modality_lut(levels, dataset), dataset, photometric, extremes)
     )
 
 
 def _apply_display_transform(
-    values: np.ndarray, dataset: pydicom.Dataset, extremes: np.ndarray | None = None
+    values: np.ndarray, dataset: pydicom.Dataset, extremes: Callable[[], np.ndarray] | None = None
 ) -> np.ndarray:
-    """Float grey in [0, 255]: VOI LUT if present, else the window, else min..max of ``extremes`` (or of ``values``)."""
+    """Float grey in [0, 255]: VOI LUT if present, else the window, else min..max of ``extremes()`` or ``values``."""
     if dataset.get("VOILUTSequence"):
         try:
             return _apply_voi_lut_sequence(values, dataset.VOILUTSequence[0], dataset)
@@ -523,7 +527,7 @@ def _apply_display_transform(
             return _apply_window(values, dataset)
         except (ValueError, TypeError, IndexError, AttributeError, KeyError) as exc:
             logger.info("ignoring an unusable window (%s)", type(exc).__name__)
-    return _stretch(values, values if extremes is None else extremes)
+    return _stretch(values, values if extremes is None else extremes())
 
 
 def _apply_window(values: np.ndarray, dataset: pydicom.Dataset) -> np.ndarray:
