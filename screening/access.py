@@ -3,6 +3,11 @@
 Submitters see what they submitted; radiologists and auditors (the
 ``view_all_studies`` permission) see every study. Views turn "not visible"
 into 404, never 403, so that ids do not reveal what exists.
+
+Site-validation batches are no one's clinical work: their films are labelled
+test cases, so no worklist, export, study page, FHIR or DICOM object shows
+them. Their own pages (``screening.site_views``) read them through the
+validation instead.
 """
 
 from __future__ import annotations
@@ -20,17 +25,19 @@ REVIEW = "screening.review_study"
 def visible_batches(user) -> QuerySet[Batch]:
     if not user.is_authenticated:
         return Batch.objects.none()
+    clinical = Batch.objects.filter(kind=Batch.Kind.CLINICAL)
     if user.has_perm(VIEW_ALL):
-        return Batch.objects.all()
-    return Batch.objects.filter(submitted_by=user)
+        return clinical
+    return clinical.filter(submitted_by=user)
 
 
 def visible_studies(user) -> QuerySet[Study]:
     if not user.is_authenticated:
         return Study.objects.none()
+    clinical = Study.objects.filter(batch__kind=Batch.Kind.CLINICAL)
     if user.has_perm(VIEW_ALL):
-        return Study.objects.all()
-    return Study.objects.filter(batch__submitted_by=user)
+        return clinical
+    return clinical.filter(batch__submitted_by=user)
 
 
 def can_submit(user) -> bool:

@@ -106,12 +106,20 @@ def send_results_to_pacs(modeladmin, request, queryset):
 
 @admin.register(Batch)
 class BatchAdmin(admin.ModelAdmin):
-    list_display = ("id", "created_at", "submitted_by", "source", "name", "files_received")
-    list_filter = ("source", "created_at")
+    list_display = ("id", "created_at", "submitted_by", "kind", "source", "name", "files_received")
+    list_filter = ("kind", "source", "created_at")
     search_fields = ("name", "submitted_by__username")
     date_hierarchy = "created_at"
     list_select_related = ("submitted_by",)
-    readonly_fields = ("submitted_by", "source", "files_received", "upload_report", "created_at", "updated_at")
+    readonly_fields = (
+        "submitted_by",
+        "kind",
+        "source",
+        "files_received",
+        "upload_report",
+        "created_at",
+        "updated_at",
+    )
     inlines = [StudyInline]
 
 

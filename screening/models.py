@@ -38,7 +38,17 @@ class Batch(TimeStamped):
     submitted_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="batches", verbose_name=_("submitted by")
     )
+
+    class Kind(models.TextChoices):
+        CLINICAL = "clinical", _("Clinical")
+        VALIDATION = "validation", _("Site validation")
+
     source = models.CharField(max_length=8, choices=Source.choices, verbose_name=_("source"))
+    # A site validation's labelled films are scored like any batch but are not patients
+    # waiting for a read: they never reach a worklist, an export, FHIR or PACS.
+    kind = models.CharField(
+        max_length=10, choices=Kind.choices, default=Kind.CLINICAL, db_default=Kind.CLINICAL, verbose_name=_("kind")
+    )
     name = models.CharField(
         max_length=255, blank=True, help_text=_("Zip or folder name, when there was one."), verbose_name=_("name")
     )
@@ -170,6 +180,8 @@ class Study(TimeStamped):
     )
     declared_age_years = models.FloatField(null=True, blank=True, verbose_name=_("declared age (years)"))
 
+    # ``ml.serving.fingerprint`` of the model input, for site-validation cases: a training image is found by it.
+    fingerprint = models.CharField(max_length=64, blank=True, verbose_name=_("image fingerprint"))
     image_width = models.PositiveIntegerField(null=True, blank=True, verbose_name=_("image width"))
     image_height = models.PositiveIntegerField(null=True, blank=True, verbose_name=_("image height"))
     # DICOM attributes, when the file had them. No patient name or id is kept.

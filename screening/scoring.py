@@ -23,12 +23,13 @@ from django.utils import timezone
 from ml.serving import pipeline, population
 from ml.serving.calibration import shift_prevalence
 from ml.serving.decode import UnscorableInput
+from ml.serving.fingerprint import fingerprint
 from ml.serving.gate import ChestXrayGate
 from ml.serving.heatmap import ExplainingScreener
 from ml.serving.population_check import PopulationCheck
 from screening import serving
 from screening.dicom import outbox
-from screening.models import DICOM_COLUMNS, Result, SiteSetting, Study
+from screening.models import DICOM_COLUMNS, Batch, Result, SiteSetting, Study
 from screening.population import validated_range
 from screening.queue import release_unfinished
 from screening.selectors import current_site_setting
@@ -76,7 +77,7 @@ def claim(study_ids: Sequence[int], claimant: str = "") -> list[Study]:
         Study.objects.filter(waiting, pk__in=rows).update(
             status=Study.Status.RUNNING, started_at=timezone.now(), attempts=F("attempts") + 1, claimed_by=claimant
         )
-    return list(Study.objects.filter(pk__in=rows, status=Study.Status.RUNNING).order_by("pk"))
+    return list(Study.objects.filter(pk__in=rows, status=Study.Status.RUNNING).select_related("batch").order_by("pk"))
 
 
 def _record_gate_rejection(study: Study, reason: str) -> None:
@@ -191,6 +192,9 @@ def _score_claimed(
         if isinstance(outcome, pipeline.Rejected):
             _record_gate_rejection(study, outcome.reason)
         else:
+            if study.batch.kind == Batch.Kind.VALIDATION:
+                # Only validation cases are compared with the training images (1 ms of CPU a film).
+                study.fingerprint = fingerprint(image.pixels)
             scored.append((study, outcome, _population_verdict(study, image, outcome, ages)))
     if scored:
         per_study_ms = timings.get("gate + model + heatmap", 0.0) * 1000 / len(scored)
@@ -285,7 +289,9 @@ def _write_results(
                 Result.objects.filter(study__in=finished, model_version=explainer.version).values_list("pk", flat=True)
             )
         dicom = [
-            column for column in [*DICOM_COLUMNS.values(), "study_date"] if any(getattr(s, column) for s in finished)
+            column
+            for column in [*DICOM_COLUMNS.values(), "study_date", "fingerprint"]
+            if any(getattr(s, column) for s in finished)
         ]
         _update_columns(finished, _PER_STUDY_FIELDS + dicom)
         Study.objects.filter(pk__in=[s.pk for s in finished]).update(

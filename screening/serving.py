@@ -79,6 +79,24 @@ def model_card() -> dict:
         return {}
 
 
+@functools.lru_cache(maxsize=2)
+def _read_fingerprints(path: str, mtime: float):
+    from ml.serving.fingerprint import TrainingFingerprints
+
+    return TrainingFingerprints.load(Path(path).parent)
+
+
+def training_fingerprints():
+    """The served model's training fingerprints (``ml.serving.fingerprint``), or None when it ships none."""
+    from ml.serving.fingerprint import FILE_NAME
+
+    path = model_dir() / FILE_NAME
+    try:
+        return _read_fingerprints(str(path), path.stat().st_mtime)
+    except FileNotFoundError:
+        return None
+
+
 def current_model_version() -> str:
     """The version the workers serve; raises ``KeyError`` when the card cannot say (re-runs need a real answer)."""
     return str(model_card()["version"])

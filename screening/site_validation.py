@@ -1,22 +1,35 @@
 """Site validation: a hospital measures the served model on its own labelled studies, then may adopt it.
 
 Two ways in: labelled files (a zip or folder with ``NORMAL/`` and
-``PNEUMONIA/`` folders, scored through the normal queue), or the studies its
-radiologists have already reviewed (their finding is the label). The report
-is computed once every case is finished and stored with the model version.
-An administrator may then adopt a site operating point (the threshold that
-reaches a chosen sensitivity on the report) and a site prevalence, but only
-when the report's AUC lower confidence bound reaches
-``SITE_VALIDATION_MIN_AUC``; a report below it says plainly not to rely on
-the model here.
+``PNEUMONIA/`` folders, scored through the normal queue in a batch of their
+own kind that no worklist, export, FHIR or PACS output ever shows), or the
+studies its radiologists have already reviewed (their finding is the label).
+The report is computed once every case is finished and stored with the model
+version.
+
+An administrator may adopt a site operating point only on evidence that
+supports one, because a threshold adopted on weak evidence silently turns
+pneumonias into NORMAL labels:
+
+- enough cases: ``SITE_VALIDATION_MIN_PER_CLASS`` scored cases of each class;
+- independent cases: each case is compared with the fingerprints of every
+  image the model was trained, calibrated or selected on
+  (``ml.serving.fingerprint``); matches are left out of every figure and
+  named, and more than ``MAX_TRAINING_SHARE`` of them refuses adoption;
+- intervals that keep their width on small or perfectly separated samples
+  (``ml.evaluation.intervals``): the AUC's lower bound must reach
+  ``SITE_VALIDATION_MIN_AUC``;
+- the adopted threshold is the highest whose sensitivity's exact
+  (Clopper-Pearson) 95 % lower bound reaches the target; none, no adoption.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 from django.conf import settings
@@ -26,14 +39,24 @@ from django.utils.translation import gettext, gettext_lazy, override
 
 from screening import audit, reasons
 from screening.models import AuditEvent, Batch, Result, Review, SiteSetting, SiteValidation, SiteValidationCase, Study
-from screening.serving import current_model_version, model_card
+from screening.serving import current_model_version, model_card, training_fingerprints
 from screening.submission import NothingAccepted, submit
 
+if TYPE_CHECKING:
+    from ml.serving.fingerprint import Match
+
+log = logging.getLogger(__name__)
+
 LABELS = {"NORMAL": False, "PNEUMONIA": True}
+# A validation below this is refused outright: no figure at all could be computed.
 MIN_CASES_PER_CLASS = 5
-# Below this many cases of a class, a bootstrap interval is too narrow to trust (a perfectly
-# separated 8 + 8 gives 1.000-1.000): the report says so, whatever its verdict.
-SMALL_SAMPLE_PER_CLASS = 50
+# Reports stored before independent cases and exact bounds were required have no ``format``.
+REPORT_FORMAT = 2
+# More matches with training images than this share of the checked cases refuses adoption.
+MAX_TRAINING_SHARE = 0.01
+OVERLAP_CASES_LISTED = 100
+# Targets whose operating point the report shows before anyone adopts one.
+PROPOSED_TARGETS = (0.90, 0.95, 0.97)
 
 # A report's ``verdict`` as shown to people ("running": no report yet).
 VERDICTS = {
@@ -41,6 +64,7 @@ VERDICTS = {
     "insufficient": gettext_lazy("too few cases"),
     "adoptable": gettext_lazy("adoptable"),
     "not_reliable": gettext_lazy("not reliable here"),
+    "not_adoptable": gettext_lazy("not enough independent evidence"),
 }
 
 
@@ -71,7 +95,7 @@ def from_labelled_files(
     """
     with transaction.atomic():
         try:
-            outcome = submit(user, source, files, name=name)
+            outcome = submit(user, source, files, name=name, kind=Batch.Kind.VALIDATION)
         except NothingAccepted as exc:
             refused = "; ".join(f"{r.name}: {reasons.status_message(r.error)}" for r in exc.refusals[:5])
             message = gettext("No file could be accepted (%(refused)s).") % {"refused": refused}
@@ -165,52 +189,205 @@ def progress(validation: SiteValidation) -> tuple[int, int]:
     return studies.filter(status__in=Study.FINISHED).count(), studies.count()
 
 
-def compute_report(validation: SiteValidation) -> dict:
-    """What the report page shows, from the results of the validation's model version."""
-    from ml.evaluation.metrics import at_threshold, bootstrap_ci, reliability_table, roc_auc
+@dataclass(frozen=True)
+class Evidence:
+    """A validation's scored cases, split by whether the model has seen the image before."""
 
-    cases, scored = _scored_cases(validation)
-    statuses = [case.study.status for case in cases]
+    cases: list[SiteValidationCase]  # every case, scored or not
+    independent: list[tuple[SiteValidationCase, Result]]  # counted in every figure
+    training: list[tuple[SiteValidationCase, Result, Match]]  # matched a training image: left out
+    unchecked: list[tuple[SiteValidationCase, Result]]  # no fingerprint could be taken: counted, but a risk
+
+    @property
+    def scored(self) -> int:
+        return len(self.independent) + len(self.training)
+
+    @property
+    def checked(self) -> int:
+        return self.scored - len(self.unchecked)
+
+
+def gather_evidence(validation: SiteValidation) -> Evidence:
+    """The cases with the validation model version's results, each compared with the training fingerprints."""
+    cases = list(validation.cases.select_related("study", "study__duplicate_of"))
+    results = _results_by_study(cases, validation.model_version)
+    scored = [(case, results[case.study_id]) for case in cases if case.study_id in results]
+    _take_missing_fingerprints([case.study for case, _ in scored])
+    known = training_fingerprints()
+    independent, training, unchecked = [], [], []
+    for case, result in scored:
+        value = _fingerprint_of(case.study)
+        if not value or known is None:
+            unchecked.append((case, result))
+            independent.append((case, result))
+            continue
+        match = known.nearest(value)
+        if match.is_training_image:
+            training.append((case, result, match))
+        else:
+            independent.append((case, result))
+    return Evidence(cases, independent, training, unchecked)
+
+
+def _fingerprint_of(study: Study) -> str:
+    return study.fingerprint or (study.duplicate_of.fingerprint if study.duplicate_of_id else "")
+
+
+def _take_missing_fingerprints(studies: list[Study]) -> None:
+    """Fingerprint the cases the worker did not (reviewed studies, linked duplicates) from their stored files.
+
+    A file that is gone (purged by retention) or unreadable leaves the case
+    unchecked; the report counts those.
+    """
+    from ml.serving.decode import UnscorableInput
+    from ml.serving.fingerprint import fingerprint_of_file
+
+    for study in studies:
+        if _fingerprint_of(study):
+            continue
+        source = study.duplicate_of if study.duplicate_of_id and not study.file else study
+        if source.file_purged_at is not None or not source.file:
+            continue
+        try:
+            value = fingerprint_of_file(
+                source.file.path,
+                max_bytes=settings.SCREENING_MAX_FILE_BYTES,
+                max_pixels=settings.SCREENING_MAX_IMAGE_PIXELS,
+            )
+        except (OSError, UnscorableInput) as exc:
+            log.warning("no fingerprint for study %s: %s", study.pk, type(exc).__name__)
+            continue
+        Study.objects.filter(pk=study.pk).update(fingerprint=value)
+        study.fingerprint = value
+
+
+def compute_report(validation: SiteValidation) -> dict:
+    """What the report page shows and what adoption is judged on, from the validation model version's results."""
+    from ml.evaluation.intervals import auc_score_interval
+    from ml.evaluation.metrics import reliability_table, roc_auc
+
+    evidence = gather_evidence(validation)
+    statuses = [case.study.status for case in evidence.cases]
+    y, p = _labels_and_probabilities(evidence.independent)
     report: dict = {
+        "format": REPORT_FORMAT,
         "model_version": validation.model_version,
-        "cases": len(cases),
-        "scored": len(scored),
+        "cases": len(evidence.cases),
+        "scored": evidence.scored,
         "rejected": statuses.count(Study.Status.REJECTED),
         "failed": statuses.count(Study.Status.FAILED),
         "unlabelled": _unlabelled(validation),
+        "min_per_class": settings.SITE_VALIDATION_MIN_PER_CLASS,
         "min_auc_lower_bound": settings.SITE_VALIDATION_MIN_AUC,
+        "training_overlap": _overlap_section(evidence),
+        "n_pneumonia": int(y.sum()),
+        "n_normal": int((~y).sum()),
+        "threshold": float(model_card().get("threshold", 0.5)),
     }
-    y, p = _labels_and_probabilities(scored)
-    outside = [result.population == Study.Population.OUTSIDE for _, result in scored]
-    report["outside_share"] = sum(outside) / len(scored) if scored else None
-    report["n_pneumonia"], report["n_normal"] = int(y.sum()), int((~y).sum())
-    if y.sum() < 2 or (~y).sum() < 2:
-        report["verdict"] = "insufficient"
-        with override("en"):
-            report["message"] = verdict_message(report)
-        return report
-    threshold = float(model_card().get("threshold", 0.5))
-    # Resampled by study: the service keeps no patient identity to group a patient's images by.
-    low, high = bootstrap_ci(lambda idx: roc_auc(y[idx], p[idx]), [str(case.study_id) for case, _ in scored])
-    report.update(
-        {
-            "auc": roc_auc(y, p),
-            "auc_ci": [low, high],
-            "threshold": threshold,
-            # No case above the threshold leaves PPV undefined (NaN), which a JSON column refuses.
-            "at_threshold": _defined(at_threshold(y, p, threshold)),
-            "calibration": reliability_table(y, p, bins=10),
-            "roc": _roc_points(y, p),
-            "prevalence": float(y.mean()),
-        }
-    )
-    report["verdict"] = "adoptable" if low >= settings.SITE_VALIDATION_MIN_AUC else "not_reliable"
-    report["small_sample"] = min(report["n_pneumonia"], report["n_normal"]) < SMALL_SAMPLE_PER_CLASS
+    outside = [result.population == Study.Population.OUTSIDE for _, result in evidence.independent]
+    report["outside_share"] = sum(outside) / len(outside) if outside else None
+    if y.sum() >= 2 and (~y).sum() >= 2:
+        auc = roc_auc(y, p)
+        report.update(
+            {
+                "auc": auc,
+                "auc_ci": list(auc_score_interval(auc, int(y.sum()), int((~y).sum()))),
+                "auc_ci_method": "Newcombe score interval (method 5)",
+                "at_threshold": _defined(operating_figures(y, p, report["threshold"])),
+                "proposals": [_defined(proposal(y, p, target)) for target in PROPOSED_TARGETS],
+                "calibration": reliability_table(y, p, bins=10),
+                "roc": _roc_points(y, p),
+                "prevalence": float(y.mean()),
+            }
+        )
+    report["refusals"] = _refusals(report)
+    report["verdict"] = _verdict(report)
     # Stored in English with the report (the audit trail and the command line read it);
     # pages show ``verdict_message`` in the reader's language.
     with override("en"):
         report["message"] = verdict_message(report)
     return report
+
+
+def operating_figures(y: np.ndarray, p: np.ndarray, threshold: float) -> dict:
+    """Confusion counts, sensitivity, specificity, PPV and NPV at ``threshold``, each with its exact 95 % CI."""
+    from ml.evaluation.intervals import clopper_pearson
+    from ml.evaluation.metrics import at_threshold
+
+    figures = at_threshold(y, p, threshold)
+    c = figures["confusion"]
+    figures["ci"] = {
+        "sensitivity": list(clopper_pearson(c["tp"], c["tp"] + c["fn"])),
+        "specificity": list(clopper_pearson(c["tn"], c["tn"] + c["fp"])),
+        "ppv": list(clopper_pearson(c["tp"], c["tp"] + c["fp"])),
+        "npv": list(clopper_pearson(c["tn"], c["tn"] + c["fn"])),
+    }
+    return figures
+
+
+def proposal(y: np.ndarray, p: np.ndarray, target: float) -> dict:
+    """The operating point adoption would set for ``target``, or how many pneumonia cases it would need."""
+    from ml.evaluation.intervals import clopper_pearson, pneumonia_needed, sensitivity_threshold
+
+    found = sensitivity_threshold(y, p, target)
+    n = int(y.sum())
+    if found is None:
+        return {
+            "target": target,
+            "threshold": None,
+            "best_lower_bound": clopper_pearson(n, n)[0] if n else 0.0,
+            "pneumonia_needed": pneumonia_needed(target),
+        }
+    return {"target": target, **operating_figures(y, p, found[0])}
+
+
+def _overlap_section(evidence: Evidence) -> dict:
+    from ml.serving.fingerprint import MATCH_MAX_BITS
+
+    matched = sorted(evidence.training, key=lambda item: item[0].study.original_name)
+    return {
+        "checked": evidence.checked,
+        "unchecked": len(evidence.unchecked),
+        "matched": len(matched),
+        "share": len(matched) / evidence.checked if evidence.checked else None,
+        "max_share": MAX_TRAINING_SHARE,
+        "max_bits": MATCH_MAX_BITS,
+        "fingerprints_shipped": training_fingerprints() is not None,
+        "cases": [
+            {
+                "study": case.study_id,
+                "name": case.study.original_name,
+                "training_image": match.training_image,
+                "bits": match.distance,
+            }
+            for case, _, match in matched[:OVERLAP_CASES_LISTED]
+        ],
+    }
+
+
+def _refusals(report: dict) -> list[str]:
+    """Why the report does not allow adoption, most basic first; empty when it does."""
+    refusals = []
+    overlap = report["training_overlap"]
+    if min(report["n_pneumonia"], report["n_normal"]) < report["min_per_class"]:
+        refusals.append("too_few")
+    if overlap["share"] is not None and overlap["share"] > overlap["max_share"]:
+        refusals.append("training_overlap")
+    if not overlap["fingerprints_shipped"]:
+        refusals.append("no_fingerprints")
+    elif report["scored"] and overlap["unchecked"] / report["scored"] > overlap["max_share"]:
+        refusals.append("unchecked")
+    if "auc" in report and report["auc_ci"][0] < report["min_auc_lower_bound"]:
+        refusals.append("auc_low")
+    return refusals
+
+
+def _verdict(report: dict) -> str:
+    if "auc" not in report:
+        return "insufficient"
+    if "auc_low" in report["refusals"]:
+        return "not_reliable"
+    return "not_adoptable" if report["refusals"] else "adoptable"
 
 
 def verdict_label(report: dict | None) -> str:
@@ -220,56 +397,99 @@ def verdict_label(report: dict | None) -> str:
 
 
 def verdict_message(report: dict) -> str:
-    """The report's conclusion in the active language, from the figures it holds."""
-    if report["verdict"] == "insufficient":
+    """The report's conclusion in plain words, in the active language, from the figures it holds."""
+    if report.get("format", 1) < REPORT_FORMAT:
         return gettext(
-            "Only %(pneumonia)d pneumonia and %(normal)d normal cases could be scored (%(rejected)d rejected, "
-            "%(failed)d failed): too few to measure the model here. Do not rely on the model at this site."
-        ) % {
-            "pneumonia": report["n_pneumonia"],
-            "normal": report["n_normal"],
-            "rejected": report["rejected"],
-            "failed": report["failed"],
-        }
-    figures = {
-        "auc": number_format(report["auc"], 3),
-        "low": number_format(report["auc_ci"][0], 3),
-        "high": number_format(report["auc_ci"][1], 3),
-        "n": report["n_pneumonia"] + report["n_normal"],
-        "bound": number_format(report["min_auc_lower_bound"], 2),
-    }
-    if report["verdict"] == "adoptable":
-        message = gettext(
-            "AUC %(auc)s (95 %% CI %(low)s–%(high)s) on %(n)d cases: the lower bound reaches %(bound)s. "
-            "An administrator may adopt a site operating point."
+            "This report was computed before adoption required independent cases and exact confidence bounds; "
+            "run a new validation to adopt an operating point."
+        )
+    sentences = []
+    if report["verdict"] == "insufficient":
+        sentences.append(
+            gettext(
+                "Only %(pneumonia)d pneumonia and %(normal)d normal cases the model never trained on could be "
+                "scored (%(rejected)d rejected, %(failed)d failed): too few to measure the model here."
+            )
+            % {
+                "pneumonia": report["n_pneumonia"],
+                "normal": report["n_normal"],
+                "rejected": report["rejected"],
+                "failed": report["failed"],
+            }
         )
     else:
-        message = gettext(
-            "AUC %(auc)s (95 %% CI %(low)s–%(high)s) on %(n)d cases: the lower bound is below %(bound)s. "
-            "The model is not shown to work for this site's patients; we recommend not relying on it here."
+        figures = {
+            "auc": number_format(report["auc"], 3),
+            "low": number_format(report["auc_ci"][0], 3),
+            "high": number_format(report["auc_ci"][1], 3),
+            "n": report["n_pneumonia"] + report["n_normal"],
+            "bound": number_format(report["min_auc_lower_bound"], 2),
+        }
+        if "auc_low" in report["refusals"]:
+            sentences.append(
+                gettext(
+                    "AUC %(auc)s (95 %% CI %(low)s–%(high)s) on %(n)d cases: the lower bound is below %(bound)s. "
+                    "The model is not shown to work for this site's patients; we recommend not relying on it here."
+                )
+                % figures
+            )
+        else:
+            sentences.append(
+                gettext("AUC %(auc)s (95 %% CI %(low)s–%(high)s) on %(n)d cases: the lower bound reaches %(bound)s.")
+                % figures
+            )
+    sentences += [_refusal_sentence(code, report) for code in report["refusals"] if code != "auc_low"]
+    if report["verdict"] == "adoptable":
+        sentences.append(gettext("An administrator may adopt a site operating point."))
+    elif report["verdict"] != "not_reliable":
+        sentences.append(gettext("No site operating point can be adopted from this report."))
+    return " ".join(sentences)
+
+
+def _refusal_sentence(code: str, report: dict) -> str:
+    overlap = report["training_overlap"]
+    if code == "too_few":
+        return gettext(
+            "Adoption needs at least %(min)d scored cases of each class that the model never trained on; this "
+            "report has %(pneumonia)d pneumonia and %(normal)d normal, so %(more_pneumonia)d more pneumonia and "
+            "%(more_normal)d more normal cases are needed."
+        ) % {
+            "min": report["min_per_class"],
+            "pneumonia": report["n_pneumonia"],
+            "normal": report["n_normal"],
+            "more_pneumonia": max(0, report["min_per_class"] - report["n_pneumonia"]),
+            "more_normal": max(0, report["min_per_class"] - report["n_normal"]),
+        }
+    if code == "training_overlap":
+        return gettext(
+            "%(matched)d of %(checked)d cases are images the model was trained, calibrated or selected on "
+            "(%(share)s %%; at most %(max)s %% is allowed). They are left out of every figure above and listed "
+            "below; a validation must use the site's own studies."
+        ) % {
+            "matched": overlap["matched"],
+            "checked": overlap["checked"],
+            "share": number_format(100 * overlap["share"], 1),
+            "max": number_format(100 * overlap["max_share"], 0),
+        }
+    if code == "unchecked":
+        return gettext(
+            "%(unchecked)d cases could not be compared with the model's training images (their original files "
+            "are gone or unreadable); at most %(max)s %% may be unchecked."
+        ) % {"unchecked": overlap["unchecked"], "max": number_format(100 * overlap["max_share"], 0)}
+    if code == "no_fingerprints":
+        return gettext(
+            "The served model ships no fingerprints of its training images, so no case can be shown to be new to it."
         )
-    message %= figures
-    if report.get("small_sample"):
-        message += " " + gettext(
-            "Fewer than %(n)d cases of a class: the interval is optimistic; validate on more studies before "
-            "relying on an adopted operating point."
-        ) % {"n": SMALL_SAMPLE_PER_CLASS}
-    return message
+    raise ValueError(f"unknown refusal {code!r}")
 
 
-def _defined(values: dict) -> dict:
-    """The same figures with undefined ones (NaN) as None."""
-    return {
-        k: _defined(v) if isinstance(v, dict) else None if isinstance(v, float) and math.isnan(v) else v
-        for k, v in values.items()
-    }
-
-
-def _scored_cases(validation: SiteValidation) -> tuple[list[SiteValidationCase], list[tuple]]:
-    """All cases, and (case, result) for those the validation's model version scored."""
-    cases = list(validation.cases.select_related("study"))
-    results = _results_by_study(cases, validation.model_version)
-    return cases, [(case, results[case.study_id]) for case in cases if case.study_id in results]
+def _defined(values):
+    """The same figures with undefined ones (NaN) as None, in dicts and lists at any depth."""
+    if isinstance(values, dict):
+        return {k: _defined(v) for k, v in values.items()}
+    if isinstance(values, (list, tuple)):
+        return [_defined(v) for v in values]
+    return None if isinstance(values, float) and math.isnan(values) else values
 
 
 def _labels_and_probabilities(scored: list[tuple]) -> tuple[np.ndarray, np.ndarray]:
@@ -305,30 +525,19 @@ def _roc_points(y: np.ndarray, p: np.ndarray, limit: int = 200) -> list[list[flo
     return [[round(float(x), 4), round(float(t), 4)] for x, t in points]
 
 
-@dataclass(frozen=True)
-class OperatingPoint:
-    threshold: float
-    sensitivity: float
-    specificity: float
-
-
-def operating_point(validation: SiteValidation, target_sensitivity: float) -> OperatingPoint:
-    """The highest threshold whose sensitivity on the report's cases reaches ``target_sensitivity``."""
-    from ml.evaluation.metrics import at_threshold, threshold_for_sensitivity
-
-    y, p = _labels_and_probabilities(_scored_cases(validation)[1])
-    threshold = float(threshold_for_sensitivity(y, p, target_sensitivity))
-    measured = at_threshold(y, p, threshold)
-    return OperatingPoint(threshold, measured["sensitivity"], measured["specificity"])
+def operating_point(validation: SiteValidation, target_sensitivity: float) -> dict:
+    """What adopting ``target_sensitivity`` would set, on the report's independent cases (see ``proposal``)."""
+    y, p = _labels_and_probabilities(gather_evidence(validation).independent)
+    return _defined(proposal(y, p, target_sensitivity))
 
 
 def adopt(validation: SiteValidation, user, *, target_sensitivity: float, prevalence: float | None) -> SiteSetting:
-    """Adopt a site operating point from ``validation``; ``AdoptionRefused`` says why not."""
+    """Adopt a site operating point from ``validation``; ``AdoptionRefused`` says why not, in plain words."""
     refresh(validation)
     report = validation.report
     if report is None:
         raise AdoptionRefused(gettext("The validation is still running; adopt once every case is finished."))
-    if report.get("verdict") != "adoptable":
+    if report.get("format", 1) < REPORT_FORMAT or report.get("verdict") != "adoptable":
         raise AdoptionRefused(verdict_message(report))
     if validation.model_version != current_model_version():
         raise AdoptionRefused(
@@ -337,7 +546,7 @@ def adopt(validation: SiteValidation, user, *, target_sensitivity: float, preval
             )
             % {"measured": validation.model_version, "served": current_model_version()}
         )
-    if not 0.5 <= target_sensitivity <= 1.0 or math.isnan(target_sensitivity):
+    if math.isnan(target_sensitivity) or not 0.5 <= target_sensitivity <= 1.0:
         raise AdoptionRefused(gettext("The target sensitivity must be between 0.50 and 1.00."))
     if prevalence is not None:
         if not 0.01 <= prevalence <= 0.99:
@@ -347,12 +556,26 @@ def adopt(validation: SiteValidation, user, *, target_sensitivity: float, preval
                 gettext("The served model's card does not say which prevalence it is calibrated for.")
             )
     point = operating_point(validation, target_sensitivity)
+    if point["threshold"] is None:
+        raise AdoptionRefused(
+            gettext(
+                "No threshold reaches a sensitivity of %(target)s with 95 %% confidence on these %(n)d pneumonia "
+                "cases: even catching every one, the lower bound is %(bound)s. Choose a lower target, or validate "
+                "on at least %(needed)d pneumonia cases."
+            )
+            % {
+                "target": number_format(target_sensitivity, 2),
+                "n": report["n_pneumonia"],
+                "bound": number_format(point["best_lower_bound"], 3),
+                "needed": point["pneumonia_needed"],
+            }
+        )
     with transaction.atomic():
         setting = SiteSetting.objects.create(
             validation=validation,
             model_version=validation.model_version,
             target_sensitivity=target_sensitivity,
-            threshold=point.threshold,
+            threshold=point["threshold"],
             prevalence=prevalence,
             adopted_by=user,
         )
@@ -364,8 +587,11 @@ def adopt(validation: SiteValidation, user, *, target_sensitivity: float, preval
             model_version=setting.model_version,
             threshold=setting.threshold,
             target_sensitivity=target_sensitivity,
-            sensitivity_on_report=point.sensitivity,
-            specificity_on_report=point.specificity,
+            sensitivity_on_report=point["sensitivity"],
+            sensitivity_ci=point["ci"]["sensitivity"],
+            specificity_on_report=point["specificity"],
+            specificity_ci=point["ci"]["specificity"],
+            confusion=point["confusion"],
             prevalence=prevalence,
         )
     return setting

@@ -5,6 +5,8 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.formats import number_format
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
 from screening import access, site_validation
@@ -71,6 +73,7 @@ def site_validation_detail(request, validation_id: int):
             "total": total,
             "roc_points": _svg_points(report.get("roc", [])) if report else "",
             "calibration_points": _calibration_points(report) if report else [],
+            "operating_rows": _operating_rows(report) if report else [],
             "adopt_form": AdoptForm(),
             "can_adopt": request.user.has_perm(VALIDATE) and bool(report) and report.get("verdict") == "adoptable",
             "settings": validation.settings.select_related("adopted_by").order_by("-created_at"),
@@ -101,8 +104,15 @@ def site_validation_adopt(request, validation_id: int):
     else:
         messages.success(
             request,
-            f"Adopted for model {setting.model_version}: threshold {setting.threshold:.3f} "
-            f"(sensitivity target {setting.target_sensitivity:.2f}). Results from now on use it.",
+            _(
+                "Adopted for model %(version)s: threshold %(threshold)s (sensitivity target %(target)s). "
+                "Results from now on use it."
+            )
+            % {
+                "version": setting.model_version,
+                "threshold": number_format(setting.threshold, 3),
+                "target": number_format(setting.target_sensitivity, 2),
+            },
         )
     return redirect("screening:site_validation_detail", validation_id=validation.pk)
 
@@ -122,3 +132,24 @@ def _calibration_points(report: dict) -> list[dict]:
         for row in report.get("calibration", [])
         if row["n"]
     ]
+
+
+_RATES = ("sensitivity", "specificity", "ppv", "npv")
+
+
+def _operating_rows(report: dict) -> list[dict]:
+    """The model's threshold and each proposed target, with every rate and its interval, for the table."""
+    if "at_threshold" not in report:
+        return []
+    rows = [{"title": _("The model's threshold"), "figures": report["at_threshold"]}]
+    for proposal in report.get("proposals", []):
+        title = _("Proposed for sensitivity ≥ %(target)s") % {"target": number_format(proposal["target"], 2)}
+        rows.append({"title": title, "figures": proposal})
+    for row in rows:
+        figures = row["figures"]
+        if figures.get("threshold") is not None:
+            row["cells"] = [
+                {"value": figures[name], "low": figures["ci"][name][0], "high": figures["ci"][name][1]}
+                for name in _RATES
+            ]
+    return rows

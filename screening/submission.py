@@ -131,8 +131,11 @@ def submit(
     name: str = "",
     limits: Limits | None = None,
     declaration: Declaration | None = None,
+    kind: str = Batch.Kind.CLINICAL,
 ) -> SubmissionOutcome:
     """Accept what can be accepted from ``files`` as one new batch.
+
+    ``kind`` is VALIDATION only for a site validation's labelled films (``screening.site_validation``).
 
     ``declaration`` is what the submitter says about the patients (group or
     age); every study of the batch carries it into its population verdict.
@@ -142,7 +145,7 @@ def submit(
     declaration = declaration or Declaration()
     written: list[str] = []
     try:
-        return _submit(user, source, files, name, limits, declaration, written)
+        return _submit(user, source, files, name, limits, declaration, kind, written)
     except BaseException:
         # Nothing of a failed submission stays behind: its rows roll back, and
         # so do the files it wrote (files it reused belong to earlier studies).
@@ -150,17 +153,17 @@ def submit(
         raise
 
 
-def _submit(user, source, files, name, limits, declaration, written) -> SubmissionOutcome:
+def _submit(user, source, files, name, limits, declaration, kind, written) -> SubmissionOutcome:
     storer = _Storer(written)
     try:
-        return _submit_stored_by(storer, user, source, files, name, limits, declaration)
+        return _submit_stored_by(storer, user, source, files, name, limits, declaration, kind)
     finally:
         storer.close()
 
 
-def _submit_stored_by(storer, user, source, files, name, limits, declaration) -> SubmissionOutcome:
+def _submit_stored_by(storer, user, source, files, name, limits, declaration, kind) -> SubmissionOutcome:
     with transaction.atomic():
-        batch = Batch.objects.create(submitted_by=user, source=source, name=name[:255])
+        batch = Batch.objects.create(submitted_by=user, source=source, name=name[:255], kind=kind)
         outcome = SubmissionOutcome(batch=batch)
         first_name_by_sha: dict[str, str] = {}
         received = 0

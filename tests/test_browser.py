@@ -200,8 +200,27 @@ def test_outside_lane_and_site_validation_in_a_browser(page, live_server, worker
             break
         page.wait_for_timeout(2000)
         page.reload()
+    # The fixtures are the model's own training films: the report names them and refuses adoption.
+    assert page.get_attribute("#site-report", "data-verdict") == "insufficient"
+    assert "are images the model was trained, calibrated or selected on" in page.inner_text("#site-verdict")
+    assert page.locator("#adopt-form").count() == 0
+    shot(page, "09-site-report-refused")
+
+    # A validation on enough films the model never saw (factory results) can be adopted.
+    from screening.models import SiteValidation
+    from screening.serving import current_model_version
+    from tests.test_site_validation import cases, separated
+
+    independent = SiteValidation.objects.create(
+        created_by=User.objects.get(username="ada"),
+        source=SiteValidation.Source.LABELLED_FILES,
+        model_version=current_model_version(),
+    )
+    cases(independent, separated())
+    page.goto(f"{base}/site-validation/{independent.pk}/")
     assert page.get_attribute("#site-report", "data-verdict") == "adoptable"
     assert page.locator("#roc").count() == 1 and page.locator("circle.calibration").count() > 0
+    assert page.locator("#site-operating-points tr").count() == 5
     shot(page, "09-site-report")
     page.fill("input[name=target_sensitivity]", "0.95")
     page.click("#adopt-form button[type=submit]")

@@ -192,6 +192,9 @@ API_RATE_LIMIT_PER_MINUTE = env_int("API_RATE_LIMIT_PER_MINUTE", 600, minimum=1)
 SCREENING_MAX_REQUEST_BYTES = env_int("SCREENING_MAX_REQUEST_MB", 2048, minimum=1) * 1024 * 1024
 # A site may adopt its own operating point only when its validation's AUC 95 % CI lower bound reaches this.
 SITE_VALIDATION_MIN_AUC = env_float("SITE_VALIDATION_MIN_AUC", 0.90, minimum=0.5, maximum=1.0)
+# ... and only with at least this many scored cases of each class that the model never trained on.
+# Below 30 a class cannot bound a sensitivity or specificity usefully (30 of 30 gives 0.88 at best).
+SITE_VALIDATION_MIN_PER_CLASS = env_int("SITE_VALIDATION_MIN_PER_CLASS", 100, minimum=30)
 
 # Django refuses multipart bodies with more files than this before our code
 # runs; keep it at the batch limit so the refusal and our message agree.

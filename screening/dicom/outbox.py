@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from screening.dicom import results, sender
 from screening.dicom.nodes import Destination
-from screening.models import Delivery, Result, Study
+from screening.models import Batch, Delivery, Result, Study
 from screening.queue import enqueue_deliveries_on_commit
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,9 @@ def plan(result_ids: Iterable[int]) -> int:
         return 0
     now = timezone.now()
     dicom_results = list(
-        Result.objects.filter(pk__in=list(result_ids), study__format=Study.Format.DICOM).values_list("pk", flat=True)
+        Result.objects.filter(
+            pk__in=list(result_ids), study__format=Study.Format.DICOM, study__batch__kind=Batch.Kind.CLINICAL
+        ).values_list("pk", flat=True)
     )
     existing = set(Delivery.objects.filter(result_id__in=dicom_results).values_list("result_id", "destination", "kind"))
     rows = [
