@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, BinaryIO
 import numpy as np
 from django.conf import settings
 from django.db import transaction
-from django.utils.formats import number_format
+from django.utils.formats import number_format as _number_format
 from django.utils.translation import gettext, gettext_lazy, override
 
 from screening import audit, reasons
@@ -66,6 +66,11 @@ VERDICTS = {
     "not_reliable": gettext_lazy("not reliable here"),
     "not_adoptable": gettext_lazy("not enough independent evidence"),
 }
+
+
+def number_format(value: float, places: int) -> str:
+    """``value`` rounded (Django's ``number_format`` cuts digits off) and written in the active locale."""
+    return _number_format(round(value, places), places)
 
 
 class ValidationRefused(ValueError):
@@ -463,8 +468,8 @@ def _refusal_sentence(code: str, report: dict) -> str:
     if code == "training_overlap":
         return gettext(
             "%(matched)d of %(checked)d cases are images the model was trained, calibrated or selected on "
-            "(%(share)s %%; at most %(max)s %% is allowed). They are left out of every figure above and listed "
-            "below; a validation must use the site's own studies."
+            "(%(share)s %%; at most %(max)s %% is allowed). They are left out of every figure and named in the "
+            "report; a validation must use the site's own studies."
         ) % {
             "matched": overlap["matched"],
             "checked": overlap["checked"],
