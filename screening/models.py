@@ -468,6 +468,8 @@ class AuditEvent(models.Model):
         SITE_ADOPTED = "site_adopted", _("Adopted a site operating point")
         PURGE = "purge", _("Removed original files past the retention period")
         ADMIN_CHANGE = "admin_change", _("Changed data in the admin")
+        MONITORING_ALERT = "monitoring_alert", _("A monitored figure left its band")
+        MONITORING_CLEARED = "monitoring_cleared", _("A monitored figure returned to its band")
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True, verbose_name=_("created"))
     actor = models.ForeignKey(

@@ -10,7 +10,7 @@ from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.utils.translation import gettext as _
 
-from screening import operations
+from screening import monitoring, operations
 
 
 def _has_metrics_token(request) -> bool:
@@ -32,6 +32,7 @@ def metrics(request):
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(operations.SnapshotCollector())
+    registry.register(monitoring.MonitoringCollector())
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 
 
@@ -45,5 +46,63 @@ def system(request):
             "s": snapshot,
             "stale_after": 3 * settings.SCREENING_HEARTBEAT_SECONDS,
             "results": sorted(snapshot.results_by_model.items()),
+            "monitoring_alerts": monitoring.alert_titles(),
+        },
+    )
+
+
+CHART_WIDTH, CHART_HEIGHT = 360, 160
+
+
+def _polyline(values: list[float | None], top: float = 1.0) -> str:
+    """SVG points for ``values`` spread across the chart (gaps skipped), 0 at the bottom and ``top`` at the top."""
+    step = CHART_WIDTH / max(len(values) - 1, 1)
+    return " ".join(
+        f"{i * step:.1f},{CHART_HEIGHT * (1 - min(v, top) / top):.1f}" for i, v in enumerate(values) if v is not None
+    )
+
+
+def _level(value: float, top: float = 1.0) -> str:
+    return f"{CHART_HEIGHT * (1 - min(value, top) / top):.1f}"
+
+
+@staff_member_required
+def monitoring_page(request):
+    """The model watched in use: agreement with the reviewers, score drift and the shares of unusual outcomes."""
+    report = monitoring.check()
+    rates_top = max([0.2] + [row[k] or 0 for row in report.daily for k in ("outside_share", "rejected_share")])
+    bars = [
+        {
+            "x": f"{i * CHART_WIDTH / 10:.1f}",
+            "reference": _level(ref),
+            "reference_h": f"{CHART_HEIGHT - float(_level(ref)):.1f}",
+            "recent": _level(cur),
+            "recent_h": f"{CHART_HEIGHT - float(_level(cur)):.1f}",
+            "label": f"{i / 10:.1f}–{(i + 1) / 10:.1f}",
+        }
+        for i, (ref, cur) in enumerate(zip(report.reference_shares, report.score_shares, strict=False))
+    ]
+    return render(
+        request,
+        "screening/monitoring.html",
+        {
+            "report": report,
+            "figures": list(report.figures.values()),
+            "monitoring_alerts": [f.title for f in report.alerts],
+            "window": settings.MONITORING_WINDOW,
+            "min_cases": settings.MONITORING_MIN_CASES,
+            "width": CHART_WIDTH,
+            "height": CHART_HEIGHT,
+            "agreement_lines": {
+                key: _polyline([row[key] for row in report.monthly]) for key in ("sensitivity", "specificity", "ppv")
+            },
+            "sensitivity_band": _level(settings.MONITORING_MIN_SENSITIVITY),
+            "rate_lines": {
+                key: _polyline([row[key] for row in report.daily], rates_top)
+                for key in ("outside_share", "rejected_share", "failed_share")
+            },
+            "rates_top": rates_top,
+            "outside_band": _level(settings.MONITORING_MAX_OUTSIDE_SHARE, rates_top),
+            "bars": bars,
         },
     )

@@ -73,3 +73,11 @@ def send_delivery_task(delivery_id: int) -> None:
 @shared_task(ignore_result=True, acks_late=False)
 def queue_due_deliveries_task() -> None:
     outbox.queue_due()
+
+
+@shared_task(ignore_result=True, acks_late=False)
+def monitoring_check_task() -> None:
+    """Recompute the figures watched in use; audit any that left or re-entered its band (``screening.monitoring``)."""
+    from screening import monitoring
+
+    monitoring.check()

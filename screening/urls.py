@@ -20,6 +20,7 @@ urlpatterns = [
     path("site-validation/<int:validation_id>/adopt/", site_views.site_validation_adopt, name="site_validation_adopt"),
     path("metrics", system_views.metrics, name="metrics"),
     path("system/", system_views.system, name="system"),
+    path("monitoring/", system_views.monitoring_page, name="monitoring"),
     path("api/v1/studies", api.submit_study, name="api_submit_study"),
     path("dicomweb/studies", dicomweb.store_instances, name="dicomweb_store"),
     path("api/v1/batches", api.submit_batch, name="api_submit_batch"),

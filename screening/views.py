@@ -13,7 +13,7 @@ from django.urls import reverse
 from django.utils.translation import gettext as _
 
 from ml.serving.decode import UnscorableInput
-from screening import access, audit, exports, previews, reasons, selectors, triage
+from screening import access, audit, exports, monitoring, previews, reasons, selectors, triage
 from screening.forms import UploadForm
 from screening.models import AuditEvent, Batch
 from screening.review import ReviewForm, save_review
@@ -136,6 +136,7 @@ def worklist(request):
             "tabs": triage.TABS,
             "tab": tab,
             "counts": triage.tab_counts(request.user, filters),
+            "monitoring_alerts": monitoring.alert_titles(),
             "filters": filters,
             "page": page,
             "query": query.urlencode(),

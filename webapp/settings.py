@@ -196,6 +196,21 @@ SITE_VALIDATION_MIN_AUC = env_float("SITE_VALIDATION_MIN_AUC", 0.90, minimum=0.5
 # Below 30 a class cannot bound a sensitivity or specificity usefully (30 of 30 gives 0.88 at best).
 SITE_VALIDATION_MIN_PER_CLASS = env_int("SITE_VALIDATION_MIN_PER_CLASS", 100, minimum=30)
 
+# Watching the model in use (``screening.monitoring``): each figure over the last MONITORING_WINDOW
+# reviewed or finished clinical studies, judged only with MONITORING_MIN_CASES cases behind it.
+MONITORING_WINDOW = env_int("MONITORING_WINDOW", 200, minimum=20)
+MONITORING_MIN_CASES = env_int("MONITORING_MIN_CASES", 30, minimum=1)
+MONITORING_CHECK_SECONDS = env_int("MONITORING_CHECK_SECONDS", 300, minimum=10)
+# Bands: below a minimum or above a maximum, the System page and the worklist show a banner.
+MONITORING_MIN_SENSITIVITY = env_float("MONITORING_MIN_SENSITIVITY", 0.85, minimum=0.0, maximum=1.0)
+MONITORING_MIN_SPECIFICITY = env_float("MONITORING_MIN_SPECIFICITY", 0.60, minimum=0.0, maximum=1.0)
+MONITORING_MIN_PPV = env_float("MONITORING_MIN_PPV", 0.50, minimum=0.0, maximum=1.0)
+# A population stability index above 0.25 is the usual mark of a population that has changed.
+MONITORING_MAX_PSI = env_float("MONITORING_MAX_PSI", 0.25, minimum=0.0, maximum=10.0)
+MONITORING_MAX_OUTSIDE_SHARE = env_float("MONITORING_MAX_OUTSIDE_SHARE", 0.10, minimum=0.0, maximum=1.0)
+MONITORING_MAX_REJECTED_SHARE = env_float("MONITORING_MAX_REJECTED_SHARE", 0.10, minimum=0.0, maximum=1.0)
+MONITORING_MAX_FAILED_SHARE = env_float("MONITORING_MAX_FAILED_SHARE", 0.02, minimum=0.0, maximum=1.0)
+
 # Django refuses multipart bodies with more files than this before our code
 # runs; keep it at the batch limit so the refusal and our message agree.
 DATA_UPLOAD_MAX_NUMBER_FILES = SCREENING_MAX_BATCH_FILES

@@ -79,6 +79,10 @@ def _reliability_settings() -> dict:
                 "task": "screening.tasks.queue_due_deliveries_task",
                 "schedule": float(settings.SCREENING_SWEEP_INTERVAL_SECONDS),
             },
+            "monitoring-check": {
+                "task": "screening.tasks.monitoring_check_task",
+                "schedule": float(settings.MONITORING_CHECK_SECONDS),
+            },
             "worker-heartbeat": {
                 "task": "screening.tasks.record_heartbeat_task",
                 "schedule": float(settings.SCREENING_HEARTBEAT_SECONDS),
