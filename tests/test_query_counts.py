@@ -16,8 +16,9 @@ def thousand_studies(submitter):
 
 def test_worklist_queries_are_pinned(radiologist, thousand_studies, django_assert_num_queries):
     client = logged_in(radiologist)
-    # session, user, 2x permissions, tab counts, page count, page rows, site setting (banner), session save (3)
-    with django_assert_num_queries(11):
+    # session, user, 2x permissions, tab counts, page count, page rows, site setting (banner), monitoring
+    # alerts (banner), session save (3)
+    with django_assert_num_queries(12):
         response = client.get("/worklist/")
     assert response.status_code == 200 and len(response.context["page"]) == 50
 

@@ -142,28 +142,39 @@ def gate_features(gate: ChestXrayGate, images: np.ndarray, name: str) -> np.ndar
 # --- fitting --------------------------------------------------------------------
 
 
-def sample_weights(y: np.ndarray, groups: np.ndarray) -> np.ndarray:
+def sample_weights(y: np.ndarray, groups: np.ndarray, findings: np.ndarray | None = None) -> np.ndarray:
     """Children and adults weigh the same in total, and so does each adult source.
 
     Without this the 660 covidrdb images (one resampled 224 px source) would
-    dominate what "adult" means.
+    dominate what "adult" means. With ``findings`` (True for pneumonia), normal
+    and pneumonia films also weigh the same within the children and within
+    each adult source, so that clear lungs cannot stand for "adult": the
+    children are 74 % pneumonia, the adults' normals nearly all one hospital's.
     """
     w = np.zeros(len(y))
-    w[y == 0] = 1.0 / max(1, (y == 0).sum())
+    cells = [(y == 0, 1.0)]
     sources = np.unique(groups[y == 1])
-    for source in sources:
-        mask = (y == 1) & (groups == source)
-        w[mask] = 1.0 / (len(sources) * mask.sum())
+    cells += [((y == 1) & (groups == source), 1.0 / len(sources)) for source in sources]
+    for mask, total in cells:
+        if findings is None:
+            w[mask] = total / max(1, mask.sum())
+            continue
+        for finding in (False, True):
+            part = mask & (findings == finding)
+            if part.any():
+                w[part] = total / (2 * part.sum())
     return w * len(y) / w.sum()
 
 
-def fit_logistic(features: np.ndarray, y: np.ndarray, groups: np.ndarray, c: float) -> dict[str, np.ndarray]:
+def fit_logistic(
+    features: np.ndarray, y: np.ndarray, groups: np.ndarray, c: float, findings: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
     from sklearn.linear_model import LogisticRegression
 
     z = transform(features)
     mean, scale = z.mean(axis=0), z.std(axis=0) + 1e-6
     clf = LogisticRegression(C=c, max_iter=5000)
-    clf.fit((z - mean) / scale, y, sample_weight=sample_weights(y, groups))
+    clf.fit((z - mean) / scale, y, sample_weight=sample_weights(y, groups, findings))
     return {"mean": mean, "scale": scale, "coef": clf.coef_[0], "intercept": clf.intercept_}
 
 
@@ -180,29 +191,48 @@ class Data:
 
 
 def training_arrays(data: Data, adult_mask: np.ndarray, child_mask: np.ndarray, augment: bool):
-    """Features, labels and groups (adult source or "child") for one fit."""
+    """Features, labels, groups (adult source or "child") and findings (pneumonia) for one fit."""
     parts = [data.clean] + ([data.degraded] if augment else [])
-    x, y, g = [], [], []
+    x, y, g, f = [], [], [], []
     for part in parts:
         x += [part["child_train"][child_mask], part["adult"][adult_mask]]
         y += [np.zeros(child_mask.sum(), int), np.ones(adult_mask.sum(), int)]
         g += [np.full(child_mask.sum(), "child"), data.meta["adult_source"][adult_mask]]
-    return np.concatenate(x), np.concatenate(y), np.concatenate(g)
+        f += [data.meta["child_pneumonia"][child_mask], data.meta["adult_pneumonia"][adult_mask]]
+    return np.concatenate(x), np.concatenate(y), np.concatenate(g), np.concatenate(f)
 
 
-def fit_with_threshold(data: Data, adult_mask: np.ndarray, c: float, augment: bool):
+def balanced_quantile(values: np.ndarray, findings: np.ndarray, q: float) -> float:
+    """The ``q`` quantile with normal and pneumonia values weighing the same in total."""
+    order = np.argsort(values)
+    weights = np.where(findings, 0.5 / max(1, findings.sum()), 0.5 / max(1, (~findings).sum()))[order]
+    cumulative = np.cumsum(weights) / weights.sum()
+    return float(values[order][np.searchsorted(cumulative, q)])
+
+
+def fit_with_threshold(data: Data, adult_mask: np.ndarray, c: float, augment: bool, balance: bool = False):
     """Fit on all training children + the given adults; threshold from out-of-fold children.
 
     Each patient fold of the training children is scored by a model fitted
     without it (adults always in), and the threshold is the
-    ``PEDIATRIC_QUANTILE`` quantile of those scores.
+    ``PEDIATRIC_QUANTILE`` quantile of those scores. With ``balance``, normal
+    and pneumonia films weigh the same in the fit and in that quantile, so the
+    budget of children flagged holds for normal children too, not only on
+    average over a set that is three quarters pneumonia.
     """
     folds = data.meta["child_fold"]
     out_of_fold = np.empty(len(folds))
+
+    def fit(child_mask):
+        x, y, g, f = training_arrays(data, adult_mask, child_mask, augment)
+        return fit_logistic(x, y, g, c, f if balance else None)
+
     for fold in np.unique(folds):
-        params = fit_logistic(*training_arrays(data, adult_mask, folds != fold, augment), c)
+        params = fit(folds != fold)
         out_of_fold[folds == fold] = logits(params, data.clean["child_train"][folds == fold])
-    params = fit_logistic(*training_arrays(data, adult_mask, np.ones(len(folds), bool), augment), c)
+    params = fit(np.ones(len(folds), bool))
+    if balance:
+        return params, balanced_quantile(out_of_fold, data.meta["child_pneumonia"], PEDIATRIC_QUANTILE)
     return params, float(np.quantile(out_of_fold, PEDIATRIC_QUANTILE))
 
 
@@ -213,14 +243,18 @@ def flag_counts(params, threshold: float, features: np.ndarray) -> dict:
 
 def child_rates(data: Data, params, threshold: float) -> dict:
     names = ("child_val", "chest_xray_val", "originals", "hires_train_role", "hires_val_role")
-    return {name: flag_counts(params, threshold, data.clean[name]) for name in names}
+    rates = {name: flag_counts(params, threshold, data.clean[name]) for name in names}
+    pneumonia = data.meta["child_val_pneumonia"]
+    rates["child_val_normal"] = flag_counts(params, threshold, data.clean["child_val"][~pneumonia])
+    rates["child_val_pneumonia"] = flag_counts(params, threshold, data.clean["child_val"][pneumonia])
+    return rates
 
 
-def leave_one_source_out(data: Data, c: float, augment: bool) -> dict:
+def leave_one_source_out(data: Data, c: float, augment: bool, balance: bool = False) -> dict:
     sources = data.meta["adult_source"]
     table = {}
     for held_out in ADULT_SOURCES:
-        params, threshold = fit_with_threshold(data, sources != held_out, c, augment)
+        params, threshold = fit_with_threshold(data, sources != held_out, c, augment, balance)
         table[held_out] = {
             "threshold_logit": threshold,
             "held_out": flag_counts(params, threshold, data.clean["adult"][sources == held_out]),
@@ -261,6 +295,9 @@ def load_data(root: Path, manifest: str | Path, gate: ChestXrayGate) -> Data:
     clean["hires_val_role"] = clean["hires"][~hires_in_train]
     meta = {
         "child_fold": np.array([int(row["fold"]) for row in train_rows]),
+        "child_pneumonia": np.array([row["label"] == "PNEUMONIA" for row in train_rows]),
+        "child_val_pneumonia": np.array([row["label"] == "PNEUMONIA" for row in val_rows]),
+        "adult_pneumonia": np.array([p.parent.name == "PNEUMONIA" for p in adults]),
         "adult_source": np.array([adult_source(p) for p in adults]),
         "adult_files": np.array([str(p.relative_to(root)) for p in adults]),
     }
@@ -283,20 +320,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=f"ml/models/{POPULATION_VERSION}")
     parser.add_argument("--C", type=float, default=C)
     parser.add_argument("--no-augment", action="store_true", help="fit on clean images only (for comparison)")
+    parser.add_argument(
+        "--no-balance", action="store_true", help="population-v1's weights: findings not balanced (for comparison)"
+    )
     args = parser.parse_args(argv)
     augment = not args.no_augment
+    balance = not args.no_balance
 
     started = time.time()
     gate = ChestXrayGate.load(args.gate)
     data = load_data(Path(args.data), args.manifest, gate)
     print(f"features ready at {time.time() - started:.0f}s", flush=True)
 
-    table = leave_one_source_out(data, args.C, augment)
+    table = leave_one_source_out(data, args.C, augment, balance)
     print_table(table)
     print(f"leave-one-source-out done at {time.time() - started:.0f}s", flush=True)
 
     everyone = np.ones(len(data.meta["adult_source"]), bool)
-    params, threshold = fit_with_threshold(data, everyone, args.C, augment)
+    params, threshold = fit_with_threshold(data, everyone, args.C, augment, balance)
     children = child_rates(data, params, threshold)
     adult_scores = logits(params, data.clean["adult"])
     missed = data.meta["adult_files"][adult_scores < threshold]
@@ -316,14 +357,16 @@ def main(argv: list[str] | None = None) -> None:
         "threshold_logit": threshold,
         "threshold_probability": float(1 / (1 + np.exp(-threshold))),
         "threshold_rule": f"{PEDIATRIC_QUANTILE} quantile of out-of-fold logits of training children "
-        "(patient folds of the manifest, adults always in the fit)",
+        "(patient folds of the manifest, adults always in the fit)"
+        + ("; normal and pneumonia children weigh the same in it" if balance else ""),
         "fitted_on": {
             "manifest": args.manifest,
             "children": "train role",
             "n_children": len(data.clean["child_train"]),
             "n_adults": {s: int((data.meta["adult_source"] == s).sum()) for s in ADULT_SOURCES},
             "degraded_copies": augment,
-            "sample_weights": "children = adults in total; adult sources equal",
+            "sample_weights": "children = adults in total; adult sources equal"
+            + ("; normal = pneumonia within the children and within each adult source" if balance else ""),
             "seed": SEED,
         },
         "leave_one_source_out": table,
