@@ -45,6 +45,12 @@ validation children flagged, worst of the three fits):
   second feature output from the pneumonia model).
 * quantile 0.985 (shipped): 0.966 / 1.000 / 0.995; 1.5 %; without degraded
   copies 0.951 / 1.000 / 0.994; 1.4 %.
+* issue 25 (children's *normal* films sent outside more often): re-run on
+  2026-12-07, the shipped recipe reads 0.956 / 1.000 / 0.995 and flags 4 of 168
+  normal and 4 of 484 pneumonia validation children (first fit); with
+  ``--balance`` (normal = pneumonia in the weights and the threshold's
+  quantile) 0.956 / 1.000 / 0.994 and the same 4 / 4. Balancing the findings
+  does not move it on this split; the confound needs another remedy.
 
 The planned budget was the 0.99 quantile (1 % of children flagged); it missed
 the 95 % target on ieee8023, and 0.985 was chosen after seeing that. The
@@ -321,11 +327,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--C", type=float, default=C)
     parser.add_argument("--no-augment", action="store_true", help="fit on clean images only (for comparison)")
     parser.add_argument(
-        "--no-balance", action="store_true", help="population-v1's weights: findings not balanced (for comparison)"
+        "--balance",
+        action="store_true",
+        help="normal and pneumonia films weigh the same in the fit and the threshold (not population-v1's recipe)",
     )
     args = parser.parse_args(argv)
     augment = not args.no_augment
-    balance = not args.no_balance
+    balance = args.balance
 
     started = time.time()
     gate = ChestXrayGate.load(args.gate)
