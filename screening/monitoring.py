@@ -324,7 +324,8 @@ def _finite(value: float | None) -> float | None:
 
 def alert_titles() -> list[str]:
     """The banner's words: the titles of the figures out of band at the last check."""
-    return [str(TITLES[key]) for key in current_alerts() if key in TITLES]
+    alerts = set(current_alerts())
+    return [str(title) for key, title in TITLES.items() if key in alerts]
 
 
 class MonitoringCollector:

@@ -54,12 +54,18 @@ def system(request):
 CHART_WIDTH, CHART_HEIGHT = 360, 160
 
 
-def _polyline(values: list[float | None], top: float = 1.0) -> str:
-    """SVG points for ``values`` spread across the chart (gaps skipped), 0 at the bottom and ``top`` at the top."""
+def _polyline(values: list[float | None], top: float = 1.0) -> dict:
+    """``values`` spread across the chart (gaps skipped), 0 at the bottom and ``top`` at the top.
+
+    ``points`` for an SVG polyline, ``dots`` to mark each value (a single month shows as a dot).
+    """
     step = CHART_WIDTH / max(len(values) - 1, 1)
-    return " ".join(
-        f"{i * step:.1f},{CHART_HEIGHT * (1 - min(v, top) / top):.1f}" for i, v in enumerate(values) if v is not None
-    )
+    dots = [
+        (f"{i * step:.1f}", f"{CHART_HEIGHT * (1 - min(v, top) / top):.1f}")
+        for i, v in enumerate(values)
+        if v is not None
+    ]
+    return {"points": " ".join(f"{x},{y}" for x, y in dots), "dots": dots}
 
 
 def _level(value: float, top: float = 1.0) -> str:
