@@ -112,6 +112,8 @@ DICOM_COLUMNS = {
     "ViewPosition": "view_position",
     "BodyPartExamined": "body_part",
     "PatientAge": "patient_age",
+    "PatientSex": "patient_sex",
+    "Manufacturer": "manufacturer",
 }
 
 
@@ -194,6 +196,9 @@ class Study(TimeStamped):
     view_position = models.CharField(max_length=16, blank=True, verbose_name=_("view position"))
     body_part = models.CharField(max_length=64, blank=True, verbose_name=_("body part"))
     patient_age = models.CharField(max_length=8, blank=True, verbose_name=_("patient age (DICOM)"))
+    # For a site validation's subgroups (and an auditor's questions): M, F or O, and the device's maker.
+    patient_sex = models.CharField(max_length=16, blank=True, verbose_name=_("patient sex (DICOM)"))
+    manufacturer = models.CharField(max_length=64, blank=True, verbose_name=_("device manufacturer (DICOM)"))
 
     class Meta:
         verbose_name = _("study")

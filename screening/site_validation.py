@@ -300,6 +300,7 @@ def compute_report(validation: SiteValidation) -> dict:
                 "auc_ci_method": "Newcombe score interval (method 5)",
                 "at_threshold": _defined(operating_figures(y, p, report["threshold"])),
                 "proposals": [_defined(proposal(y, p, target)) for target in PROPOSED_TARGETS],
+                "subgroups": _defined(subgroups(evidence.independent, report["threshold"])),
                 "calibration": reliability_table(y, p, bins=10),
                 "roc": _roc_points(y, p),
                 "prevalence": float(y.mean()),
@@ -312,6 +313,68 @@ def compute_report(validation: SiteValidation) -> dict:
     with override("en"):
         report["message"] = verdict_message(report)
     return report
+
+
+AGE_BANDS = ((1.0, "< 1 y"), (6.0, "1–5 y"), (18.0, "6–17 y"), (65.0, "18–64 y"), (float("inf"), "≥ 65 y"))
+UNKNOWN = "unknown"
+
+
+def _age_band(study: Study) -> str:
+    from ml.serving.population import parse_dicom_age
+
+    years = parse_dicom_age(study.patient_age).years if study.patient_age else study.declared_age_years
+    if years is None:
+        return UNKNOWN
+    return next(label for limit, label in AGE_BANDS if years < limit)
+
+
+def _source_folder(study: Study) -> str:
+    """The folder above NORMAL/ or PNEUMONIA/ in the stored name (``site.zip/ward-3/NORMAL/a.jpeg``: ward-3)."""
+    parts = study.original_name.replace("\\", "/").split("/")[:-1]
+    labelled = [i for i, part in enumerate(parts) if part.upper() in LABELS]
+    return parts[labelled[-1] - 1] if labelled and labelled[-1] > 0 else UNKNOWN
+
+
+SUBGROUPS = {
+    "age_band": _age_band,
+    "view": lambda study: study.view_position.upper() or UNKNOWN,
+    "sex": lambda study: study.patient_sex.upper() or UNKNOWN,
+    "manufacturer": lambda study: study.manufacturer or UNKNOWN,
+    "source": _source_folder,
+}
+
+
+def subgroups(scored: list[tuple[SiteValidationCase, Result]], threshold: float) -> dict[str, list[dict]]:
+    """Figures per subgroup, for each dimension where at least one case says something (the rest: unknown).
+
+    A dimension whose cases all fall in one group is kept (it says which group
+    the figures above describe); AUC needs two cases of each class in a group.
+    """
+    from ml.evaluation.intervals import auc_score_interval
+    from ml.evaluation.metrics import roc_auc
+
+    table = {}
+    for dimension, group_of in SUBGROUPS.items():
+        groups: dict[str, list[tuple[SiteValidationCase, Result]]] = {}
+        for case, result in scored:
+            source = case.study.duplicate_of if case.study.duplicate_of_id else case.study
+            groups.setdefault(group_of(source), []).append((case, result))
+        if set(groups) == {UNKNOWN}:
+            continue
+        rows = []
+        for name in sorted(groups, key=lambda g: (g == UNKNOWN, g)):
+            y, p = _labels_and_probabilities(groups[name])
+            row = {"group": name, "n_pneumonia": int(y.sum()), "n_normal": int((~y).sum())}
+            if y.sum() >= 2 and (~y).sum() >= 2:
+                auc = roc_auc(y, p)
+                row.update({"auc": auc, "auc_ci": list(auc_score_interval(auc, int(y.sum()), int((~y).sum())))})
+            row.update({k: v for k, v in operating_figures(y, p, threshold).items() if k in _SUBGROUP_FIGURES})
+            rows.append(row)
+        table[dimension] = rows
+    return table
+
+
+_SUBGROUP_FIGURES = ("sensitivity", "specificity", "ci", "confusion")
 
 
 def operating_figures(y: np.ndarray, p: np.ndarray, threshold: float) -> dict:

@@ -7,6 +7,7 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.formats import number_format
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy as _lazy
 from django.views.decorators.http import require_POST
 
 from screening import access, site_validation
@@ -74,6 +75,7 @@ def site_validation_detail(request, validation_id: int):
             "roc_points": _svg_points(report.get("roc", [])) if report else "",
             "calibration_points": _calibration_points(report) if report else [],
             "operating_rows": _operating_rows(report) if report else [],
+            "subgroup_rows": _subgroup_rows(report) if report else [],
             "adopt_form": AdoptForm(),
             "can_adopt": request.user.has_perm(VALIDATE) and bool(report) and report.get("verdict") == "adoptable",
             "settings": validation.settings.select_related("adopted_by").order_by("-created_at"),
@@ -152,4 +154,44 @@ def _operating_rows(report: dict) -> list[dict]:
                 {"value": figures[name], "low": figures["ci"][name][0], "high": figures["ci"][name][1]}
                 for name in _RATES
             ]
+    return rows
+
+
+@login_required
+def site_validation_pdf(request, validation_id: int):
+    """The report as a PDF to sign and file; audited like every export."""
+    from django.http import Http404, HttpResponse
+
+    from screening import audit, site_report_pdf
+    from screening.models import AuditEvent
+
+    access.require(request, VALIDATE, VIEW)
+    validation = get_object_or_404(SiteValidation.objects.select_related("created_by"), pk=validation_id)
+    site_validation.refresh(validation)
+    if validation.report is None:
+        raise Http404("The validation is still running.")
+    data = site_report_pdf.render(validation, request.user)
+    audit.record(AuditEvent.Action.EXPORT, actor=request.user, obj=validation, what="site_validation_pdf")
+    response = HttpResponse(data, content_type="application/pdf")
+    response["Content-Disposition"] = f'attachment; filename="site-validation-{validation.pk}.pdf"'
+    response["Cache-Control"] = "private, no-store"
+    return response
+
+
+SUBGROUP_TITLES = {
+    "age_band": _lazy("age"),
+    "view": _lazy("view"),
+    "sex": _lazy("sex"),
+    "manufacturer": _lazy("manufacturer"),
+    "source": _lazy("source folder"),
+}
+
+
+def _subgroup_rows(report: dict) -> list[dict]:
+    """One row per subgroup, the dimension named on its first row only."""
+    rows = []
+    for dimension, groups in (report.get("subgroups") or {}).items():
+        for i, group in enumerate(groups):
+            title = SUBGROUP_TITLES.get(dimension, dimension) if i == 0 else ""
+            rows.append({"dimension": title, "auc": None, "sensitivity": None, "specificity": None, **group})
     return rows

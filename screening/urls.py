@@ -18,6 +18,7 @@ urlpatterns = [
     path("site-validation/", site_views.site_validation_list, name="site_validation_list"),
     path("site-validation/<int:validation_id>/", site_views.site_validation_detail, name="site_validation_detail"),
     path("site-validation/<int:validation_id>/adopt/", site_views.site_validation_adopt, name="site_validation_adopt"),
+    path("site-validation/<int:validation_id>/report.pdf", site_views.site_validation_pdf, name="site_validation_pdf"),
     path("metrics", system_views.metrics, name="metrics"),
     path("system/", system_views.system, name="system"),
     path("monitoring/", system_views.monitoring_page, name="monitoring"),

@@ -348,3 +348,48 @@ def test_refusals_are_read_in_the_administrators_language(validation, admin_user
         site_validation.adopt(validation, admin_user, target_sensitivity=0.95, prevalence=None)
     assert "40 个病例中有 20 个是模型训练" in str(chinese.value)
     assert "20 of 40 cases are images" in validation.report["message"]  # stored in English
+
+
+def test_the_report_breaks_figures_down_by_subgroup_where_the_cases_say(validation):
+    cases(validation, separated())
+    studies = Study.objects.filter(pk__in=validation.cases.values("study_id")).order_by("pk")
+    for i, study in enumerate(studies):
+        study.view_position = "PA" if i % 2 else "AP"
+        study.patient_sex = "F" if i < 100 else ""
+        study.patient_age = "004Y" if i % 3 else "030Y"
+        study.save()
+    report = site_validation.refresh(validation).report
+    groups = {dimension: {row["group"]: row for row in rows} for dimension, rows in report["subgroups"].items()}
+    assert set(groups) == {"age_band", "view", "sex"}  # no manufacturer or source folder in these cases
+    assert set(groups["view"]) == {"AP", "PA"} and groups["view"]["AP"]["n_pneumonia"] == 50
+    assert groups["sex"]["F"]["n_normal"] == 100 and groups["sex"]["unknown"]["n_pneumonia"] == 100
+    assert "auc" not in groups["sex"]["F"]  # one class only: no AUC
+    assert set(groups["age_band"]) == {"1–5 y", "18–64 y"} and groups["age_band"]["1–5 y"]["auc"] == 1.0
+    assert groups["age_band"]["18–64 y"]["ci"]["sensitivity"] == list(
+        clopper_pearson(groups["age_band"]["18–64 y"]["confusion"]["tp"], groups["age_band"]["18–64 y"]["n_pneumonia"])
+    )
+
+
+def test_the_source_folder_is_the_one_above_the_label():
+    study = Study(original_name="site.zip/ward-3/PNEUMONIA/a.jpeg")
+    assert site_validation._source_folder(study) == "ward-3"
+    assert site_validation._source_folder(Study(original_name="NORMAL/a.jpeg")) == "unknown"
+
+
+def test_the_report_prints_as_a_pdf_to_sign_and_the_print_is_audited(validation, admin_client, auditor):
+    cases(validation, separated())
+    Study.objects.filter(pk__in=validation.cases.values("study_id")).update(view_position="AP", manufacturer="Acme")
+    response = logged_in(auditor).get(f"/site-validation/{validation.pk}/report.pdf")
+    assert response.status_code == 200 and response["Content-Type"] == "application/pdf"
+    assert response.content.startswith(b"%PDF") and b"/Count 3" in response.content  # report, curves, subgroups
+    assert f"(Site validation {validation.pk} of model v5)".encode() in response.content  # the PDF's title
+    event = AuditEvent.objects.get(action=AuditEvent.Action.EXPORT)
+    assert event.details["what"] == "site_validation_pdf" and event.actor == auditor
+    page = admin_client.get(f"/site-validation/{validation.pk}/").content.decode()
+    assert 'id="site-pdf"' in page and 'id="site-subgroups"' in page and "Acme" in page
+
+
+def test_a_running_validation_has_no_pdf(validation, admin_client):
+    cases(validation, separated(5, 5))
+    Study.objects.filter(pk=validation.cases.first().study_id).update(status=Study.Status.QUEUED)
+    assert admin_client.get(f"/site-validation/{validation.pk}/report.pdf").status_code == 404

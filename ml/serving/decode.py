@@ -64,6 +64,8 @@ DICOM_ATTRIBUTES = (
     "ViewPosition",
     "BodyPartExamined",
     "PatientAge",
+    "PatientSex",
+    "Manufacturer",
     "StudyDate",
 )
 # Read for the population verdict (age at the study when PatientAge is
