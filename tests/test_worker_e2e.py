@@ -10,9 +10,12 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
+import signal
 import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -112,6 +115,46 @@ def test_killing_the_worker_mid_batch_loses_no_study(submitter, redis_broker, se
     statuses = list(Study.objects.filter(batch=outcome.batch).values_list("status", flat=True))
     assert statuses == [Study.Status.DONE] * 40
     assert Result.objects.filter(study__batch=outcome.batch).count() == 40
+
+
+def pool_processes(worker: WorkerProcess) -> list[int]:
+    """The pids of the worker's pool processes: its main process's children (Linux ``/proc``)."""
+    children = []
+    for task in Path(f"/proc/{worker.process.pid}/task").iterdir():
+        children += [int(pid) for pid in (task / "children").read_text().split()]
+    return children
+
+
+WARM = re.compile(r"pool process (\d+) warm in ([\d.]+) s")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_killed_pool_processes_are_replaced_and_their_replacements_warm_up_and_score(
+    submitter, redis_broker, settings, tmp_path
+):
+    """Celery killed each replacement after 4 s, before its models were warm: scoring stopped for good.
+
+    With both pool processes killed (as in issue 26), the old setting gave 8
+    "Timed out waiting for UP message" kills in a minute here and no scoring.
+    """
+    films = distinct_xrays(8)
+    worker = WorkerProcess(postgres_worker_env(settings), tmp_path / "worker.log", concurrency=2).start()
+    try:
+        first = submit(submitter, Batch.Source.API, [(n, io.BytesIO(d)) for n, d in films[:4]])
+        wait_until(lambda: finished(first.batch.pk), timeout=240, describe=worker.log)
+        wait_until(lambda: len(WARM.findall(worker.log())) == 2, timeout=120, describe=worker.log)
+        killed = pool_processes(worker)
+        assert len(killed) == 2
+        for pid in killed:
+            os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: len(WARM.findall(worker.log())) == 4, timeout=180, describe=worker.log)
+        second = submit(submitter, Batch.Source.API, [(n, io.BytesIO(d)) for n, d in films[4:]])
+        wait_until(lambda: finished(second.batch.pk), timeout=240, describe=worker.log)
+    finally:
+        worker.stop()
+    assert set(Study.objects.filter(batch=second.batch).values_list("status", flat=True)) == {Study.Status.DONE}
+    replacements = {int(pid) for pid, _ in WARM.findall(worker.log())[2:]}
+    assert not replacements & set(killed) and "Timed out waiting for UP message" not in worker.log()
 
 
 def embedded_setup(var, **overrides: str):

@@ -266,6 +266,11 @@ CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = env_int("CELERY_WORKER_SOFT_SHUTDOWN_TIMEO
 # TensorFlow runtime (about 1 GB resident), hence the cap; a process per core, each on one core, beats one
 # process on every core, whose model pass does not keep the cores busy at a chunk's batch size.
 CELERY_WORKER_CONCURRENCY = env_int("CELERY_WORKER_CONCURRENCY", min(4, usable_cores()), minimum=1)
+# How long a new pool process may take to report itself up before Celery kills it and starts another.
+# Each one warms its model, gate and population check first (``worker.signals``: it logs how long);
+# that took 11-16 s on a busy 2-core host (issue 26), and Celery's default of 4 s killed every
+# replacement of a killed pool process, so scoring stopped for good.
+CELERY_WORKER_PROC_ALIVE_TIMEOUT = env_float("CELERY_WORKER_PROC_ALIVE_TIMEOUT", 120.0, minimum=10.0, maximum=3600.0)
 # The sweep re-enqueues studies whose message is presumed lost: RUNNING for
 # longer than a task may run, or waiting longer than a redelivery takes.
 # How often beat asks a worker to record a heartbeat; readiness fails after 3 missed ones.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import time
 
 import numpy as np
 from celery.signals import task_received, worker_init, worker_process_init, worker_ready
@@ -21,6 +23,7 @@ def warm_up() -> None:
     kernels for that shape (about a second on 2 cores); paying it when the
     worker starts keeps it out of the first real study's latency.
     """
+    started = time.monotonic()
     device = prepare_devices(cpu_threads=cpu_threads())
     screener, gate = get_screener(), get_gate()
     log.info("model %s runs on %s, chunks of %d", screener.version, device, settings.SCREENING_CHUNK_SIZE)
@@ -29,6 +32,8 @@ def warm_up() -> None:
         images = np.zeros((batch, screener.input_size, screener.input_size), np.uint8)
         screener.explain(images)
         gate.check(images)
+    # Celery kills a pool process that is not up within worker_proc_alive_timeout: this must stay well below it.
+    log.info("pool process %d warm in %.1f s", os.getpid(), time.monotonic() - started)
 
 
 @worker_init.connect
