@@ -32,12 +32,55 @@ def process_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"[:128]
 
 
+# Set in a pool process once its models are warm (``worker.signals``); its heartbeats then say so.
+_warm = threading.Event()
+
+
 def beat_once(name: str | None = None) -> None:
-    WorkerHeartbeat.objects.update_or_create(hostname=name or process_name(), defaults={"seen_at": timezone.now()})
+    WorkerHeartbeat.objects.update_or_create(
+        hostname=name or process_name(), defaults={"seen_at": timezone.now(), "warm": _warm.is_set()}
+    )
 
 
-def start_heartbeat_thread(stop: threading.Event | None = None) -> threading.Thread:
-    """Write this process's heartbeat now and every ``SCREENING_PROCESS_HEARTBEAT_SECONDS`` until ``stop``."""
+def mark_warm() -> None:
+    """This process can score now: say so in its heartbeat at once, not only at the next beat."""
+    _warm.set()
+    beat_once()
+
+
+def cool_dead_local_processes() -> int:
+    """Mark warm heartbeats of this host's processes that no longer exist as not warm; how many."""
+    host = socket.gethostname()
+    dead = []
+    for hostname in WorkerHeartbeat.objects.filter(warm=True, hostname__startswith=f"{host}:").values_list(
+        "hostname", flat=True
+    ):
+        try:
+            os.kill(int(hostname.rsplit(":", 1)[1]), 0)
+        except ProcessLookupError:
+            dead.append(hostname)
+        except (ValueError, PermissionError):
+            continue  # not a pid, or a process of another user: alive as far as we can tell
+    if dead:
+        WorkerHeartbeat.objects.filter(hostname__in=dead).update(warm=False)
+    return len(dead)
+
+
+def warm_processes(now=None, host: str | None = None):
+    """Heartbeats of pool processes that are warm and alive (on ``host``, when given)."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=settings.SCREENING_DEAD_WORKER_SECONDS)
+    rows = WorkerHeartbeat.objects.filter(warm=True, seen_at__gte=cutoff)
+    return rows.filter(hostname__startswith=f"{host}:") if host else rows
+
+
+def start_heartbeat_thread(stop: threading.Event | None = None, watch_pool: bool = False) -> threading.Thread:
+    """Write this process's heartbeat now and every ``SCREENING_PROCESS_HEARTBEAT_SECONDS`` until ``stop``.
+
+    ``watch_pool`` (the worker's main process): also mark this host's pool
+    processes that no longer exist as not warm, so readiness turns red within
+    one beat of a pool process being killed rather than when its heartbeat ages.
+    """
     stop = stop or threading.Event()
     name = process_name()
 
@@ -45,6 +88,8 @@ def start_heartbeat_thread(stop: threading.Event | None = None) -> threading.Thr
         while True:
             try:
                 beat_once(name)
+                if watch_pool:
+                    cool_dead_local_processes()
             except DatabaseError:  # the database is away; the sweep cannot run either, so nothing is lost
                 log.warning("could not record the heartbeat of %s", name)
             finally:

@@ -632,6 +632,9 @@ class WorkerHeartbeat(models.Model):
 
     hostname = models.CharField(max_length=255, unique=True, verbose_name=_("host name"))
     seen_at = models.DateTimeField(verbose_name=_("last seen"))
+    # A pool process whose model, gate and population check are loaded and warmed: it can score.
+    # Readiness needs one; a worker whose pool processes are all dead or still warming is not ready.
+    warm = models.BooleanField(default=False, db_default=False, verbose_name=_("warm"))
 
     class Meta:
         verbose_name = _("worker heartbeat")

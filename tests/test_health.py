@@ -3,6 +3,7 @@
 from datetime import timedelta
 from unittest import mock
 
+import pytest
 from django.test import Client
 from django.utils import timezone
 
@@ -13,8 +14,14 @@ def test_liveness_needs_nothing_but_the_process(db):
     assert Client().get("/healthz").json() == {"status": "ok"}
 
 
-def test_ready_when_database_broker_storage_and_a_recent_worker_heartbeat_answer(db, settings):
+def a_working_worker() -> None:
+    """Beat's heartbeat task ran on celery@w1, and one of its pool processes is warm."""
     WorkerHeartbeat.objects.create(hostname="celery@w1", seen_at=timezone.now())
+    WorkerHeartbeat.objects.create(hostname="w1:101", seen_at=timezone.now(), warm=True)
+
+
+def test_ready_when_database_broker_storage_and_a_recent_worker_heartbeat_answer(db, settings):
+    a_working_worker()
     response = Client().get("/readyz")
     assert response.status_code == 200, response.json()
     assert response.json() == {
@@ -33,8 +40,50 @@ def test_a_stale_heartbeat_says_the_queue_is_not_moving(db, settings):
     assert Client().get("/readyz").json()["checks"]["worker"] == "no worker heartbeat yet"
 
 
+def test_not_ready_while_no_pool_process_is_warm(db, settings):
+    """The main process keeps beating while its pool processes are dead or warming: that is not a worker."""
+    now = timezone.now()
+    WorkerHeartbeat.objects.create(hostname="celery@w1", seen_at=now)
+    WorkerHeartbeat.objects.create(hostname="w1:100", seen_at=now)  # the main process, or a pool process warming
+    dead = now - timedelta(seconds=settings.SCREENING_DEAD_WORKER_SECONDS + 1)
+    WorkerHeartbeat.objects.create(hostname="w1:99", seen_at=dead, warm=True)  # warm once, silent since
+    response = Client().get("/readyz")
+    assert response.status_code == 503 and response.json()["checks"]["worker"].startswith("no warm pool process")
+    WorkerHeartbeat.objects.filter(hostname="w1:100").update(warm=True)
+    assert Client().get("/readyz").status_code == 200
+
+
+def test_the_worker_health_check_needs_a_warm_pool_process_of_its_own_host(db):
+    from django.core.management import CommandError, call_command
+
+    WorkerHeartbeat.objects.create(hostname="w2:7", seen_at=timezone.now(), warm=True)
+    WorkerHeartbeat.objects.create(hostname="w1:8", seen_at=timezone.now())
+    with pytest.raises(CommandError, match="no warm pool process on w1"):
+        call_command("worker_ready", "--host", "w1")
+    WorkerHeartbeat.objects.filter(hostname="w1:8").update(warm=True)
+    call_command("worker_ready", "--host", "w1")
+
+
+def test_a_killed_pool_process_is_no_longer_warm_at_the_main_processs_next_beat(db):
+    import os
+    import socket
+    import subprocess
+
+    from screening import liveness
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid that no longer exists
+    host = socket.gethostname()
+    WorkerHeartbeat.objects.create(hostname=f"{host}:{gone.pid}", seen_at=timezone.now(), warm=True)
+    WorkerHeartbeat.objects.create(hostname=f"{host}:{os.getpid()}", seen_at=timezone.now(), warm=True)
+    assert liveness.cool_dead_local_processes() == 1
+    assert list(WorkerHeartbeat.objects.filter(warm=True).values_list("hostname", flat=True)) == [
+        f"{host}:{os.getpid()}"
+    ]
+
+
 def test_an_unreachable_broker_is_not_ready(db, settings):
-    WorkerHeartbeat.objects.create(hostname="celery@w1", seen_at=timezone.now())
+    a_working_worker()
     from kombu import Connection
 
     from worker.app import app
@@ -46,7 +95,7 @@ def test_an_unreachable_broker_is_not_ready(db, settings):
 
 
 def test_unwritable_media_storage_is_not_ready(db, settings, tmp_path):
-    WorkerHeartbeat.objects.create(hostname="celery@w1", seen_at=timezone.now())
+    a_working_worker()
     (tmp_path / "a-file").write_text("x")
     settings.MEDIA_ROOT = tmp_path / "a-file" / "media"  # cannot be created, even by root
     response = Client().get("/readyz")

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -22,7 +23,7 @@ import pytest
 from django.conf import settings as django_settings
 from PIL import Image
 
-from screening.models import Batch, Result, Study
+from screening.models import Batch, Result, Study, WorkerHeartbeat
 from screening.submission import submit
 from tests.conftest import XRAYS
 from tests.worker_process import ROOT, WorkerProcess, base_env, postgres_worker_env, wait_until
@@ -145,9 +146,19 @@ def test_killed_pool_processes_are_replaced_and_their_replacements_warm_up_and_s
         wait_until(lambda: len(WARM.findall(worker.log())) == 2, timeout=120, describe=worker.log)
         killed = pool_processes(worker)
         assert len(killed) == 2
+        from screening.liveness import warm_processes
+
+        wait_until(lambda: warm_processes().count() == 2, timeout=30, describe=worker.log)
         for pid in killed:
             os.kill(pid, signal.SIGKILL)
-        wait_until(lambda: len(WARM.findall(worker.log())) == 4, timeout=180, describe=worker.log)
+        # The main process marks the dead ones cold at its next beat (readiness counts warm ones only).
+        dead = [f"{socket.gethostname()}:{pid}" for pid in killed]
+        wait_until(
+            lambda: not WorkerHeartbeat.objects.filter(hostname__in=dead, warm=True).exists(),
+            timeout=60,
+            describe=worker.log,
+        )
+        wait_until(lambda: warm_processes().count() == 2, timeout=180, describe=worker.log)
         second = submit(submitter, Batch.Source.API, [(n, io.BytesIO(d)) for n, d in films[4:]])
         wait_until(lambda: finished(second.batch.pk), timeout=240, describe=worker.log)
     finally:

@@ -3,9 +3,12 @@
 ``/healthz`` is liveness: the process answers (restart it if not). It checks
 nothing else, so a database outage does not get healthy web processes
 restarted. ``/readyz`` is readiness: the database answers, the broker
-accepts a connection, the media storage is writable, and a worker ran the
-beat's heartbeat task recently (beat, broker and worker all moving). Each
-check is named in the answer; any failure makes it a 503.
+accepts a connection, the media storage is writable, a worker ran the
+beat's heartbeat task recently (beat, broker and worker all moving), and at
+least one pool process is alive with its models warm (a worker whose pool
+processes all died, or are still warming up, cannot score: the worker's main
+process alone keeps beating). Each check is named in the answer; any failure
+makes it a 503.
 """
 
 from __future__ import annotations
@@ -79,4 +82,8 @@ def _worker() -> str:
     age = timezone.now() - latest
     if age > timedelta(seconds=MISSED_HEARTBEATS * settings.SCREENING_HEARTBEAT_SECONDS):
         return f"no worker heartbeat for {age.total_seconds():.0f} s"
+    from screening.liveness import warm_processes
+
+    if not warm_processes().exists():
+        return "no warm pool process (every one is dead or still warming up)"
     return "ok"

@@ -49,7 +49,7 @@ def beat_from_the_main_process(**kwargs) -> None:
     """The main process reserves messages for its pool (``note_reserved``): the sweep must see it alive too."""
     from screening.liveness import start_heartbeat_thread
 
-    start_heartbeat_thread()
+    start_heartbeat_thread(watch_pool=True)
 
 
 @task_received.connect
@@ -66,7 +66,8 @@ def note_the_reserved_chunk(request=None, **kwargs) -> None:
 def load_screener_in_child(**kwargs) -> None:
     # Heartbeat first: the sweep must not take this process for dead while it warms up.
     # (Imported here: this module loads with the Celery app, before Django's models are ready.)
-    from screening.liveness import start_heartbeat_thread
+    from screening.liveness import mark_warm, start_heartbeat_thread
 
     start_heartbeat_thread()
     warm_up()
+    mark_warm()
