@@ -151,6 +151,9 @@ def test_killed_pool_processes_are_replaced_and_their_replacements_warm_up_and_s
         wait_until(lambda: warm_processes().count() == 2, timeout=30, describe=worker.log)
         for pid in killed:
             os.kill(pid, signal.SIGKILL)
+        # Work that arrives while the replacements warm up waits for them. (Over Redis. With make run's
+        # embedded SQL broker and beat, such a worker was seen to consume nothing more: not fixed yet.)
+        second = submit(submitter, Batch.Source.API, [(n, io.BytesIO(d)) for n, d in films[4:]])
         # The main process marks the dead ones cold at its next beat (readiness counts warm ones only).
         dead = [f"{socket.gethostname()}:{pid}" for pid in killed]
         wait_until(
@@ -159,7 +162,6 @@ def test_killed_pool_processes_are_replaced_and_their_replacements_warm_up_and_s
             describe=worker.log,
         )
         wait_until(lambda: warm_processes().count() == 2, timeout=180, describe=worker.log)
-        second = submit(submitter, Batch.Source.API, [(n, io.BytesIO(d)) for n, d in films[4:]])
         wait_until(lambda: finished(second.batch.pk), timeout=240, describe=worker.log)
     finally:
         worker.stop()
