@@ -52,38 +52,58 @@ def system(request):
 
 
 CHART_WIDTH, CHART_HEIGHT = 360, 160
+BLUE, GREEN, BROWN, RED = "#1f5fa8", "#2a8a3a", "#8a5a00", "#a12222"
 
 
-def _polyline(values: list[float | None], top: float = 1.0) -> dict:
-    """``values`` spread across the chart (gaps skipped), 0 at the bottom and ``top`` at the top.
+def _height(value: float, top: float = 1.0) -> float:
+    """How far ``value`` rises from the chart's floor, where ``top`` reaches its ceiling."""
+    return CHART_HEIGHT * min(value, top) / top
 
-    ``points`` for an SVG polyline, ``dots`` to mark each value (a single month shows as a dot).
-    """
+
+def _y(value: float, top: float = 1.0) -> str:
+    """SVG's y (it grows downwards) of ``value``."""
+    return f"{CHART_HEIGHT - _height(value, top):.1f}"
+
+
+def _line(line_id: str, colour: str, values: list[float | None], top: float = 1.0) -> dict:
+    """``values`` spread across the chart (gaps skipped): ``points`` for a polyline, ``dots`` to mark each value
+    (a single month shows as a dot)."""
     step = CHART_WIDTH / max(len(values) - 1, 1)
-    dots = [
-        (f"{i * step:.1f}", f"{CHART_HEIGHT * (1 - min(v, top) / top):.1f}")
-        for i, v in enumerate(values)
-        if v is not None
-    ]
-    return {"points": " ".join(f"{x},{y}" for x, y in dots), "dots": dots}
-
-
-def _level(value: float, top: float = 1.0) -> str:
-    return f"{CHART_HEIGHT * (1 - min(value, top) / top):.1f}"
+    dots = [(f"{i * step:.1f}", _y(v, top)) for i, v in enumerate(values) if v is not None]
+    return {"id": line_id, "colour": colour, "points": " ".join(f"{x},{y}" for x, y in dots), "dots": dots}
 
 
 @staff_member_required
 def monitoring_page(request):
     """The model watched in use: agreement with the reviewers, score drift and the shares of unusual outcomes."""
     report = monitoring.check()
-    rates_top = max([0.2] + [row[k] or 0 for row in report.daily for k in ("outside_share", "rejected_share")])
+    monthly, daily = report.monthly, report.daily
+    rates_top = max([0.2] + [row[k] or 0 for row in daily for k in ("outside_share", "rejected_share")])
+    agreement_chart = {
+        "label": _("Agreement per month"),
+        "band": _y(settings.MONITORING_MIN_SENSITIVITY),
+        "top": 1,
+        "lines": [
+            _line(f"agreement-{key}", colour, [row[key] for row in monthly])
+            for key, colour in (("sensitivity", BLUE), ("specificity", GREEN), ("ppv", BROWN))
+        ],
+    }
+    rates_chart = {
+        "label": _("Shares per day"),
+        "band": _y(settings.MONITORING_MAX_OUTSIDE_SHARE, rates_top),
+        "top": rates_top,
+        "lines": [
+            _line(f"daily-{name}", colour, [row[f"{name}_share"] for row in daily], rates_top)
+            for name, colour in (("outside", BLUE), ("rejected", BROWN), ("failed", RED))
+        ],
+    }
     bars = [
         {
             "x": f"{i * CHART_WIDTH / 10:.1f}",
-            "reference": _level(ref),
-            "reference_h": f"{CHART_HEIGHT - float(_level(ref)):.1f}",
-            "recent": _level(cur),
-            "recent_h": f"{CHART_HEIGHT - float(_level(cur)):.1f}",
+            "reference_y": _y(ref),
+            "reference_h": f"{_height(ref):.1f}",
+            "recent_y": _y(cur),
+            "recent_h": f"{_height(cur):.1f}",
             "label": f"{i / 10:.1f}–{(i + 1) / 10:.1f}",
         }
         for i, (ref, cur) in enumerate(zip(report.reference_shares, report.score_shares, strict=False))
@@ -99,16 +119,8 @@ def monitoring_page(request):
             "min_cases": settings.MONITORING_MIN_CASES,
             "width": CHART_WIDTH,
             "height": CHART_HEIGHT,
-            "agreement_lines": {
-                key: _polyline([row[key] for row in report.monthly]) for key in ("sensitivity", "specificity", "ppv")
-            },
-            "sensitivity_band": _level(settings.MONITORING_MIN_SENSITIVITY),
-            "rate_lines": {
-                key: _polyline([row[key] for row in report.daily], rates_top)
-                for key in ("outside_share", "rejected_share", "failed_share")
-            },
-            "rates_top": rates_top,
-            "outside_band": _level(settings.MONITORING_MAX_OUTSIDE_SHARE, rates_top),
+            "agreement_chart": agreement_chart,
+            "rates_chart": rates_chart,
             "bars": bars,
         },
     )
