@@ -182,7 +182,8 @@ def score_reference() -> tuple[list[float], str]:
     return reference["shares"], str(what)
 
 
-def compute(now=None) -> Report:
+def compute(now=None, series: bool = True) -> Report:
+    """Every figure over the latest window; with ``series``, the monthly and daily rows the page draws too."""
     from ml.evaluation.score_reference import shares
 
     now = now or timezone.now()
@@ -232,8 +233,8 @@ def compute(now=None) -> Report:
     return Report(
         figures=figures,
         reference=what,
-        monthly=_monthly(now),
-        daily=_daily(now),
+        monthly=_monthly(now) if series else [],
+        daily=_daily(now) if series else [],
         score_shares=score_shares,
         reference_shares=list(reference),
     )
@@ -285,9 +286,9 @@ def current_alerts() -> list[str]:
     return json.loads(state) if state else []
 
 
-def check(report: Report | None = None) -> Report:
+def check(report: Report | None = None, series: bool = True) -> Report:
     """Compute the figures and audit every one that left or re-entered its band since the last check."""
-    report = report or compute()
+    report = report or compute(series=series)
     now_out = sorted(f.key for f in report.alerts)
     with transaction.atomic():
         state, _created = ServiceState.objects.select_for_update().get_or_create(
@@ -334,7 +335,7 @@ class MonitoringCollector:
     def collect(self):
         from prometheus_client.core import GaugeMetricFamily
 
-        report = compute()
+        report = compute(series=False)  # a scrape needs the figures, not the page's time series
         families = {
             "value": GaugeMetricFamily(
                 "screening_monitoring_value", "A figure watched in use (screening.monitoring).", labels=["figure"]

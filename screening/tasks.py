@@ -80,4 +80,4 @@ def monitoring_check_task() -> None:
     """Recompute the figures watched in use; audit any that left or re-entered its band (``screening.monitoring``)."""
     from screening import monitoring
 
-    monitoring.check()
+    monitoring.check(series=False)
