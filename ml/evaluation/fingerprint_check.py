@@ -97,17 +97,13 @@ def measure(model_dir: Path, data: Path, sample: int = 400, seed: int = 0) -> di
         (members if name in VARIANTS else changed)[name] = nearest(fingerprint_files(payloads))
 
     # Another patient's nearest training image: the same rows, one's own patient left out.
-    with (model_dir / "training_fingerprints.txt").open() as handle:
-        rows = [line.split(" ", 1) for line in handle.read().splitlines() if line and not line.startswith("#")]
     manifest = {}
     for row in csv.DictReader((Path(json.loads((model_dir / "card.json").read_text())["training"]["manifest"])).open()):
         manifest[row["path"]] = _patient(row["path"], row["label"], row["patient"])
-    patients = np.array([manifest[name] for _, name in rows])
-    packed = np.frombuffer(bytes.fromhex("".join(h for h, _ in rows)), dtype=np.uint8).reshape(len(rows), -1)
-    popcount = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint16)
+    patients = np.array([manifest[name] for name in known.names])
     other_patient = []
-    for i in range(len(rows)):
-        distances = popcount[packed ^ packed[i]].sum(axis=1)
+    for i in range(len(known)):
+        distances = known.distances_from(i)
         distances[patients == patients[i]] = fp.BITS
         other_patient.append(int(distances.min()))
     official_val = sorted((data / "chest_xray" / "val").rglob("*.jpeg"))

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 
 import imagehash
@@ -55,6 +54,9 @@ def fingerprint_of_file(source, *, max_bytes: int = DEFAULT_MAX_BYTES, max_pixel
     """A stored file's fingerprint, through the worker's decode and squash; raises as ``decode`` does."""
     decoded = decode(source, target_size=INPUT_SIZE, max_bytes=max_bytes, max_pixels=max_pixels)
     return fingerprint(squash_to_input(decoded.pixels, INPUT_SIZE))
+
+
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint16)  # set bits of each byte
 
 
 def _packed(hexes: list[str]) -> np.ndarray:
@@ -106,13 +108,20 @@ class TrainingFingerprints:
     def nearest(self, hex_fingerprint: str) -> Match:
         if not self.names:
             return Match(BITS, "")
-        distances = self._popcount[np.bitwise_xor(self._rows, _packed([hex_fingerprint])[0])].sum(axis=1)
+        distances = self.distances(hex_fingerprint)
         best = int(np.argmin(distances))
         return Match(int(distances[best]), self.names[best])
 
-    @cached_property
-    def _popcount(self) -> np.ndarray:
-        return np.array([bin(i).count("1") for i in range(256)], dtype=np.uint16)
+    def distances(self, hex_fingerprint: str) -> np.ndarray:
+        """Bits that differ between ``hex_fingerprint`` and each training image, in file order."""
+        return self._distances(_packed([hex_fingerprint])[0])
+
+    def distances_from(self, index: int) -> np.ndarray:
+        """Bits that differ between training image ``index`` and each training image (itself included: 0)."""
+        return self._distances(self._rows[index])
+
+    def _distances(self, row: np.ndarray) -> np.ndarray:
+        return _POPCOUNT[np.bitwise_xor(self._rows, row)].sum(axis=1)
 
 
 def write(path: str | Path, rows: list[tuple[str, str]], header: dict) -> None:
