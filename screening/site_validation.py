@@ -248,14 +248,12 @@ def _take_missing_fingerprints(studies: list[Study]) -> None:
     from ml.serving.fingerprint import fingerprint_of_file
 
     for study in studies:
-        if _fingerprint_of(study):
-            continue
-        source = study.duplicate_of if study.duplicate_of_id and not study.file else study
-        if source.file_purged_at is not None or not source.file:
+        # Every study keeps its own (content-addressed) file, a linked duplicate too.
+        if _fingerprint_of(study) or study.file_purged_at is not None or not study.file:
             continue
         try:
             value = fingerprint_of_file(
-                source.file.path,
+                study.file.path,
                 max_bytes=settings.SCREENING_MAX_FILE_BYTES,
                 max_pixels=settings.SCREENING_MAX_IMAGE_PIXELS,
             )
