@@ -98,7 +98,7 @@ def _operating_rows(report: dict) -> list[tuple[str, str]]:
 def _subgroup_rows(report: dict) -> list[tuple[str, str]]:
     rows = []
     for dimension, groups in (report.get("subgroups") or {}).items():
-        rows.append(("h2", dimension.replace("_", " ")))
+        rows.append(("h2", str(site_validation.SUBGROUP_TITLES.get(dimension, dimension))))
         rows.append(
             ("mono", f"{'group':<22}{'pneumonia':>10}{'normal':>8}  {'AUC':<22}{'sensitivity':<22}{'specificity':<22}")
         )

@@ -333,6 +333,14 @@ def _source_folder(study: Study) -> str:
     return parts[labelled[-1] - 1] if labelled and labelled[-1] > 0 else UNKNOWN
 
 
+# Each subgroup dimension as the page and the PDF name it.
+SUBGROUP_TITLES = {
+    "age_band": gettext_lazy("age"),
+    "view": gettext_lazy("view"),
+    "sex": gettext_lazy("sex"),
+    "manufacturer": gettext_lazy("manufacturer"),
+    "source": gettext_lazy("source folder"),
+}
 SUBGROUPS = {
     "age_band": _age_band,
     "view": lambda study: study.view_position.upper() or UNKNOWN,

@@ -7,7 +7,6 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.formats import number_format
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy as _lazy
 from django.views.decorators.http import require_POST
 
 from screening import access, site_validation
@@ -178,20 +177,11 @@ def site_validation_pdf(request, validation_id: int):
     return response
 
 
-SUBGROUP_TITLES = {
-    "age_band": _lazy("age"),
-    "view": _lazy("view"),
-    "sex": _lazy("sex"),
-    "manufacturer": _lazy("manufacturer"),
-    "source": _lazy("source folder"),
-}
-
-
 def _subgroup_rows(report: dict) -> list[dict]:
     """One row per subgroup, the dimension named on its first row only."""
     rows = []
     for dimension, groups in (report.get("subgroups") or {}).items():
         for i, group in enumerate(groups):
-            title = SUBGROUP_TITLES.get(dimension, dimension) if i == 0 else ""
+            title = site_validation.SUBGROUP_TITLES.get(dimension, dimension) if i == 0 else ""
             rows.append({"dimension": title, "auc": None, "sensitivity": None, "specificity": None, **group})
     return rows
