@@ -38,7 +38,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from screening import audit
-from screening.models import AuditEvent, Batch, Result, Review, ServiceState, SiteValidationCase, Study
+from screening.models import AuditEvent, Batch, Result, Review, ServiceState, Study
 from screening.selectors import current_site_setting
 from screening.serving import current_model_version, model_card
 
@@ -133,11 +133,12 @@ def _latest_read(limit: int | None, since=None) -> list[tuple[str, bool, object]
 def agreement(reads: list[tuple[str, bool, object]]) -> dict[str, tuple[float | None, int, tuple | None]]:
     """Sensitivity, specificity and PPV of the model's label against the reviewers: (value, n, exact CI)."""
     from ml.evaluation.intervals import clopper_pearson
+    from ml.evaluation.metrics import confusion
 
     said = np.array([label == Result.Label.PNEUMONIA for label, _, _ in reads], dtype=bool)
     truth = np.array([pneumonia for _, pneumonia, _ in reads], dtype=bool)
-    tp, fn = int((said & truth).sum()), int((~said & truth).sum())
-    tn, fp = int((~said & ~truth).sum()), int((said & ~truth).sum())
+    counts = confusion(truth, said)
+    tp, fn, tn, fp = counts["tp"], counts["fn"], counts["tn"], counts["fp"]
 
     def rate(k: int, n: int):
         return (k / n if n else None, n, clopper_pearson(k, n) if n else None)
@@ -159,12 +160,10 @@ def score_reference() -> tuple[list[float], str]:
     version = current_model_version()
     setting = current_site_setting(version)
     if setting is not None:
-        cases = SiteValidationCase.objects.filter(validation=setting.validation)
-        scores = list(
-            Result.objects.filter(model_version=version, study_id__in=cases.values("study_id")).values_list(
-                "probability", flat=True
-            )
-        )
+        # The cases the adopted report counted: linked duplicates' results included, training images left out.
+        from screening.site_validation import gather_evidence
+
+        scores = [result.probability for _, result in gather_evidence(setting.validation).independent]
         if scores:
             what = _("the %(n)d scored cases of site validation %(id)d, adopted on %(when)s") % {
                 "n": len(scores),

@@ -123,3 +123,20 @@ def test_metrics_expose_each_figure_and_the_shipped_alert_rules_use_only_those(s
 def test_only_staff_see_the_monitoring_page(client, submitter, radiologist):
     assert logged_in(radiologist).get("/monitoring/").status_code == 302
     assert logged_in(submitter).get("/monitoring/").status_code == 302
+
+
+def test_an_adopted_validation_is_the_drift_reference(admin_user):
+    from ml.evaluation.score_reference import shares
+    from screening import site_validation
+    from screening.models import SiteValidation
+    from screening.serving import current_model_version
+    from tests.test_site_validation import cases, separated
+
+    validation = SiteValidation.objects.create(
+        created_by=admin_user, source=SiteValidation.Source.LABELLED_FILES, model_version=current_model_version()
+    )
+    pairs = separated()
+    cases(validation, pairs)
+    site_validation.adopt(validation, admin_user, target_sensitivity=0.9, prevalence=None)
+    reference, what = monitoring.score_reference()
+    assert reference == shares([p for p, _ in pairs]) and f"site validation {validation.pk}" in what
