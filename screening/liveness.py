@@ -20,6 +20,7 @@ from django.conf import settings
 from django.db import DatabaseError, close_old_connections
 from django.utils import timezone
 
+from screening import counters
 from screening.models import ServiceState, WorkerHeartbeat
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,9 @@ def cool_dead_local_processes() -> int:
         except (ValueError, PermissionError):
             continue  # not a pid, or a process of another user: alive as far as we can tell
     if dead:
+        log.warning("pool processes gone: %s", ", ".join(dead))
         WorkerHeartbeat.objects.filter(hostname__in=dead).update(warm=False)
+        counters.add(counters.POOL_PROCESSES_LOST, len(dead))
     return len(dead)
 
 

@@ -475,6 +475,7 @@ class AuditEvent(models.Model):
         ADMIN_CHANGE = "admin_change", _("Changed data in the admin")
         MONITORING_ALERT = "monitoring_alert", _("A monitored figure left its band")
         MONITORING_CLEARED = "monitoring_cleared", _("A monitored figure returned to its band")
+        ORPHANS_REMOVED = "orphans_removed", _("Removed stored files that no study refers to")
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True, verbose_name=_("created"))
     actor = models.ForeignKey(
@@ -642,6 +643,26 @@ class WorkerHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.hostname} at {self.seen_at:%Y-%m-%d %H:%M:%S}"
+
+
+class ServiceCounter(models.Model):
+    """A count of something the service did in the background (files removed, pool processes lost), for /metrics.
+
+    Kept in the database, like everything ``/metrics`` reports, so every web
+    process answers the same and a count survives restarts; incremented with an
+    ``F()`` update (``screening.counters``), never read-modify-write.
+    """
+
+    name = models.CharField(max_length=64, unique=True, verbose_name=_("name"))
+    value = models.BigIntegerField(default=0, verbose_name=_("value"))
+    updated_at = models.DateTimeField(auto_now=True, verbose_name=_("updated"))
+
+    class Meta:
+        verbose_name = _("service counter")
+        verbose_name_plural = _("service counters")
+
+    def __str__(self) -> str:
+        return f"{self.name} = {self.value}"
 
 
 class ServiceState(models.Model):

@@ -19,7 +19,7 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
-from screening import audit
+from screening import audit, counters
 from screening.models import AuditEvent, Study
 
 log = logging.getLogger(__name__)
@@ -32,8 +32,15 @@ class PurgeOutcome:
     bytes: int = 0
 
 
-def purge_originals(older_than_days: int, *, actor=None, dry_run: bool = False) -> PurgeOutcome:
-    """Remove the originals of finished studies created more than ``older_than_days`` days ago."""
+def purge_originals(
+    older_than_days: int, *, actor=None, dry_run: bool = False, scheduled: bool = False
+) -> PurgeOutcome:
+    """Remove the originals of finished studies created more than ``older_than_days`` days ago.
+
+    ``scheduled`` (beat's housekeeping): a round that finds nothing due leaves
+    no audit row, so the trail is not an hourly list of empty purges; a manual
+    run is always recorded.
+    """
     if older_than_days < 1:
         raise ValueError("The retention period must be at least one day.")
     cutoff = timezone.now() - timedelta(days=older_than_days)
@@ -46,6 +53,8 @@ def purge_originals(older_than_days: int, *, actor=None, dry_run: bool = False) 
     )
     removable = sorted(candidates - still_needed)
     outcome = PurgeOutcome(studies=due.count())
+    if scheduled and not outcome.studies:
+        return outcome
     if dry_run:
         outcome.files = len(removable)
         outcome.bytes = sum(_size(name) for name in removable)
@@ -62,12 +71,15 @@ def purge_originals(older_than_days: int, *, actor=None, dry_run: bool = False) 
             older_than_days=older_than_days,
             studies=purged,
             files=len(removable),
+            scheduled=scheduled,
         )
+        counters.add(counters.RETENTION_STUDIES_PURGED, purged)
     for name in removable:
         outcome.bytes += _remove(name)
         outcome.files += 1
         preview = Path(settings.MEDIA_ROOT) / "previews" / shas[name][:2] / f"{shas[name]}.png"
         preview.unlink(missing_ok=True)
+    counters.add(counters.RETENTION_FILES_REMOVED, outcome.files)
     log.info("purge: %d studies, %d files, %d bytes", outcome.studies, outcome.files, outcome.bytes)
     return outcome
 

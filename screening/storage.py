@@ -62,6 +62,22 @@ def matches(path: Path, sha256: str, size: int) -> bool:
     return digest.hexdigest() == sha256
 
 
+def _touch(path: Path) -> bool:
+    """Mark an existing file as just used; False when there is none.
+
+    Housekeeping (``screening.housekeeping``) removes only files untouched for
+    its grace period, so an intact copy this upload is about to reuse cannot be
+    taken away as an orphan before the upload's row commits.
+    """
+    try:
+        os.utime(path)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return path.exists()
+    return True
+
+
 def store_verified(name: str, source: BinaryIO, sha256: str, size: int, *, sync_name: bool = True) -> bool:
     """Put ``source`` at storage name ``name`` unless an intact copy is there; True when this call wrote it.
 
@@ -70,7 +86,7 @@ def store_verified(name: str, source: BinaryIO, sha256: str, size: int, *, sync_
     (``sync_folders``), which can then do it once for many files.
     """
     final = Path(default_storage.path(name))
-    if final.exists():
+    if _touch(final):
         if matches(final, sha256, size):
             return False
         log.warning("stored file %s is damaged (size or checksum differs); writing it again", name)

@@ -10,7 +10,7 @@ from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.utils.translation import gettext as _
 
-from screening import monitoring, operations
+from screening import counters, monitoring, operations
 
 
 def _has_metrics_token(request) -> bool:
@@ -33,6 +33,7 @@ def metrics(request):
     registry = CollectorRegistry(auto_describe=False)
     registry.register(operations.SnapshotCollector())
     registry.register(monitoring.MonitoringCollector())
+    registry.register(counters.CountersCollector())
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 
 

@@ -76,6 +76,14 @@ def queue_due_deliveries_task() -> None:
 
 
 @shared_task(ignore_result=True, acks_late=False)
+def housekeeping_task() -> None:
+    """Remove orphaned stored files; purge old originals when a retention period is set (``screening.housekeeping``)."""
+    from screening import housekeeping
+
+    housekeeping.run()
+
+
+@shared_task(ignore_result=True, acks_late=False)
 def monitoring_check_task() -> None:
     """Recompute the figures watched in use; audit any that left or re-entered its band (``screening.monitoring``)."""
     from screening import monitoring

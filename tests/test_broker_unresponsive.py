@@ -94,11 +94,12 @@ def test_an_upload_does_not_wait_for_ever_on_a_broker_that_never_answers(submitt
 
 
 @pytest.mark.django_db
-def test_readiness_reports_a_broker_that_never_answers(client, app_on_silent_broker, monkeypatch):
+def test_readiness_reports_a_broker_that_never_answers(client, app_on_silent_broker, monkeypatch, settings):
     silent, accepted = app_on_silent_broker
     monkeypatch.setattr("celery.current_app", silent)
+    settings.HEALTH_DETAILS_TOKEN = "health-details"  # an operator's monitor: told which check failed
 
-    response = in_thread(lambda: client.get("/readyz"))
+    response = in_thread(lambda: client.get("/readyz", HTTP_AUTHORIZATION="Bearer health-details"))
 
     assert accepted, "the check never reached the silent broker"
     assert response.status_code == 503

@@ -135,3 +135,42 @@ def test_an_unknown_log_format_stops_start_up():
         text=True,
     )
     assert done.returncode != 0 and "LOG_FORMAT='xml'" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "name, raw",
+    [
+        ("DATABASE_CONNECT_TIMEOUT", "5s"),
+        ("DATABASE_CONNECT_TIMEOUT", "0"),  # libpq would wait for ever
+        ("DATABASE_STATEMENT_TIMEOUT", "1.5"),
+        ("DATABASE_WORKER_STATEMENT_TIMEOUT", "100"),  # not below the task's soft time limit
+    ],
+)
+def test_a_malformed_database_timeout_stops_start_up_naming_the_variable(name, raw):
+    done = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        cwd=ROOT,
+        env=base_env(DJANGO_SETTINGS_MODULE="webapp.settings", DJANGO_SECRET_KEY="x", **{name: raw}),
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode != 0 and "ImproperlyConfigured" in done.stderr and name in done.stderr
+
+
+def test_a_postgresql_database_gets_the_timeouts_and_keeps_the_urls_own_options():
+    done = subprocess.run(
+        [sys.executable, "-c", "import json; from django.conf import settings as s; print(json.dumps(s.DATABASES))"],
+        cwd=ROOT,
+        env=base_env(
+            DJANGO_SETTINGS_MODULE="webapp.settings",
+            DJANGO_SECRET_KEY="x",
+            DATABASE_URL="postgres://u@db.example:5432/screening?sslmode=require",
+            DATABASE_CONNECT_TIMEOUT="3",
+            DATABASE_STATEMENT_TIMEOUT="7",
+        ),
+        capture_output=True,
+        text=True,
+    )
+    options = json.loads(done.stdout)["default"]["OPTIONS"]
+    assert options["connect_timeout"] == 3 and options["options"] == "-c statement_timeout=7000"
+    assert options["sslmode"] == "require" and options["keepalives"] == 1 and options["tcp_user_timeout"] > 0

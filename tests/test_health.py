@@ -1,4 +1,4 @@
-"""Liveness and readiness: what an operator or a load balancer learns without logging in (issue 12)."""
+"""Liveness and readiness: what a load balancer learns without logging in, and what an operator learns."""
 
 from datetime import timedelta
 from unittest import mock
@@ -8,6 +8,15 @@ from django.test import Client
 from django.utils import timezone
 
 from screening.models import WorkerHeartbeat
+
+DETAILS_TOKEN = "health-details-s3cret"
+
+
+@pytest.fixture
+def operator(settings) -> Client:
+    """A monitor holding HEALTH_DETAILS_TOKEN: it is told each check of /readyz."""
+    settings.HEALTH_DETAILS_TOKEN = DETAILS_TOKEN
+    return Client(HTTP_AUTHORIZATION=f"Bearer {DETAILS_TOKEN}")
 
 
 def test_liveness_needs_nothing_but_the_process(db):
@@ -20,9 +29,9 @@ def a_working_worker() -> None:
     WorkerHeartbeat.objects.create(hostname="w1:101", seen_at=timezone.now(), warm=True)
 
 
-def test_ready_when_database_broker_storage_and_a_recent_worker_heartbeat_answer(db, settings):
+def test_ready_when_database_broker_storage_and_a_recent_worker_heartbeat_answer(db, operator):
     a_working_worker()
-    response = Client().get("/readyz")
+    response = operator.get("/readyz")
     assert response.status_code == 200, response.json()
     assert response.json() == {
         "status": "ready",
@@ -30,27 +39,65 @@ def test_ready_when_database_broker_storage_and_a_recent_worker_heartbeat_answer
     }
 
 
-def test_a_stale_heartbeat_says_the_queue_is_not_moving(db, settings):
+def test_anonymous_callers_get_the_readiness_status_without_the_checks(db, settings, tmp_path):
+    a_working_worker()
+    response = Client().get("/readyz")
+    assert response.status_code == 200 and response.json() == {"status": "ready"}
+    (tmp_path / "a-file").write_text("x")
+    settings.MEDIA_ROOT = tmp_path / "a-file" / "media"  # storage fails
+    response = Client().get("/readyz")
+    assert response.status_code == 503 and response.json() == {"status": "unavailable"}
+
+
+def test_a_wrong_token_gets_the_bare_status_not_a_refusal(db, operator):
+    a_working_worker()
+    for sent in ("Bearer not-the-token", f"Token {DETAILS_TOKEN}", f"Bearer {DETAILS_TOKEN}x", ""):
+        response = Client(HTTP_AUTHORIZATION=sent).get("/readyz")
+        assert response.status_code == 200 and response.json() == {"status": "ready"}, sent
+    assert "checks" in operator.get("/readyz").json()
+
+
+def test_without_a_configured_token_no_bearer_header_shows_the_checks(db, settings):
+    a_working_worker()
+    settings.HEALTH_DETAILS_TOKEN = None
+    assert Client(HTTP_AUTHORIZATION="Bearer ").get("/readyz").json() == {"status": "ready"}
+    assert Client(HTTP_AUTHORIZATION="Bearer None").get("/readyz").json() == {"status": "ready"}
+
+
+def test_a_logged_in_staff_member_sees_the_checks_and_other_users_do_not(db, submitter, admin_client):
+    from tests.conftest import logged_in
+
+    a_working_worker()
+    assert admin_client.get("/readyz").json()["checks"] == {
+        "database": "ok",
+        "broker": "ok",
+        "storage": "ok",
+        "worker": "ok",
+    }
+    assert logged_in(submitter).get("/readyz").json() == {"status": "ready"}
+
+
+def test_a_stale_heartbeat_says_the_queue_is_not_moving(db, settings, operator):
     WorkerHeartbeat.objects.create(
         hostname="celery@w1", seen_at=timezone.now() - timedelta(seconds=4 * settings.SCREENING_HEARTBEAT_SECONDS)
     )
-    response = Client().get("/readyz")
+    response = operator.get("/readyz")
     assert response.status_code == 503 and response.json()["checks"]["worker"].startswith("no worker heartbeat for")
     WorkerHeartbeat.objects.all().delete()
-    assert Client().get("/readyz").json()["checks"]["worker"] == "no worker heartbeat yet"
+    assert operator.get("/readyz").json()["checks"]["worker"] == "no worker heartbeat yet"
 
 
-def test_not_ready_while_no_pool_process_is_warm(db, settings):
+def test_not_ready_while_no_pool_process_is_warm(db, settings, operator):
     """The main process keeps beating while its pool processes are dead or warming: that is not a worker."""
     now = timezone.now()
     WorkerHeartbeat.objects.create(hostname="celery@w1", seen_at=now)
     WorkerHeartbeat.objects.create(hostname="w1:100", seen_at=now)  # the main process, or a pool process warming
     dead = now - timedelta(seconds=settings.SCREENING_DEAD_WORKER_SECONDS + 1)
     WorkerHeartbeat.objects.create(hostname="w1:99", seen_at=dead, warm=True)  # warm once, silent since
-    response = Client().get("/readyz")
+    response = operator.get("/readyz")
     assert response.status_code == 503 and response.json()["checks"]["worker"].startswith("no warm pool process")
     WorkerHeartbeat.objects.filter(hostname="w1:100").update(warm=True)
-    assert Client().get("/readyz").status_code == 200
+    assert operator.get("/readyz").status_code == 200
 
 
 def test_the_worker_health_check_needs_a_warm_pool_process_of_its_own_host(db):
@@ -82,7 +129,7 @@ def test_a_killed_pool_process_is_no_longer_warm_at_the_main_processs_next_beat(
     ]
 
 
-def test_an_unreachable_broker_is_not_ready(db, settings):
+def test_an_unreachable_broker_is_not_ready(db, operator):
     a_working_worker()
     from kombu import Connection
 
@@ -90,15 +137,15 @@ def test_an_unreachable_broker_is_not_ready(db, settings):
 
     refused = Connection("redis://127.0.0.1:1/0")  # port 1: nothing listens
     with mock.patch.object(app, "connection_for_write", return_value=refused):
-        response = Client().get("/readyz")
+        response = operator.get("/readyz")
     assert response.status_code == 503 and response.json()["checks"]["broker"] == "unavailable"
 
 
-def test_unwritable_media_storage_is_not_ready(db, settings, tmp_path):
+def test_unwritable_media_storage_is_not_ready(db, settings, operator, tmp_path):
     a_working_worker()
     (tmp_path / "a-file").write_text("x")
     settings.MEDIA_ROOT = tmp_path / "a-file" / "media"  # cannot be created, even by root
-    response = Client().get("/readyz")
+    response = operator.get("/readyz")
     assert response.status_code == 503 and response.json()["checks"]["storage"] == "not writable"
 
 

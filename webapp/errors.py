@@ -2,17 +2,21 @@
 
 Django's default handlers answer HTML even to an API client, and a database
 outage surfaces as an HTML 500. Here any request under ``/api/`` (or one
-that asks for JSON) gets a JSON body, and a database that cannot be reached
-is a 503 with ``Retry-After``: the client should try again, nothing is wrong
-with its request. Bodies are ``{"code", "error"}`` as in ``screening.api``.
+that asks for JSON) gets a JSON body, and a database that cannot be reached,
+or that did not answer within its timeouts (``webapp.database``), is a 503
+with ``Retry-After``: the client should try again, nothing is wrong with its
+request. Other database errors (a constraint, a bad query) stay a 500: trying
+again would not help. Bodies are ``{"code", "error"}`` as in ``screening.api``,
+plus ``retry_after`` (seconds) on a 503.
 """
 
 from __future__ import annotations
 
 import sys
 
-from django.db import DatabaseError
-from django.http import JsonResponse
+from django.db import InterfaceError, OperationalError
+from django.http import HttpResponse, JsonResponse
+from django.utils.html import escape
 from django.utils.translation import gettext as _
 from django.views import defaults
 
@@ -55,17 +59,22 @@ def page_not_found(request, exception, template_name="404.html"):
 
 
 def server_error(request, template_name="500.html"):
-    unavailable = isinstance(sys.exc_info()[1], DatabaseError)
-    if unavailable:
-        message = _("The service's database is unavailable; nothing was changed. Try again shortly.")
-        response = (
-            _json_error(503, "database_unavailable", message)
-            if _wants_json(request)
-            else defaults.server_error(request, template_name)
-        )
-        response.status_code = 503
-        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
-        return response
+    # Refused, dropped, timed out (connect_timeout, statement_timeout: QueryCanceled) or closed under us.
+    if isinstance(sys.exc_info()[1], (OperationalError, InterfaceError)):
+        return database_unavailable(request)
     if _wants_json(request):
         return _json_error(500, "internal_error", _("Internal error; an administrator has been notified in the logs."))
     return defaults.server_error(request, template_name)
+
+
+def database_unavailable(request):
+    """503 with ``Retry-After``; a page without the site's layout, whose header would ask the database again."""
+    message = _("The service's database is unavailable; nothing was changed. Try again shortly.")
+    if _wants_json(request):
+        response = JsonResponse(
+            {"code": "database_unavailable", "error": message, "retry_after": RETRY_AFTER_SECONDS}, status=503
+        )
+    else:
+        response = HttpResponse(f"<!doctype html>\n<title>503</title>\n<p>{escape(message)}</p>\n", status=503)
+    response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response

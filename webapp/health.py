@@ -1,4 +1,4 @@
-"""Probes for load balancers, docker-compose and operators. No login, no secrets in the answers.
+"""Probes for load balancers, docker-compose and operators. No login needed, no secrets in the answers.
 
 ``/healthz`` is liveness: the process answers (restart it if not). It checks
 nothing else, so a database outage does not get healthy web processes
@@ -7,12 +7,19 @@ accepts a connection, the media storage is writable, a worker ran the
 beat's heartbeat task recently (beat, broker and worker all moving), and at
 least one pool process is alive with its models warm (a worker whose pool
 processes all died, or are still warming up, cannot score: the worker's main
-process alone keeps beating). Each check is named in the answer; any failure
-makes it a 503.
+process alone keeps beating). Any failure makes it a 503.
+
+Which check failed, and why, tells an outsider what the service runs on and
+where it is weak, so the checks are named only to a logged-in staff member or
+to a caller sending ``Authorization: Bearer <HEALTH_DETAILS_TOKEN>``; everyone
+else gets the bare status (a wrong token too: a probe is never refused), and a
+failure is logged with its checks for the operators.
 """
 
 from __future__ import annotations
 
+import hmac
+import logging
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -22,6 +29,8 @@ from django.db import connection
 from django.db.utils import DatabaseError
 from django.http import JsonResponse
 from django.utils import timezone
+
+log = logging.getLogger(__name__)
 
 BROKER_TIMEOUT_SECONDS = 2
 MISSED_HEARTBEATS = 3
@@ -39,7 +48,27 @@ def readyz(request):
     }
     checks["worker"] = _worker() if checks["database"] == "ok" else "unknown (database unavailable)"
     ready = all(value == "ok" for value in checks.values())
-    return JsonResponse({"status": "ready" if ready else "unavailable", "checks": checks}, status=200 if ready else 503)
+    if not ready:
+        log.warning("not ready: %s", ", ".join(f"{name} {value}" for name, value in checks.items() if value != "ok"))
+    answer = {"status": "ready" if ready else "unavailable"}
+    if _may_see_details(request):
+        answer["checks"] = checks
+    return JsonResponse(answer, status=200 if ready else 503)
+
+
+def _may_see_details(request) -> bool:
+    """The holder of ``HEALTH_DETAILS_TOKEN`` (compared in constant time), or a logged-in staff member.
+
+    The token is checked first: it needs no database, and the session does.
+    """
+    token = settings.HEALTH_DETAILS_TOKEN
+    sent = request.headers.get("Authorization", "")
+    if token and hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
+        return True
+    try:
+        return request.user.is_authenticated and request.user.is_staff
+    except DatabaseError:  # the session cannot be read while the database is down
+        return False
 
 
 def _database() -> str:

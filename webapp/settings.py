@@ -16,6 +16,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from ml.serving.devices import usable_cores
 from screening.dicom.nodes import InvalidNode, ae_title, parse_callers, parse_destinations
+from webapp.database import POSTGRESQL, postgres_options
 from webapp.env import env_bool, env_float, env_int, env_list, env_secret, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -98,6 +99,17 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 30,
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+# How long PostgreSQL may keep a process waiting (webapp.database): a hung or locked database then fails a
+# request in seconds (503 with Retry-After, webapp.errors) rather than holding a web worker until gunicorn kills it.
+# The worker's statements get DATABASE_WORKER_STATEMENT_TIMEOUT instead (below); 0 turns the limit off, as a long
+# maintenance command may need (`DATABASE_STATEMENT_TIMEOUT=0 manage.py migrate`).
+DATABASE_CONNECT_TIMEOUT = env_int("DATABASE_CONNECT_TIMEOUT", 5, minimum=2, maximum=300)
+DATABASE_STATEMENT_TIMEOUT = env_int("DATABASE_STATEMENT_TIMEOUT", 10, minimum=0, maximum=86400)
+if DATABASES["default"]["ENGINE"] == POSTGRESQL:
+    DATABASES["default"]["OPTIONS"] = {
+        **postgres_options(connect_timeout=DATABASE_CONNECT_TIMEOUT, statement_timeout=DATABASE_STATEMENT_TIMEOUT),
+        **DATABASES["default"].get("OPTIONS", {}),  # what DATABASE_URL's query string sets wins
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -239,6 +251,16 @@ DICOM_DESTINATIONS = _dicom(parse_destinations, "DICOM_DESTINATIONS", env_list("
 DICOM_SEND_GIVE_UP_HOURS = env_int("DICOM_SEND_GIVE_UP_HOURS", 72, minimum=1)
 DICOM_SEND_MAX_BACKOFF_SECONDS = env_int("DICOM_SEND_MAX_BACKOFF_SECONDS", 300, minimum=5)
 DICOM_TIMEOUT_SECONDS = env_int("DICOM_TIMEOUT_SECONDS", 30, minimum=1)
+# Anyone who can reach the listener can connect: a connection has this long to send its
+# association request, and only accepted associations count against the two limits below.
+DICOM_ASSOCIATION_REQUEST_TIMEOUT_SECONDS = env_int(
+    "DICOM_ASSOCIATION_REQUEST_TIMEOUT_SECONDS", 5, minimum=1, maximum=60
+)
+# The largest PDU the listener accepts (and announces); a longer one aborts the association.
+DICOM_MAX_PDU_BYTES = env_int("DICOM_MAX_PDU_BYTES", 256 * 1024, minimum=4096, maximum=4 * 1024 * 1024)
+# Each association holds a thread and a database connection while it lasts; more are refused transiently.
+DICOM_MAX_ASSOCIATIONS = env_int("DICOM_MAX_ASSOCIATIONS", 20, minimum=1, maximum=200)
+DICOM_MAX_ASSOCIATIONS_PER_PEER = env_int("DICOM_MAX_ASSOCIATIONS_PER_PEER", 4, minimum=1, maximum=200)
 
 # --- Celery -------------------------------------------------------------------
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", f"sqla+sqlite:///{VAR_DIR / 'broker.sqlite3'}")
@@ -249,6 +271,14 @@ CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 100, minimu
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 120, minimum=11)
 if CELERY_TASK_SOFT_TIME_LIMIT >= CELERY_TASK_TIME_LIMIT:
     raise ImproperlyConfigured("CELERY_TASK_SOFT_TIME_LIMIT must be below CELERY_TASK_TIME_LIMIT")
+# The worker's statements (claims wait for row locks other workers hold; sweeps update every waiting study) may run
+# this long; below the soft time limit, so that a stuck statement fails the task rather than the limit killing it.
+DATABASE_WORKER_STATEMENT_TIMEOUT = env_int(
+    "DATABASE_WORKER_STATEMENT_TIMEOUT",
+    min(60, CELERY_TASK_SOFT_TIME_LIMIT - 1),
+    minimum=0,
+    maximum=CELERY_TASK_SOFT_TIME_LIMIT - 1,
+)
 # Redis redelivers an unacknowledged message after this long; it must exceed
 # the longest task, or a slow chunk would be handed to a second worker.
 CELERY_BROKER_VISIBILITY_TIMEOUT = env_int(
@@ -273,9 +303,11 @@ CELERY_WORKER_CONCURRENCY = env_int("CELERY_WORKER_CONCURRENCY", min(4, usable_c
 CELERY_WORKER_PROC_ALIVE_TIMEOUT = env_float("CELERY_WORKER_PROC_ALIVE_TIMEOUT", 120.0, minimum=10.0, maximum=3600.0)
 # The sweep re-enqueues studies whose message is presumed lost: RUNNING for
 # longer than a task may run, or waiting longer than a redelivery takes.
-# How often beat asks a worker to record a heartbeat; readiness fails after 3 missed ones.
 # Bearer token a Prometheus scraper sends to /metrics (staff sessions need none); unset: staff only.
 METRICS_TOKEN = env_secret("METRICS_TOKEN")
+# Bearer token that shows /readyz's checks to a caller that is not a logged-in staff member; unset: staff only.
+HEALTH_DETAILS_TOKEN = env_secret("HEALTH_DETAILS_TOKEN")
+# How often beat asks a worker to record a heartbeat; readiness fails after 3 missed ones.
 SCREENING_HEARTBEAT_SECONDS = env_int("SCREENING_HEARTBEAT_SECONDS", 30, minimum=5)
 SCREENING_SWEEP_INTERVAL_SECONDS = env_int("SCREENING_SWEEP_INTERVAL_SECONDS", 10, minimum=2)
 # Each worker process writes a heartbeat this often; a claim whose process has been silent
@@ -292,6 +324,13 @@ SCREENING_STUCK_RUNNING_SECONDS = env_int(
 SCREENING_STUCK_QUEUED_SECONDS = env_int(
     "SCREENING_STUCK_QUEUED_SECONDS", CELERY_BROKER_VISIBILITY_TIMEOUT + 60, minimum=10
 )
+# Housekeeping (beat, ``screening.housekeeping``) this often: stored files that no study refers to
+# and older than the grace period are removed (a crash mid-upload leaves them); and, when
+# SCREENING_RETENTION_DAYS is above 0, originals of finished studies older than that are purged
+# (as `manage.py purge --older-than DAYS`). 0 keeps originals until someone purges by hand.
+SCREENING_HOUSEKEEPING_SECONDS = env_int("SCREENING_HOUSEKEEPING_SECONDS", 3600, minimum=60, maximum=7 * 86400)
+SCREENING_ORPHAN_GRACE_SECONDS = env_int("SCREENING_ORPHAN_GRACE_SECONDS", 3600, minimum=600, maximum=30 * 86400)
+SCREENING_RETENTION_DAYS = env_int("SCREENING_RETENTION_DAYS", 0, minimum=0, maximum=100 * 365)
 
 # --- Logging ------------------------------------------------------------------
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 os.environ.setdefault("DJANGO_SECRET_KEY", "test-only-secret-key-not-for-production")
 
+from webapp.database import postgres_options  # noqa: E402
 from webapp.env import env_bool, env_str  # noqa: E402
 from webapp.settings import *  # noqa: E402,F403
 
@@ -43,8 +44,16 @@ if _missing:
     print(f"WARNING: {', '.join(_missing)} not reachable; tests fall back to embedded defaults", file=sys.stderr)
 
 USING_REAL_SERVICES = not _missing
+# The production bounds on waiting (webapp.database), with statements given longer than the web's: creating and
+# flushing the test database on a machine busy with other runs must not be cancelled. Tests of the timeout set a
+# short one themselves (webapp.database.use_statement_timeout).
+TEST_STATEMENT_TIMEOUT = 120
 if USING_REAL_SERVICES:
     DATABASES = {"default": dj_database_url.parse(TEST_DATABASE_URL)}  # noqa: F405
+    DATABASES["default"]["OPTIONS"] = postgres_options(
+        connect_timeout=DATABASE_CONNECT_TIMEOUT,  # noqa: F405
+        statement_timeout=TEST_STATEMENT_TIMEOUT,
+    )
     CELERY_BROKER_URL = TEST_BROKER_URL
 else:
     DATABASES = {"default": dj_database_url.parse(f"sqlite:///{tempfile.gettempdir()}/screening-test.sqlite3")}  # noqa: F405

@@ -85,6 +85,10 @@ def _reliability_settings() -> dict:
                 "task": "screening.tasks.monitoring_check_task",
                 "schedule": float(settings.MONITORING_CHECK_SECONDS),
             },
+            "housekeeping": {
+                "task": "screening.tasks.housekeeping_task",
+                "schedule": float(settings.SCREENING_HOUSEKEEPING_SECONDS),
+            },
             "worker-heartbeat": {
                 "task": "screening.tasks.record_heartbeat_task",
                 "schedule": float(settings.SCREENING_HEARTBEAT_SECONDS),

@@ -9,9 +9,11 @@ import time
 import numpy as np
 from celery.signals import task_received, worker_init, worker_process_init, worker_ready
 from django.conf import settings
+from django.db import DatabaseError
 
 from ml.serving.devices import prepare_devices
 from screening.serving import cpu_threads, get_gate, get_population_check, get_screener, set_pool_processes
+from webapp.database import use_statement_timeout
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,12 @@ def remember_pool_size(sender, **kwargs) -> None:
         set_pool_processes(concurrency)
 
 
+@worker_init.connect
+def use_the_workers_statement_timeout(**kwargs) -> None:
+    """Before the pool forks and the heartbeat threads start: every connection of this worker gets its own limit."""
+    use_statement_timeout(settings.DATABASE_WORKER_STATEMENT_TIMEOUT)
+
+
 @worker_ready.connect
 def beat_from_the_main_process(**kwargs) -> None:
     """The main process reserves messages for its pool (``note_reserved``): the sweep must see it alive too."""
@@ -66,8 +74,13 @@ def note_the_reserved_chunk(request=None, **kwargs) -> None:
 def load_screener_in_child(**kwargs) -> None:
     # Heartbeat first: the sweep must not take this process for dead while it warms up.
     # (Imported here: this module loads with the Celery app, before Django's models are ready.)
+    from screening import counters
     from screening.liveness import mark_warm, start_heartbeat_thread
 
     start_heartbeat_thread()
+    try:
+        counters.add(counters.POOL_PROCESS_STARTS)
+    except DatabaseError:  # a count is not worth a pool process that cannot start
+        log.warning("could not count this pool process's start: the database is away")
     warm_up()
     mark_warm()

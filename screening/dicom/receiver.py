@@ -24,7 +24,7 @@ import pydicom
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import DatabaseError, DataError, IntegrityError, transaction
 from django.db.models import F
 from pynetdicom.sop_class import (
     ComputedRadiographyImageStorage,
@@ -91,7 +91,16 @@ def _already_received(uid: str) -> Answer | None:
 
 
 def _dataset(data: bytes) -> pydicom.Dataset:
-    return pydicom.dcmread(io.BytesIO(data), force=data[128:132] != b"DICM")
+    """The parsed dataset, every element converted now.
+
+    pydicom converts an element's value when it is first read, so a damaged
+    element (an unknown VR, a wrong length) would otherwise raise later, in
+    whichever line first touched it: here it raises while parsing, and the
+    instance is answered "cannot understand".
+    """
+    dataset = pydicom.dcmread(io.BytesIO(data), force=data[128:132] != b"DICM")
+    dataset.walk(lambda _dataset, _element: None)
+    return dataset
 
 
 def _damage(dataset: pydicom.Dataset) -> str:
@@ -103,6 +112,8 @@ def _damage(dataset: pydicom.Dataset) -> str:
     if "PixelData" not in dataset:
         return "The dataset has no pixel data."
     syntax = dataset.file_meta.get("TransferSyntaxUID")
+    if syntax is not None and not syntax.is_transfer_syntax:
+        return f"The transfer syntax {str(syntax)[:64]} is not one the service knows."
     if syntax is not None and syntax.is_compressed:
         return ""
     try:
@@ -195,6 +206,10 @@ class Inbox:
             # (or, within one batch, the same bytes under another UID: not DICOM).
             clash = Answer(CANNOT_UNDERSTAND, "The same pixel data arrived under two SOP Instance UIDs.")
             return _already_received(uid) or clash
+        except DataError:
+            # A value the database cannot hold (a NUL in a text attribute): the same copy would fail again.
+            log.warning("refused an instance from %s: a header value cannot be stored", self.calling_ae)
+            return Answer(CANNOT_UNDERSTAND, "A header value cannot be stored (a NUL character in a text attribute?).")
         except DatabaseError:
             log.exception("could not record an instance from %s; the sender will retry", self.calling_ae)
             return Answer(OUT_OF_RESOURCES, "The database is unavailable.")
