@@ -1,4 +1,4 @@
-"""Real DICOM peers for tests: a throwaway Orthanc PACS and dcmtk's ``storescu``/``echoscu``.
+"""Real DICOM peers for tests: a throwaway Orthanc PACS, dcmtk's ``storescu``/``echoscu``, and hostile connections.
 
 Plain helpers, no pytest fixtures::
 
@@ -23,6 +23,8 @@ import json
 import os
 import shutil
 import signal
+import socket
+import struct
 import subprocess
 import time
 import urllib.error
@@ -40,10 +42,10 @@ STOP_TIMEOUT = 20.0
 DCMTK_TIMEOUT = 60.0
 
 
-def available() -> str | None:
-    """None when Orthanc and dcmtk are installed, else why tests needing them must skip."""
+def available(*, orthanc: bool = True) -> str | None:
+    """None when Orthanc (unless ``orthanc=False``) and dcmtk are installed, else why tests needing them must skip."""
     missing = []
-    if not os.access(ORTHANC, os.X_OK):
+    if orthanc and not os.access(ORTHANC, os.X_OK):
         missing.append(f"{ORTHANC} (apt-get install orthanc)")
     for tool in DCMTK_TOOLS:
         if shutil.which(tool) is None:
@@ -355,3 +357,59 @@ class ListenerProcess(BackgroundProcess):
                 raise RuntimeError(f"the DICOM listener did not start:\n{self.log()}")
             time.sleep(0.1)
         return self
+
+
+# -- hostile peers: connections that never become an accepted association ------------------------
+
+A_ASSOCIATE_RQ, P_DATA_TF = 0x01, 0x04
+
+
+def idle_connections(port: int, n: int, *, host: str = "127.0.0.1") -> list[socket.socket]:
+    """``n`` TCP connections to ``host:port`` that never send a byte."""
+    return [socket.create_connection((host, port), timeout=10) for _ in range(n)]
+
+
+def pdu_header(pdu_type: int, length: int) -> bytes:
+    """A PDU's first 6 bytes: type, reserved, and the length of what follows (PS3.8 9.3)."""
+    return struct.pack(">BBL", pdu_type, 0, length)
+
+
+def oversized_request(
+    port: int, *, declared: int = 2**31, push: int = 32 * 2**20, host: str = "127.0.0.1"
+) -> tuple[socket.socket, int]:
+    """Connect, declare an A-ASSOCIATE-RQ of ``declared`` bytes and send up to ``push`` bytes of it.
+
+    Returns the socket and how many bytes after the header went out before the listener
+    closed the connection (``push`` when it never did).
+    """
+    sock = socket.create_connection((host, port), timeout=10)
+    sock.sendall(pdu_header(A_ASSOCIATE_RQ, declared))
+    chunk, sent = bytes(2**20), 0
+    try:
+        while sent < push:
+            sent += sock.send(chunk[: push - sent])
+    except OSError:  # reset, broken pipe, or a full window for 10 s: the listener stopped reading
+        pass
+    return sock, sent
+
+
+def closed_by_peer(sock: socket.socket) -> bool:
+    """True once the other end has closed or reset ``sock``; False while it is open and silent."""
+    timeout = sock.gettimeout()
+    sock.setblocking(False)  # with a timeout set, recv() would wait for data first
+    try:
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    finally:
+        sock.settimeout(timeout)
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of process ``pid`` (Linux), in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")

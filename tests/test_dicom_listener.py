@@ -1,10 +1,14 @@
-"""The C-STORE listener, driven by pynetdicom's own SCU: statuses, refusals, resends.
+"""The C-STORE listener, driven by pynetdicom's own SCU and raw sockets: statuses, refusals, resends, limits.
 
 The listener runs in this process (its associations in their own threads,
 with their own database connections, hence transactional tests).
 """
 
 from __future__ import annotations
+
+import subprocess
+import sys
+import time
 
 import pydicom
 import pytest
@@ -17,7 +21,17 @@ from screening.dicom.listener import Listener
 from screening.dicom.nodes import parse_callers
 from screening.models import AuditEvent, Batch, ReceivedInstance, Study
 from tests.conftest import FIXTURES
-from tests.dicom_peers import RADIOGRAPH, free_port
+from tests.dicom_peers import (
+    A_ASSOCIATE_RQ,
+    P_DATA_TF,
+    RADIOGRAPH,
+    closed_by_peer,
+    free_port,
+    idle_connections,
+    oversized_request,
+    pdu_header,
+)
+from tests.worker_process import ROOT, base_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -40,14 +54,14 @@ def instance(**changes) -> pydicom.Dataset:
     return dataset
 
 
-def associate(port: int, *, calling: str = "MODALITY", contexts=None):
+def associate(port: int, *, calling: str = "MODALITY", contexts=None, source: str = "127.0.0.1"):
     ae = AE(ae_title=calling)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
     contexts = contexts or [
         build_context(Verification),
         build_context(DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian),
     ]
-    return ae.associate("127.0.0.1", port, contexts=contexts, ae_title="PNEUMO")
+    return ae.associate("127.0.0.1", port, contexts=contexts, ae_title="PNEUMO", bind_address=(source, 0))
 
 
 def store(port: int, datasets, **kwargs) -> list[int]:
@@ -175,3 +189,135 @@ def test_dicom_echo_tells_a_listening_node_a_refusing_one_and_nothing_apart(list
     settings.DICOM_DESTINATIONS = ()
     with pytest.raises(CommandError, match="No node to echo"):
         call_command("dicom_echo", stdout=io.StringIO())
+
+
+# --- peers that never become an accepted association -----------------------------------------
+
+
+@pytest.fixture
+def start_guarded(publish, settings):
+    """Start a listener, on a free port, with small limits and a short association-request timeout."""
+    started = []
+
+    def start(request_timeout: int = 1) -> Listener:
+        settings.DICOM_ASSOCIATION_REQUEST_TIMEOUT_SECONDS = request_timeout
+        settings.DICOM_MAX_PDU_BYTES = 16384
+        settings.DICOM_MAX_ASSOCIATIONS = 3
+        settings.DICOM_MAX_ASSOCIATIONS_PER_PEER = 2
+        node = Listener(ae_title="PNEUMO", callers=parse_callers(["MODALITY"]))
+        node.port = free_port()
+        node.start(("127.0.0.1", node.port), block=False)
+        started.append(node)
+        return node
+
+    yield start
+    for node in started:
+        node.stop()
+
+
+@pytest.fixture
+def guarded(start_guarded):
+    return start_guarded()
+
+
+def wait_until_closed(sock, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not closed_by_peer(sock):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_a_connection_that_sends_no_association_request_is_closed(guarded):
+    [silent] = idle_connections(guarded.port, 1)
+    with silent:
+        assert wait_until_closed(silent)
+
+
+def test_a_connection_trickling_its_association_request_is_closed(guarded):
+    with idle_connections(guarded.port, 1)[0] as slow:
+        slow.sendall(pdu_header(A_ASSOCIATE_RQ, 1000))
+        deadline = time.monotonic() + 30
+        while not closed_by_peer(slow) and time.monotonic() < deadline:
+            try:
+                slow.send(b"\0")  # 1,000 bytes at this pace would take over a minute
+            except OSError:
+                break
+            time.sleep(0.1)
+        assert wait_until_closed(slow, timeout=0)
+
+
+def test_an_association_request_declaring_2_gib_is_closed_before_its_body_is_read(guarded):
+    sock, sent = oversized_request(guarded.port, push=64 * 2**20)
+    with sock:
+        assert sent < 64 * 2**20, "the listener read 64 MiB of an association request"
+        assert wait_until_closed(sock)
+    assert associate(guarded.port).is_established  # and the listener still serves
+
+
+def test_connections_without_an_association_do_not_count_against_the_limits(start_guarded):
+    node = start_guarded(request_timeout=60)  # so that they are all still open during the store
+    silent = idle_connections(node.port, 12)  # pynetdicom's own limit would count these
+    try:
+        assert store(node.port, [instance()]) == [0x0000]
+        assert not any(closed_by_peer(s) for s in silent), "the idle connections closed before the store"
+    finally:
+        for sock in silent:
+            sock.close()
+
+
+def test_a_peer_address_over_its_limit_is_refused_transiently_while_other_addresses_get_through(guarded):
+    first, second = associate(guarded.port), associate(guarded.port)
+    assert first.is_established and second.is_established
+    third = associate(guarded.port)
+    assert third.is_rejected
+    answer = third.acceptor.primitive
+    assert (answer.result, answer.result_source, answer.diagnostic) == (0x02, 0x03, 0x02)  # local limit exceeded
+    elsewhere = associate(guarded.port, source="127.0.0.2")
+    assert elsewhere.is_established
+    first.release()
+    deadline = time.monotonic() + 30  # the slot is free once the released association's thread has ended
+    while not (again := associate(guarded.port)).is_established and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert again.is_established
+    for assoc in (second, elsewhere, again):
+        assoc.release()
+
+
+def test_the_listener_refuses_associations_past_its_total_limit(guarded):
+    held = [associate(guarded.port, source=f"127.0.0.{i}") for i in (1, 2, 3)]
+    assert all(a.is_established for a in held)
+    assert associate(guarded.port, source="127.0.0.4").is_rejected
+    for assoc in held:
+        assoc.release()
+
+
+def test_a_pdu_longer_than_the_maximum_announced_aborts_the_association(guarded):
+    assoc = associate(guarded.port)
+    assert assoc.is_established and assoc.acceptor.maximum_length == 16384
+    assoc.dul.socket.send(pdu_header(P_DATA_TF, 100_000) + bytes(100_000))  # ignoring what was announced
+    deadline = time.monotonic() + 30
+    while not assoc.is_aborted and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert assoc.is_aborted
+
+
+@pytest.mark.parametrize(
+    "name, raw",
+    [
+        ("DICOM_MAX_PDU_BYTES", "0"),  # pynetdicom's "unlimited"
+        ("DICOM_MAX_PDU_BYTES", "2147483648"),
+        ("DICOM_ASSOCIATION_REQUEST_TIMEOUT_SECONDS", "0"),
+        ("DICOM_MAX_ASSOCIATIONS_PER_PEER", "4x"),
+    ],
+)
+def test_an_unbounded_or_malformed_listener_limit_stops_start_up_naming_the_variable(name, raw):
+    done = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        cwd=ROOT,
+        env=base_env(DJANGO_SETTINGS_MODULE="webapp.settings", DJANGO_SECRET_KEY="x", **{name: raw}),
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode != 0 and "ImproperlyConfigured" in done.stderr and name in done.stderr

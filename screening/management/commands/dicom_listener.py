@@ -1,7 +1,9 @@
 """``manage.py dicom_listener``: receive radiographs over DICOM (C-ECHO, C-STORE).
 
 Settings come from the environment: DICOM_AE_TITLE, DICOM_PORT, DICOM_BIND,
-DICOM_ALLOWED_CALLERS, DICOM_RECEIVER_USER (see docs/dicom-conformance.md).
+DICOM_ALLOWED_CALLERS, DICOM_RECEIVER_USER, and the limits that keep strangers
+from holding it down: DICOM_ASSOCIATION_REQUEST_TIMEOUT_SECONDS, DICOM_MAX_PDU_BYTES,
+DICOM_MAX_ASSOCIATIONS, DICOM_MAX_ASSOCIATIONS_PER_PEER (see docs/dicom-conformance.md).
 """
 
 from __future__ import annotations
