@@ -36,14 +36,14 @@ def chunked(ids: Sequence[int], size: int) -> list[list[int]]:
     return [list(ids[i : i + size]) for i in range(0, len(ids), size)]
 
 
-def mark_queued(studies, now=None, **also) -> int:
-    """Put ``studies`` (a queryset) in the queue: QUEUED from now, held by no worker process.
+def mark_queued(studies, now=None, *, holder: str = "", **also) -> int:
+    """Put ``studies`` (a queryset) in the queue: QUEUED from now, held by ``holder`` (by default no process).
 
     Every way into QUEUED goes through here. A holder left from an earlier
     claim would make the sweep take the study for one whose message a dead
     process had reserved (``note_reserved``), and send it again.
     """
-    return studies.update(status=Study.Status.QUEUED, queued_at=now or timezone.now(), claimed_by="", **also)
+    return studies.update(status=Study.Status.QUEUED, queued_at=now or timezone.now(), claimed_by=holder, **also)
 
 
 def enqueue_studies_on_commit(study_ids: Sequence[int]) -> None:
@@ -58,23 +58,36 @@ def _publish_rollback_unsafe(study_ids: list[int]) -> None:
 
     The studies are marked QUEUED in one UPDATE *before* any message goes
     out, so a fast worker never finds one still RECEIVED (an UPDATE a chunk
-    cost 16 round trips and commits for 500 studies). The first message the broker
-    refuses ends the publishing: that chunk and the ones after it go back to
-    RECEIVED for the sweep to re-send. Trying each chunk in turn made an
-    upload during a broker outage wait out the retries once per chunk (15 s
-    for 500 files with Redis refusing connections, longer when it does not
-    answer at all).
+    cost 16 round trips and commits for 500 studies), and held by this
+    process until every message is out. A process killed in between (a web
+    worker after its commit) leaves them held by a process that writes no
+    heartbeat, which the sweep treats like a dead worker's reservation: it
+    re-sends them after ``SCREENING_DEAD_WORKER_SECONDS``, not after the
+    stuck-QUEUED timeout. A message sent twice is harmless (the claim is
+    conditional). The first message the broker refuses ends the publishing:
+    that chunk and the ones after it go back to RECEIVED for the sweep to
+    re-send. Trying each chunk in turn made an upload during a broker outage
+    wait out the retries once per chunk.
     """
     chunks = chunked(study_ids, settings.SCREENING_CHUNK_SIZE)
-    mark_queued(Study.objects.filter(pk__in=study_ids, status=Study.Status.RECEIVED))
+    publisher = liveness.process_name()
+    waiting = Q(status=Study.Status.RECEIVED) | Q(status=Study.Status.QUEUED, claimed_by="")
+    mark_queued(Study.objects.filter(waiting, pk__in=study_ids), holder=publisher)
+    unsent: list[int] = []
     for sent, chunk in enumerate(chunks):
         try:
             send_score_task(chunk)
         except Exception:  # broker unreachable: the sweep re-sends; never fail the upload
             unsent = [pk for rest in chunks[sent:] for pk in rest]
             log.exception("could not publish scoring tasks for %d studies; the sweep will retry", len(unsent))
-            Study.objects.filter(pk__in=unsent, status=Study.Status.QUEUED).update(status=Study.Status.RECEIVED)
-            return
+            Study.objects.filter(pk__in=unsent, status=Study.Status.QUEUED).update(
+                status=Study.Status.RECEIVED, claimed_by=""
+            )
+            break
+    # Sent: no longer this process's to answer for (a worker's main process may already have noted itself).
+    Study.objects.filter(pk__in=study_ids, status=Study.Status.QUEUED, claimed_by=publisher).exclude(
+        pk__in=unsent
+    ).update(claimed_by="")
 
 
 def enqueue_deliveries_on_commit(delivery_ids: Sequence[int]) -> None:

@@ -7,6 +7,7 @@ import pytest
 from django.db import transaction
 from django.utils import timezone
 
+from screening import liveness
 from screening.models import Batch, Study
 from screening.queue import chunked, enqueue_studies_on_commit, release_unfinished, requeue_stuck_studies
 
@@ -96,6 +97,43 @@ def test_every_study_is_queued_before_the_first_message_goes_out(
     with django_capture_on_commit_callbacks(execute=True):
         enqueue_studies_on_commit([s.pk for s in studies])
     assert seen == [{Study.Status.QUEUED}] * 3
+
+
+class Killed(BaseException):
+    """What a SIGKILL looks like from inside: nothing after it runs."""
+
+
+def test_studies_name_their_publisher_until_every_message_is_out(
+    submitter, publish, django_capture_on_commit_callbacks, settings
+):
+    settings.SCREENING_CHUNK_SIZE = 2
+    studies = make_studies(submitter, 3)
+    seen = []
+    publish.side_effect = lambda chunk: seen.append(set(Study.objects.values_list("claimed_by", flat=True)))
+    with django_capture_on_commit_callbacks(execute=True):
+        enqueue_studies_on_commit([s.pk for s in studies])
+    assert seen == [{liveness.process_name()}] * 2
+    assert set(Study.objects.values_list("status", "claimed_by")) == {(Study.Status.QUEUED, "")}
+
+
+def test_a_publisher_killed_after_its_commit_leaves_studies_the_sweep_resends_once_it_is_silent(
+    submitter, publish, django_capture_on_commit_callbacks, settings
+):
+    studies = make_studies(submitter, 2)
+    publish.side_effect = Killed
+    with pytest.raises(Killed), django_capture_on_commit_callbacks(execute=True):
+        enqueue_studies_on_commit([s.pk for s in studies])
+    publish.reset_mock(side_effect=True)
+    queued_at = Study.objects.get(pk=studies[0].pk).queued_at
+
+    soon = queued_at + timedelta(seconds=settings.SCREENING_DEAD_WORKER_SECONDS - 1)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert requeue_stuck_studies(now=soon, broker_replaced=False)["requeued"] == 0
+
+    later = queued_at + timedelta(seconds=settings.SCREENING_DEAD_WORKER_SECONDS + 1)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert requeue_stuck_studies(now=later, broker_replaced=False)["requeued"] == 2
+    assert sorted(i for call in publish.call_args_list for i in call.args[0]) == sorted(s.pk for s in studies)
 
 
 def test_the_sweep_requeues_lost_studies_and_leaves_fresh_ones(
