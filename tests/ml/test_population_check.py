@@ -87,3 +87,26 @@ def test_card_records_its_measurements():
     card = json.loads((DEFAULT_DIR / "card.json").read_text())
     assert set(card["leave_one_source_out"]) == {"ieee8023", "actualmed", "covidrdb"}
     assert card["children_flagged"]["child_val"]["n"] == 652
+
+
+@pytest.mark.parametrize(
+    "path, label, expected",
+    [
+        ("train/NORMAL/IM-0115-0001.jpeg", "NORMAL", "normal IM-"),
+        ("train/NORMAL/NORMAL2-IM-0587-0001-0002.jpeg", "NORMAL", "normal NORMAL2-"),
+        ("train/PNEUMONIA/person1315_virus_2270.jpeg", "PNEUMONIA", "viral pneumonia"),
+        ("train/PNEUMONIA/person1_bacteria_1.jpeg", "PNEUMONIA", "bacterial pneumonia"),
+    ],
+)
+def test_subgroup_report_reads_the_series_from_the_file_name(path, label, expected):
+    from ml.evaluation.population_groups import series
+
+    assert series(path, label) == expected
+
+
+def test_subgroup_report_counts_flags_per_group():
+    from ml.evaluation.population_groups import rates
+
+    flagged = np.array([True, False, False, True, True])
+    groups = np.array(["a", "a", "b", "b", "b"])
+    assert rates(flagged, groups, ("a", "b", "c")) == {"a": {"n": 2, "flagged": 1}, "b": {"n": 3, "flagged": 2}}
