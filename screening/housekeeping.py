@@ -66,26 +66,12 @@ def _old_files(root: Path, cutoff: float):
                 yield Path(entry.path), stat.st_size, partial
 
 
-def _needed_originals(names: list[str]) -> set[str]:
-    """Storage names among ``names`` that a study still holding its original points at."""
+def _still_needed(field: str, values: list[str]) -> set[str]:
+    """Those of ``values`` (storage names for ``file``, contents for ``sha256``) a study with its original holds."""
     needed: set[str] = set()
-    for start in range(0, len(names), 500):
-        needed.update(
-            Study.objects.filter(file__in=names[start : start + 500], file_purged_at__isnull=True).values_list(
-                "file", flat=True
-            )
-        )
-    return needed
-
-
-def _needed_previews(shas: list[str]) -> set[str]:
-    needed: set[str] = set()
-    for start in range(0, len(shas), 500):
-        needed.update(
-            Study.objects.filter(sha256__in=shas[start : start + 500], file_purged_at__isnull=True).values_list(
-                "sha256", flat=True
-            )
-        )
+    for start in range(0, len(values), 500):
+        studies = Study.objects.filter(**{f"{field}__in": values[start : start + 500]}, file_purged_at__isnull=True)
+        needed.update(studies.values_list(field, flat=True))
     return needed
 
 
@@ -118,13 +104,13 @@ def remove_orphans(grace_seconds: int | None = None, *, dry_run: bool = False) -
     names = {
         f"{ORIGINALS}/{path.parent.name}/{path.name}": (path, size) for path, size, partial in originals if not partial
     }
-    needed = _needed_originals(sorted(names))
+    needed = _still_needed("file", sorted(names))
     candidates = [(path, size, False) for name, (path, size) in names.items() if name not in needed]
     candidates += [(path, size, True) for path, size, partial in originals if partial]
 
     previews = list(_old_files(media / PREVIEWS, cutoff))
     by_sha = {path.stem: (path, size) for path, size, partial in previews if not partial}
-    needed_shas = _needed_previews(sorted(by_sha))
+    needed_shas = _still_needed("sha256", sorted(by_sha))
     candidates += [(path, size, False) for sha, (path, size) in by_sha.items() if sha not in needed_shas]
     candidates += [(path, size, True) for path, size, partial in previews if partial]
 

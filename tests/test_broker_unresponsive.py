@@ -6,7 +6,6 @@ listener that never writes a byte, and the Celery app is built from the
 settings as ``worker.app`` builds it.
 """
 
-import socket
 import threading
 
 import pytest
@@ -15,6 +14,7 @@ from django.db import connections
 
 from screening.models import Study
 from screening.queue import enqueue_studies_on_commit
+from tests.silent_peer import silent_listener
 from tests.test_queue import make_studies
 from worker.app import _reliability_settings
 
@@ -24,26 +24,8 @@ GIVE_UP_AFTER_SECONDS = 60  # only so that a hang fails the test instead of the 
 @pytest.fixture
 def silent_broker():
     """A listening socket that accepts every connection and never answers; yields its redis:// URL."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    accepted = []
-    stop = threading.Event()
-
-    def accept():
-        listener.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                accepted.append(listener.accept()[0])
-            except TimeoutError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield f"redis://127.0.0.1:{listener.getsockname()[1]}/0", accepted
-    stop.set()
-    thread.join()
-    for connection in accepted:
-        connection.close()
-    listener.close()
+    with silent_listener() as (port, accepted):
+        yield f"redis://127.0.0.1:{port}/0", accepted
 
 
 @pytest.fixture

@@ -8,9 +8,6 @@ test gives up on after a minute, so that a missing bound fails the test
 instead of hanging the run; the bound itself is the setting.
 """
 
-import socket
-import threading
-
 import pytest
 from django.conf import settings
 from django.db import connection
@@ -18,6 +15,7 @@ from django.test import Client, override_settings
 
 from screening.models import Batch
 from tests.conftest import logged_in, token_client
+from tests.silent_peer import silent_listener
 from tests.test_broker_unresponsive import in_thread
 from webapp.database import use_statement_timeout
 from worker.signals import use_the_workers_statement_timeout
@@ -59,30 +57,12 @@ def locked_batch(submitter, one_second_statements):
 @pytest.fixture
 def silent_database(db):
     """Points new connections at a listener that accepts every connection and never answers; yields those accepted."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    accepted = []
-    stop = threading.Event()
-
-    def accept():
-        listener.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                accepted.append(listener.accept()[0])
-            except TimeoutError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    database = settings.DATABASES["default"]
-    before = database["HOST"], database["PORT"]
-    database["HOST"], database["PORT"] = "127.0.0.1", listener.getsockname()[1]
-    yield accepted
-    database["HOST"], database["PORT"] = before
-    stop.set()
-    thread.join()
-    for peer in accepted:
-        peer.close()
-    listener.close()
+    with silent_listener() as (port, accepted):
+        database = settings.DATABASES["default"]
+        before = database["HOST"], database["PORT"]
+        database["HOST"], database["PORT"] = "127.0.0.1", port
+        yield accepted
+        database["HOST"], database["PORT"] = before
 
 
 def answering_errors(client: Client) -> Client:

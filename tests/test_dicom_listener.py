@@ -6,8 +6,6 @@ with their own database connections, hence transactional tests).
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 
 import pydicom
@@ -31,7 +29,7 @@ from tests.dicom_peers import (
     oversized_request,
     pdu_header,
 )
-from tests.worker_process import ROOT, base_env
+from tests.worker_process import start_up
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -313,11 +311,5 @@ def test_a_pdu_longer_than_the_maximum_announced_aborts_the_association(guarded)
     ],
 )
 def test_an_unbounded_or_malformed_listener_limit_stops_start_up_naming_the_variable(name, raw):
-    done = subprocess.run(
-        [sys.executable, "-c", "import django; django.setup()"],
-        cwd=ROOT,
-        env=base_env(DJANGO_SETTINGS_MODULE="webapp.settings", DJANGO_SECRET_KEY="x", **{name: raw}),
-        capture_output=True,
-        text=True,
-    )
+    done = start_up(**{name: raw})
     assert done.returncode != 0 and "ImproperlyConfigured" in done.stderr and name in done.stderr

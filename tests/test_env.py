@@ -6,7 +6,7 @@ import sys
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from tests.worker_process import ROOT, base_env
+from tests.worker_process import ROOT, base_env, start_up
 from webapp.env import env_bool, env_float, env_int, env_list, env_secret
 from webapp.logs import JsonFormatter
 
@@ -147,29 +147,18 @@ def test_an_unknown_log_format_stops_start_up():
     ],
 )
 def test_a_malformed_database_timeout_stops_start_up_naming_the_variable(name, raw):
-    done = subprocess.run(
-        [sys.executable, "-c", "import django; django.setup()"],
-        cwd=ROOT,
-        env=base_env(DJANGO_SETTINGS_MODULE="webapp.settings", DJANGO_SECRET_KEY="x", **{name: raw}),
-        capture_output=True,
-        text=True,
-    )
+    done = start_up(**{name: raw})
     assert done.returncode != 0 and "ImproperlyConfigured" in done.stderr and name in done.stderr
 
 
 def test_a_postgresql_database_gets_the_timeouts_and_keeps_the_urls_own_options():
-    done = subprocess.run(
-        [sys.executable, "-c", "import json; from django.conf import settings as s; print(json.dumps(s.DATABASES))"],
-        cwd=ROOT,
-        env=base_env(
-            DJANGO_SETTINGS_MODULE="webapp.settings",
-            DJANGO_SECRET_KEY="x",
-            DATABASE_URL="postgres://u@db.example:5432/screening?sslmode=require",
-            DATABASE_CONNECT_TIMEOUT="3",
-            DATABASE_STATEMENT_TIMEOUT="7",
-        ),
-        capture_output=True,
-        text=True,
+    done = start_up(
+        "import json",
+        "from django.conf import settings as s",
+        "print(json.dumps(s.DATABASES))",
+        DATABASE_URL="postgres://u@db.example:5432/screening?sslmode=require",
+        DATABASE_CONNECT_TIMEOUT="3",
+        DATABASE_STATEMENT_TIMEOUT="7",
     )
     options = json.loads(done.stdout)["default"]["OPTIONS"]
     assert options["connect_timeout"] == 3 and options["options"] == "-c statement_timeout=7000"

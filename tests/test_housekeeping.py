@@ -14,6 +14,7 @@ from screening import counters, housekeeping
 from screening.models import AuditEvent, Batch, Study
 from screening.submission import submit
 from tests.conftest import XRAYS
+from tests.worker_process import start_up
 
 GRACE = 3600
 
@@ -146,13 +147,5 @@ def test_beat_runs_housekeeping_on_its_interval(settings):
 
 @pytest.mark.parametrize("name, raw", [("SCREENING_RETENTION_DAYS", "-1"), ("SCREENING_ORPHAN_GRACE_SECONDS", "60")])
 def test_housekeeping_settings_are_parsed_strictly(name, raw):
-    import subprocess
-    import sys
-
-    from tests.worker_process import ROOT, base_env
-
-    env = {**base_env(), name: raw, "DJANGO_SETTINGS_MODULE": "webapp.settings", "DJANGO_SECRET_KEY": "k" * 50}
-    run = subprocess.run(
-        [sys.executable, "-c", "import django; django.setup()"], cwd=ROOT, env=env, capture_output=True, text=True
-    )
-    assert run.returncode != 0 and name in run.stderr
+    done = start_up(**{name: raw})
+    assert done.returncode != 0 and "ImproperlyConfigured" in done.stderr and name in done.stderr

@@ -84,6 +84,18 @@ def base_env(**overrides: str) -> dict[str, str]:
     return env
 
 
+def start_up(*code: str, **env: str) -> subprocess.CompletedProcess:
+    """Load production settings (``webapp.settings``) in a fresh interpreter with ``env``; run ``code`` after."""
+    program = "; ".join(("import django", "django.setup()", *code))
+    return subprocess.run(
+        [sys.executable, "-c", program],
+        cwd=ROOT,
+        env=base_env(DJANGO_SETTINGS_MODULE="webapp.settings", DJANGO_SECRET_KEY="x", **env),
+        capture_output=True,
+        text=True,
+    )
+
+
 def postgres_worker_env(settings, **overrides: str) -> dict[str, str]:
     """A worker's environment that points at this process's test database, broker and media folder."""
     from django.db import connection
