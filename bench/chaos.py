@@ -10,8 +10,12 @@ the batch is being scored, brings it back, and measures:
 - duplicated: results beyond one per study;
 - seconds from the component being back to every study DONE.
 
-Faults: the worker killed (SIGKILL, pool included) and restarted; Redis
-restarted with its queues empty; PostgreSQL stopped for 20 s and for 120 s.
+Faults: one pool process killed (SIGKILL), every pool process killed, the
+worker killed (SIGKILL, pool included) and restarted; Redis restarted with its
+queues empty, restarted with its append-only file (queues kept), and frozen
+(SIGSTOP) for 20 s; PostgreSQL stopped for 20 s and for 120 s, and frozen
+(SIGSTOP) for 20 s; a submission killed after its rows committed but before
+its messages were sent (its broker a socket that never answers).
 Needs PostgreSQL's server binaries (initdb, pg_ctl), redis-server and, as root,
 the ``postgres`` account. Not a test: prints a table, asserts nothing.
 
@@ -23,6 +27,8 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -60,15 +66,39 @@ class Cluster:
     def stop(self) -> None:
         as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"])
 
+    def signal_all(self, signum: int) -> None:
+        """Send ``signum`` to the postmaster and every backend (SIGSTOP: a server that hangs, sockets open)."""
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        for pid in [postmaster, *children(postmaster)]:
+            os.kill(pid, signum)
+
+
+def children(pid: int) -> list[int]:
+    """Live child processes of ``pid`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
 
 class Redis:
     def __init__(self, work: Path):
-        self.log = work / "redis.log"
+        self.log, self.dir = work / "redis.log", work / "redis-data"
+        self.dir.mkdir()
         self.process: subprocess.Popen | None = None
+        self.persistent = False  # an append-only file fsynced every write: a restart keeps the queues
 
     def start(self) -> None:
+        persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--appendonly", "no"]
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(REDIS_PORT), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            ["redis-server", "--port", str(REDIS_PORT), "--bind", "127.0.0.1", "--save", "", "--dir", str(self.dir)]
+            + persistence,
             stdout=self.log.open("ab"),
             stderr=subprocess.STDOUT,
         )
@@ -78,7 +108,7 @@ class Redis:
         )
 
     def stop(self) -> None:
-        self.process.kill()  # no save, no goodbye: the queues are gone
+        self.process.kill()  # no save, no goodbye: without the append-only file the queues are gone
         self.process.wait(timeout=30)
 
 
@@ -98,9 +128,54 @@ class Worker:
     def kill(self) -> None:
         self.process.kill_hard()
 
+    def pool(self) -> list[int]:
+        """Pids of the pool processes: the worker's children that have written a warm heartbeat."""
+        with psycopg.connect(f"postgresql://postgres@127.0.0.1:{PG_PORT}/postgres", connect_timeout=3) as db:
+            warm = {
+                int(name.rsplit(":", 1)[1])
+                for (name,) in db.execute("SELECT hostname FROM screening_workerheartbeat WHERE warm").fetchall()
+            }
+        return [pid for pid in children(self.process.process.pid) if pid in warm]
+
+    def kill_pool(self, how_many: int | None = None) -> None:
+        pids = self.pool()
+        if not pids:
+            raise RuntimeError("no warm pool process to kill")
+        for pid in pids[:how_many]:
+            os.kill(pid, signal.SIGKILL)
+
     def stop(self) -> None:
         if self.process is not None:
             self.process.stop()
+
+
+class Silent:
+    """A TCP port that accepts connections and never answers: a broker that hangs."""
+
+    def __init__(self):
+        self.socket = socket.socket()
+        self.socket.bind(("127.0.0.1", 0))
+        self.socket.listen(64)
+        self.port = self.socket.getsockname()[1]
+
+
+FAULTS = (
+    "pool-one",
+    "pool-all",
+    "kill",
+    "redis",
+    "redis-aof",
+    "redis-stop",
+    "pg-short",
+    "pg-long",
+    "pg-stop",
+    "lost-publish",
+)
+
+
+def newest_batch() -> int:
+    with psycopg.connect(f"postgresql://postgres@127.0.0.1:{PG_PORT}/postgres", connect_timeout=3) as db:
+        return db.execute("SELECT coalesce(max(id), 0) FROM screening_batch").fetchone()[0]
 
 
 def wait_for(condition, timeout: float, interval: float = 0.2) -> float:
@@ -158,6 +233,9 @@ def main() -> None:
     parser.add_argument("--short-outage", type=int, default=20)
     parser.add_argument("--long-outage", type=int, default=120)
     parser.add_argument("--originals", default=str(ROOT.parent / "shared" / "data" / "originals"))
+    parser.add_argument(
+        "faults", nargs="*", default=list(FAULTS), help=f"which faults, in order (default: all of {FAULTS})"
+    )
     args = parser.parse_args()
     if PG_BIN is None or not shutil.which("redis-server"):
         raise SystemExit("needs PostgreSQL server binaries under /usr/lib/postgresql and redis-server")
@@ -200,7 +278,9 @@ def main() -> None:
             wait_for(lambda: counts(batch).get(when, 0) > 0, 300, 0.05)
             break_it()
             fix_it()
-            back = time.monotonic()
+            measure(name, batch, time.monotonic())
+
+        def measure(name: str, batch: int, back: float) -> None:
             wait_for(
                 lambda: (
                     counts(batch).get("DONE", 0) + counts(batch).get("FAILED", 0) + counts(batch).get("REJECTED", 0)
@@ -214,8 +294,23 @@ def main() -> None:
             rows.append((name, lost, final["results"] - final["scored"], seconds))
             print(f"{name:44} lost {lost:4d}   duplicated {rows[-1][2]:3d}   {seconds:6.1f} s to all DONE", flush=True)
 
-        run("worker killed (SIGKILL) and restarted", "kill", worker.kill, worker.start)
-        run("Redis restarted empty (no persistence)", "redis", redis.stop, redis.start, when="DONE")
+        def lost_publish() -> None:
+            """A submission killed after its rows committed, while its messages were on their way."""
+            silent = Silent()
+            hung = {**env, "CELERY_BROKER_URL": f"redis://127.0.0.1:{silent.port}/0"}
+            folder = make_files(work / "lost-publish", Path(args.originals), args.studies, "lost-publish")
+            before = newest_batch()
+            process = subprocess.Popen(
+                [sys.executable, "manage.py", "submit_folder", str(folder), "--user", "submitter"],
+                cwd=ROOT,
+                env=hung,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            wait_for(lambda: newest_batch() > before and counts(newest_batch()).get("QUEUED", 0) > 0, 300, 0.02)
+            process.kill()
+            process.wait()
+            measure("submission killed between commit and publish", newest_batch(), time.monotonic())
 
         def outage(seconds: int):
             def pause() -> None:
@@ -224,8 +319,53 @@ def main() -> None:
 
             return pause
 
-        run(f"PostgreSQL down {args.short_outage} s", "pg-short", outage(args.short_outage), cluster.start, "DONE")
-        run(f"PostgreSQL down {args.long_outage} s", "pg-long", outage(args.long_outage), cluster.start, "DONE")
+        def frozen(component, seconds: int):
+            def pause() -> None:
+                component(signal.SIGSTOP)
+                time.sleep(seconds)
+
+            return pause
+
+        def restart_redis(persistent: bool):
+            def restart() -> None:
+                redis.persistent = persistent
+                redis.start()
+
+            return restart
+
+        def nothing() -> None:
+            pass
+
+        faults = {
+            "pool-one": ("one pool process killed (SIGKILL)", lambda: worker.kill_pool(1), nothing, "RUNNING"),
+            "pool-all": ("every pool process killed (SIGKILL)", worker.kill_pool, nothing, "RUNNING"),
+            "kill": ("worker killed (SIGKILL) and restarted", worker.kill, worker.start, "RUNNING"),
+            "redis": ("Redis restarted empty (no persistence)", redis.stop, restart_redis(False), "DONE"),
+            "redis-aof": ("Redis restarted with its append-only file", redis.stop, restart_redis(True), "DONE"),
+            "redis-stop": (
+                f"Redis frozen (SIGSTOP) {args.short_outage} s",
+                frozen(lambda signum: redis.process.send_signal(signum), args.short_outage),
+                lambda: redis.process.send_signal(signal.SIGCONT),
+                "DONE",
+            ),
+            "pg-short": (f"PostgreSQL down {args.short_outage} s", outage(args.short_outage), cluster.start, "DONE"),
+            "pg-long": (f"PostgreSQL down {args.long_outage} s", outage(args.long_outage), cluster.start, "DONE"),
+            "pg-stop": (
+                f"PostgreSQL frozen (SIGSTOP) {args.short_outage} s",
+                frozen(cluster.signal_all, args.short_outage),
+                lambda: cluster.signal_all(signal.SIGCONT),
+                "DONE",
+            ),
+        }
+        for tag in args.faults:
+            if tag == "lost-publish":
+                lost_publish()
+                continue
+            name, break_it, fix_it, when = faults[tag]
+            if tag == "redis-aof" and not redis.persistent:
+                redis.stop()
+                restart_redis(True)()  # the append-only file must exist before the fault
+            run(name, tag, break_it, fix_it, when)
     finally:
         worker.stop()
         redis.stop()

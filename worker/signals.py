@@ -60,6 +60,23 @@ def beat_from_the_main_process(**kwargs) -> None:
     start_heartbeat_thread(watch_pool=True)
 
 
+@worker_ready.connect
+def watch_the_consumer(sender=None, **kwargs) -> None:
+    """Reconnect a consumer that stopped taking messages without an error (``worker.watchdog``)."""
+    import socket
+
+    from screening.liveness import warm_processes
+    from worker import watchdog
+
+    if sender is not None and getattr(sender, "hub", None) is not None:  # the event loop (prefork pool)
+        host = socket.gethostname()
+        watchdog.start(
+            sender,
+            interval=settings.SCREENING_PROCESS_HEARTBEAT_SECONDS,
+            pool_ready=lambda: warm_processes(host=host).exists(),
+        )
+
+
 @task_received.connect
 def note_the_reserved_chunk(request=None, **kwargs) -> None:
     """In the main process, as a scoring message is reserved for the pool: name this process on its studies."""
