@@ -54,7 +54,7 @@ class ChunkSummary:
     rejected: int = 0
 
 
-def claim(study_ids: Sequence[int], claimant: str = "") -> list[Study]:
+def claim(study_ids: Sequence[int], claimant: str = "", reclaim_from: Sequence[str] = ()) -> list[Study]:
     """Mark the still-waiting studies among ``study_ids`` RUNNING for ``claimant`` and return them.
 
     Row locks make two workers that got the same ids take disjoint sets: the
@@ -63,11 +63,14 @@ def claim(study_ids: Sequence[int], claimant: str = "") -> list[Study]:
     is briefly locked by an unrelated update, and leave it waiting for the
     sweep.) On SQLite, whose writers are serialised, the conditional update
     alone does it. A process also takes back studies it claimed itself and
-    could not hand back (a retry after the database went away mid-chunk).
+    could not hand back (a retry after the database went away mid-chunk), and
+    those that the processes in ``reclaim_from`` claimed for earlier attempts
+    of the same chunk: the retry may run in another pool process.
     """
     waiting = Q(status__in=[Study.Status.RECEIVED, Study.Status.QUEUED])
-    if claimant:
-        waiting |= Q(status=Study.Status.RUNNING, claimed_by=claimant)
+    holders = [name for name in (claimant, *reclaim_from) if name]
+    if holders:
+        waiting |= Q(status=Study.Status.RUNNING, claimed_by__in=holders)
     with transaction.atomic():
         rows = list(
             Study.objects.select_for_update().filter(waiting, pk__in=list(study_ids)).values_list("pk", flat=True)
@@ -135,12 +138,14 @@ def score_chunk(
     gate: ChestXrayGate | None = None,
     population_check: PopulationCheck | None = None,
     claimant: str = "",
+    reclaim_from: Sequence[str] = (),
 ) -> ChunkSummary:
     """Score whichever of ``study_ids`` are still waiting; every claimed study ends finished or back in the queue.
 
-    ``claimant`` names the worker process (``screening.liveness.process_name``) on its claims.
+    ``claimant`` names the worker process (``screening.liveness.process_name``) on its claims;
+    ``reclaim_from`` the processes that ran earlier attempts of this chunk (``claim``).
     """
-    studies = claim(study_ids, claimant)
+    studies = claim(study_ids, claimant, reclaim_from)
     summary = ChunkSummary(claimed=[s.pk for s in studies])
     if not studies:
         return summary

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
+from celery.utils.time import get_exponential_backoff_interval
 from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
@@ -37,10 +38,32 @@ RETRY_THROUGH_DATABASE_OUTAGES = dict(
 )
 
 
-@shared_task(**RETRY_THROUGH_DATABASE_OUTAGES)
-def score_studies_task(study_ids: list[int]) -> None:
-    """Score a chunk of studies in one forward pass. Safe to run twice."""
-    summary = score_chunk(study_ids, get_screener(), get_gate(), get_population_check(), claimant=process_name())
+@shared_task(bind=True, **RETRY_THROUGH_DATABASE_OUTAGES)
+def score_studies_task(self, study_ids: list[int], reclaim_from: list[str] | None = None) -> None:
+    """Score a chunk of studies in one forward pass. Safe to run twice.
+
+    The database going away mid-chunk leaves studies this process claimed and
+    could not hand back. The retry (same backoff as ``autoretry_for``) may run
+    in the other pool process, which would not take them (they are held by a
+    process that is alive) and leave them to the stuck-RUNNING sweep, minutes
+    later; so the retry names every process that ran an attempt of this chunk.
+    """
+    claimant = process_name()
+    try:
+        summary = score_chunk(
+            study_ids,
+            get_screener(),
+            get_gate(),
+            get_population_check(),
+            claimant=claimant,
+            reclaim_from=reclaim_from or (),
+        )
+    except (OperationalError, InterfaceError) as exc:
+        countdown = get_exponential_backoff_interval(
+            self.retry_backoff, self.request.retries, self.retry_backoff_max, self.retry_jitter
+        )
+        earlier = sorted({*(reclaim_from or ()), claimant})
+        raise self.retry(exc=exc, countdown=countdown, kwargs={"reclaim_from": earlier}) from exc
     log.info(
         "chunk of %d: claimed %d, done %d, failed %d, rejected %d",
         len(study_ids),

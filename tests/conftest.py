@@ -120,3 +120,18 @@ def browser():
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
         yield browser
         browser.close()
+
+
+@pytest.fixture
+def silent_database(db):
+    """Points new connections (another thread's) at a listener that accepts and never answers; yields those accepted."""
+    from django.conf import settings
+
+    from tests.silent_peer import silent_listener
+
+    with silent_listener() as (port, accepted):
+        database = settings.DATABASES["default"]
+        before = database["HOST"], database["PORT"]
+        database["HOST"], database["PORT"] = "127.0.0.1", port
+        yield accepted
+        database["HOST"], database["PORT"] = before

@@ -15,7 +15,6 @@ from django.test import Client, override_settings
 
 from screening.models import Batch
 from tests.conftest import logged_in, token_client
-from tests.silent_peer import silent_listener
 from tests.test_broker_unresponsive import in_thread
 from webapp.database import use_statement_timeout
 from worker.signals import use_the_workers_statement_timeout
@@ -52,17 +51,6 @@ def locked_batch(submitter, one_second_statements):
     yield batch
     locker.rollback()
     locker.close()
-
-
-@pytest.fixture
-def silent_database(db):
-    """Points new connections at a listener that accepts every connection and never answers; yields those accepted."""
-    with silent_listener() as (port, accepted):
-        database = settings.DATABASES["default"]
-        before = database["HOST"], database["PORT"]
-        database["HOST"], database["PORT"] = "127.0.0.1", port
-        yield accepted
-        database["HOST"], database["PORT"] = before
 
 
 def answering_errors(client: Client) -> Client:

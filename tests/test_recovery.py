@@ -10,12 +10,14 @@ import time
 from datetime import timedelta
 from unittest import mock
 
+import pytest
 from django.utils import timezone
 
 from screening import liveness
 from screening.models import ServiceState, Study, WorkerHeartbeat
 from screening.queue import requeue_stuck_studies
 from screening.scoring import claim
+from tests.test_broker_unresponsive import in_thread
 from tests.test_queue import make_studies
 
 
@@ -139,3 +141,34 @@ def test_a_study_put_back_in_the_queue_is_held_by_no_process(submitter, publish,
     assert (study.status, study.claimed_by) == (Study.Status.QUEUED, "")
     later = timezone.now() + timedelta(seconds=settings.SCREENING_DEAD_WORKER_SECONDS + 1)
     assert requeue_stuck_studies(later, broker_replaced=False)["requeued"] == 0
+
+
+def test_a_retry_in_another_pool_process_takes_back_what_the_earlier_attempt_claimed(submitter):
+    """The database went away mid-chunk in process a, which could not hand its claims back; the retry runs in b."""
+    from screening.scoring import claim
+
+    studies = make_studies(submitter, 2, status=Study.Status.RUNNING, claimed_by="host:a", attempts=1)
+    ids = [s.pk for s in studies]
+
+    assert claim(ids, "host:b") == []  # held by a live process: not b's to take
+    assert [s.pk for s in claim(ids, "host:b", reclaim_from=["host:a"])] == ids
+    assert set(Study.objects.filter(pk__in=ids).values_list("claimed_by", "attempts")) == {("host:b", 2)}
+
+
+def test_the_scoring_retry_names_every_process_that_ran_an_attempt(silent_database, monkeypatch):
+    """A chunk whose database stops answering is retried with this process named, whichever process runs the retry."""
+    from celery.exceptions import Retry
+
+    from screening import tasks
+
+    retried = []
+    monkeypatch.setattr(tasks.score_studies_task, "retry", lambda **kw: retried.append(kw) or Retry())
+
+    def attempt():  # in a thread of its own: a new connection, to the silent database
+        with pytest.raises(Retry):
+            tasks.score_studies_task.run([1, 2], reclaim_from=["host:earlier"])
+
+    in_thread(attempt)
+    assert silent_database, "the task never reached the silent database"
+    assert retried[0]["kwargs"] == {"reclaim_from": sorted(["host:earlier", liveness.process_name()])}
+    assert retried[0]["countdown"] == 2  # the first step of the backoff autoretry_for would use
