@@ -70,7 +70,10 @@ class Cluster:
         """Send ``signum`` to the postmaster and every backend (SIGSTOP: a server that hangs, sockets open)."""
         postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
         for pid in [postmaster, *children(postmaster)]:
-            os.kill(pid, signum)
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:  # a backend that ended meanwhile
+                pass
 
 
 def children(pid: int) -> list[int]:
