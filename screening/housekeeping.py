@@ -28,12 +28,12 @@ from django.db import transaction
 
 from screening import audit, counters
 from screening.models import AuditEvent, Study
+from screening.previews import PREVIEWS_FOLDER
 from screening.retention import purge_originals
+from screening.submission import STUDIES_FOLDER
 
 log = logging.getLogger(__name__)
 
-ORIGINALS = "studies"
-PREVIEWS = "previews"
 ASIDE_SUFFIX = ".orphan"
 
 
@@ -100,15 +100,17 @@ def remove_orphans(grace_seconds: int | None = None, *, dry_run: bool = False) -
     media = Path(settings.MEDIA_ROOT)
     outcome = OrphanOutcome()
 
-    originals = list(_old_files(media / ORIGINALS, cutoff))
+    originals = list(_old_files(media / STUDIES_FOLDER, cutoff))
     names = {
-        f"{ORIGINALS}/{path.parent.name}/{path.name}": (path, size) for path, size, partial in originals if not partial
+        f"{STUDIES_FOLDER}/{path.parent.name}/{path.name}": (path, size)
+        for path, size, partial in originals
+        if not partial
     }
     needed = _still_needed("file", sorted(names))
     candidates = [(path, size, False) for name, (path, size) in names.items() if name not in needed]
     candidates += [(path, size, True) for path, size, partial in originals if partial]
 
-    previews = list(_old_files(media / PREVIEWS, cutoff))
+    previews = list(_old_files(media / PREVIEWS_FOLDER, cutoff))
     by_sha = {path.stem: (path, size) for path, size, partial in previews if not partial}
     needed_shas = _still_needed("sha256", sorted(by_sha))
     candidates += [(path, size, False) for sha, (path, size) in by_sha.items() if sha not in needed_shas]

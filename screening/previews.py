@@ -28,6 +28,7 @@ from ml.serving.heatmap import overlay_png
 from screening.models import Result, Study
 
 MAX_SIDE = 2048
+PREVIEWS_FOLDER = "previews"
 
 
 def _write_atomically(target: Path, data: bytes) -> None:
@@ -62,9 +63,14 @@ def heatmap_file(result: Result, study: Study) -> Path | None:
     return target
 
 
+def preview_path(sha256: str) -> Path:
+    """Where the display PNG of the file with this content lives (one per content, shared by its studies)."""
+    return Path(settings.MEDIA_ROOT) / PREVIEWS_FOLDER / sha256[:2] / f"{sha256}.png"
+
+
 def preview_file(study: Study) -> Path:
     """Path of the study's display PNG, rendered on first use. Raises ``UnscorableInput`` or ``OSError``."""
-    target = Path(settings.MEDIA_ROOT) / "previews" / study.sha256[:2] / f"{study.sha256}.png"
+    target = preview_path(study.sha256)
     if target.exists():
         return target
     decoded = decode(

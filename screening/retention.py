@@ -12,15 +12,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 
-from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
 from screening import audit, counters
 from screening.models import AuditEvent, Study
+from screening.previews import preview_path
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +76,7 @@ def purge_originals(
     for name in removable:
         outcome.bytes += _remove(name)
         outcome.files += 1
-        preview = Path(settings.MEDIA_ROOT) / "previews" / shas[name][:2] / f"{shas[name]}.png"
-        preview.unlink(missing_ok=True)
+        preview_path(shas[name]).unlink(missing_ok=True)
     counters.add(counters.RETENTION_FILES_REMOVED, outcome.files)
     log.info("purge: %d studies, %d files, %d bytes", outcome.studies, outcome.files, outcome.bytes)
     return outcome

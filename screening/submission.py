@@ -51,8 +51,11 @@ class SubmissionOutcome:
     notes: list[dict] = field(default_factory=list)
 
 
+STUDIES_FOLDER = "studies"  # under MEDIA_ROOT: originals, fanned out by the first two hex digits
+
+
 def storage_path(sha256: str, file_format: str) -> str:
-    return f"studies/{sha256[:2]}/{sha256}.{_EXTENSIONS[file_format]}"
+    return f"{STUDIES_FOLDER}/{sha256[:2]}/{sha256}.{_EXTENSIONS[file_format]}"
 
 
 class _Storer:

@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
     hires = image_files(root / "chest_xray_hires" / "train")
     hires_groups = np.array([series(str(p), p.parent.name) for p in hires])
     square = hires_aspects(root, hires) < SQUARE_BELOW
-    hires_val = data.clean["hires"][~_in_training_role(hires, args.manifest)]
+    hires_val = data.clean["hires_val_role"]  # load_data splits the hires films by the manifest's roles
     report = {
         "population": check.version,
         "validation split, by series": rates(check.flag(data.clean["child_val"]), val_groups, SERIES),
@@ -108,11 +108,6 @@ def main(argv: list[str] | None = None) -> dict:
         for name, row in table.items() if "n" not in table else [("all", table)]:
             print(f"  {name:<22}{row['flagged']:>5} / {row['n']:<5}{row['flagged'] / max(1, row['n']):>8.1%}")
     return report
-
-
-def _in_training_role(files: list[Path], manifest: str) -> np.ndarray:
-    train = {row["path"].split("/", 1)[1] for row in manifest_rows(manifest, "train")}
-    return np.array([f"{p.parent.name}/{p.name}" in train for p in files])
 
 
 if __name__ == "__main__":
