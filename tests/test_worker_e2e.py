@@ -151,8 +151,7 @@ def test_killed_pool_processes_are_replaced_and_their_replacements_warm_up_and_s
         wait_until(lambda: warm_processes().count() == 2, timeout=30, describe=worker.log)
         for pid in killed:
             os.kill(pid, signal.SIGKILL)
-        # Work that arrives while the replacements warm up waits for them. (Over Redis. With make run's
-        # embedded SQL broker and beat, such a worker was seen to consume nothing more: not fixed yet.)
+        # Work that arrives while the replacements warm up waits for them (make run's shape: the test below).
         second = submit(submitter, Batch.Source.API, [(n, io.BytesIO(d)) for n, d in films[4:]])
         # The main process marks the dead ones cold at its next beat (readiness counts warm ones only).
         dead = [f"{socket.gethostname()}:{pid}" for pid in killed]
@@ -214,6 +213,34 @@ def test_embedded_defaults_run_end_to_end_without_any_server(tmp_path):
     assert lines["LUNG_BOXES.csv"]["status"] == "REFUSED"
     assert all(lines[name]["status"] == "DONE" and 0 <= lines[name]["probability"] <= 1 for name in images), lines
     assert (tmp_path / "var" / "db.sqlite3").exists() and (tmp_path / "var" / "broker.sqlite3").exists()
+
+
+def test_make_run_worker_scores_again_after_its_idle_pool_processes_are_killed(tmp_path):
+    """With the embedded broker the pool processes share one task pipe, and an idle one waits holding its lock.
+
+    Killed there, the lock (a semaphore) stayed taken: the replacements warmed
+    up, heartbeat and never read a task again (issue 26's "executed nothing at
+    all"). ``worker.pool`` makes that lock one the kernel releases.
+    """
+    env, manage = embedded_setup(tmp_path / "var")
+    worker = WorkerProcess(env, tmp_path / "worker.log", concurrency=2).start()
+    try:
+        wait_until(lambda: len(WARM.findall(worker.log())) == 2, timeout=180, describe=worker.log)
+        killed = pool_processes(worker)
+        assert len(killed) == 2
+        for pid in killed:
+            os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: len(WARM.findall(worker.log())) == 4, timeout=180, describe=worker.log)
+        done = manage(
+            "submit_folder", str(ROOT / "tests" / "fixtures" / "xray"), "--wait", "--json", "--timeout", "180"
+        )
+    finally:
+        worker.stop()
+    assert done.returncode == 0, done.stderr + worker.log()
+    statuses = {json.loads(line)["status"] for line in done.stdout.splitlines()}
+    assert statuses == {"DONE", "REFUSED"}, done.stdout  # the fixtures' CSV is refused, every X-ray scored
+    replacements = {int(pid) for pid, _ in WARM.findall(worker.log())[2:]}
+    assert not replacements & set(killed)
 
 
 def test_make_run_ctrl_c_stops_the_worker_without_losing_or_stranding_a_study(tmp_path):

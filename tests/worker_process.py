@@ -53,8 +53,6 @@ class WorkerProcess(BackgroundProcess):
                 "-A",
                 "worker",
                 "worker",
-                "--pool",
-                "prefork",
                 *(["--concurrency", str(self.concurrency)] if self.concurrency is not None else []),
                 "--loglevel",
                 "INFO",

@@ -70,6 +70,8 @@ def _reliability_settings() -> dict:
         "broker_connection_timeout": 3,
         "task_publish_retry_policy": {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1},
         "worker_hijack_root_logger": False,
+        # Prefork, with queue locks that a killed pool process cannot keep (``worker.pool``).
+        "worker_pool": "worker.pool:TaskPool",
         # A pool process warms its models before it reports itself up (``worker.signals``): wait for it.
         "worker_proc_alive_timeout": settings.CELERY_WORKER_PROC_ALIVE_TIMEOUT,
         "beat_schedule": {
