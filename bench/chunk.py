@@ -79,8 +79,8 @@ def main() -> None:
     from ml.serving import pipeline
     from screening import scoring
     from screening.models import Batch, Study
-    from screening.serving import get_gate, get_population_check, get_screener
     from screening.submission import submit
+    from worker.loaded_models import get_gate, get_population_check, get_screener
 
     warm_up()  # as a worker process does when it starts
     explainer, gate, check = get_screener(), get_gate(), get_population_check()

@@ -61,7 +61,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from ml.serving import pipeline
-    from screening.serving import get_gate, get_screener
+    from worker.loaded_models import get_gate, get_screener
     from worker.signals import warm_up
 
     warm_up()

@@ -44,7 +44,7 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data"
 
 def dump(target: str, data: Path) -> None:
     from ml.serving import pipeline
-    from screening.serving import get_gate, get_population_check, get_screener
+    from worker.loaded_models import get_gate, get_population_check, get_screener
 
     explainer, gate, check = get_screener(), get_gate(), get_population_check()
     files = sorted((data / "chest_xray_hires").rglob("*.jpeg")) + sorted((data / "originals").glob("*.jpeg"))
@@ -84,7 +84,7 @@ def compare(old: str, new: str) -> None:
 def draft(data: Path) -> None:
     """Reduced-size against full decoding, on each original as it is and enlarged to detector size."""
     from ml.serving import decode
-    from screening.serving import get_screener
+    from worker.loaded_models import get_screener
 
     screener = get_screener().screener
     print(f"DRAFT_OVERSAMPLE {decode.DRAFT_OVERSAMPLE}")

@@ -191,7 +191,7 @@ def main() -> None:
     files = unique_files(Path(args.originals), args.files)
     print(f"{len(files)} files, {sum(len(d) for _, d in files) / 1e6:.0f} MB, chunk size {chunk}, {machine()}")
 
-    from screening.serving import get_gate, get_population_check, get_screener
+    from worker.loaded_models import get_gate, get_population_check, get_screener
 
     explainer = get_screener()
     gate = get_gate()
@@ -202,7 +202,7 @@ def main() -> None:
     warm = np.zeros((chunk, explainer.input_size, explainer.input_size), np.uint8)
     explainer.explain(warm)  # trace once
     gate.check(warm)
-    from screening.serving import cpu_threads
+    from worker.loaded_models import cpu_threads
 
     threads = cpu_threads()  # one process here: every core
     seconds_b, shares, latencies_b, images = in_process(files, explainer, gate, check, chunk, threads)

@@ -22,7 +22,7 @@ from screening.models import (
     Study,
 )
 from screening.rerun import rerun_with_current_model
-from screening.serving import current_model_version
+from screening.served_model import current_model_version
 
 
 @admin.action(description=_("Export selected studies as CSV"), permissions=["view"])

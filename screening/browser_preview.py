@@ -22,7 +22,7 @@ from django.templatetags.static import static
 
 from ml.serving.browser_export import dependencies, sha256_file
 from ml.serving.calibration import logit
-from screening import serving
+from screening import served_model
 from screening.population import validated_range
 from screening.selectors import current_site_setting
 
@@ -52,7 +52,7 @@ def export_mismatch() -> str | None:
     path = EXPORT_DIR / "manifest.json"
     try:
         manifest = _manifest(str(path), path.stat().st_mtime)
-        served = dependencies(serving.model_dir(), digest=_digest)
+        served = dependencies(served_model.model_dir(), digest=_digest)
         for part, values in served.items():
             if manifest["depends_on"][part] != values:
                 return f"the browser export's {part} is not the served one"
@@ -74,7 +74,7 @@ def page_config() -> dict:
         _warn_once(mismatch)
         return {"enabled": False}
     manifest = _manifest(str(EXPORT_DIR / "manifest.json"), (EXPORT_DIR / "manifest.json").stat().st_mtime)
-    card = serving.model_card()
+    card = served_model.model_card()
     setting = current_site_setting(str(card.get("version", "")))
     shift = None
     if setting is not None and setting.prevalence is not None and card.get("calibration_prevalence") is not None:

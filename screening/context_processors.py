@@ -7,7 +7,7 @@ from django.utils.translation import gettext, gettext_noop
 
 from screening.population import population_summary
 from screening.selectors import current_site_setting
-from screening.serving import model_card
+from screening.served_model import model_card
 
 FALLBACK_POPULATION = gettext_noop("pediatric frontal chest X-rays (ages 1–5, one hospital)")
 # The shipped cards' population summary, so the banner can show it in the reader's language; another

@@ -17,7 +17,7 @@ from screening.models import Review, Study
 def intended_use_line() -> str:
     from screening.context_processors import FALLBACK_POPULATION
     from screening.population import population_summary
-    from screening.serving import model_card
+    from screening.served_model import model_card
 
     population = population_summary(model_card(), FALLBACK_POPULATION)
     return f"# Decision support for triage, not a diagnosis. Model validated on {population}; see the model card."

@@ -40,7 +40,7 @@ from django.utils.translation import gettext_lazy as _
 from screening import audit
 from screening.models import AuditEvent, Batch, Result, Review, ServiceState, Study
 from screening.selectors import current_site_setting
-from screening.serving import current_model_version, model_card
+from screening.served_model import current_model_version, model_card
 
 ALERTS_KEY = "monitoring_alerts"
 DAYS_SHOWN = 30

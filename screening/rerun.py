@@ -14,7 +14,7 @@ from django.db import transaction
 from screening import audit
 from screening.models import AuditEvent, Study
 from screening.queue import enqueue_studies_on_commit, mark_queued
-from screening.serving import current_model_version
+from screening.served_model import current_model_version
 
 
 @dataclass

@@ -27,12 +27,12 @@ from ml.serving.fingerprint import fingerprint
 from ml.serving.gate import ChestXrayGate
 from ml.serving.heatmap import ExplainingScreener
 from ml.serving.population_check import PopulationCheck
-from screening import serving
 from screening.dicom import outbox
 from screening.models import DICOM_COLUMNS, Batch, Result, SiteSetting, Study
 from screening.population import validated_range
 from screening.queue import release_unfinished
 from screening.selectors import current_site_setting
+from worker import loaded_models
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def _prepare_all(studies: list[Study], input_size: int) -> list[pipeline.Prepare
     """Each study's file ready for the model (decoded on every core), or None after finishing it FAILED/REJECTED."""
     outcomes = pipeline.prepare_many(
         [study.file.path for study in studies],
-        threads=serving.cpu_threads(),
+        threads=loaded_models.cpu_threads(),
         input_size=input_size,
         max_bytes=settings.SCREENING_MAX_FILE_BYTES,
         max_pixels=settings.SCREENING_MAX_IMAGE_PIXELS,

@@ -39,7 +39,7 @@ from django.utils.translation import gettext, gettext_lazy, override
 
 from screening import audit, reasons
 from screening.models import AuditEvent, Batch, Result, Review, SiteSetting, SiteValidation, SiteValidationCase, Study
-from screening.serving import current_model_version, model_card, training_fingerprints
+from screening.served_model import current_model_version, model_card, training_fingerprints
 from screening.submission import NothingAccepted, submit
 
 if TYPE_CHECKING:

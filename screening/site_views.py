@@ -13,7 +13,7 @@ from screening import access, site_validation
 from screening.forms import AdoptForm, SiteValidationForm
 from screening.models import SiteValidation
 from screening.selectors import current_site_setting
-from screening.serving import current_model_version
+from screening.served_model import current_model_version
 from screening.storage import StorageUnavailable
 
 VALIDATE = "screening.validate_site"

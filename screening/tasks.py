@@ -19,7 +19,7 @@ from screening.liveness import process_name
 from screening.models import WorkerHeartbeat
 from screening.queue import requeue_stuck_studies
 from screening.scoring import score_chunk
-from screening.serving import get_gate, get_population_check, get_screener
+from worker.loaded_models import get_gate, get_population_check, get_screener
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ ROWS = [row for row in csv.DictReader((CORPUS / "EXPECTED.csv").open()) if (CORP
 
 @pytest.fixture(scope="module")
 def screener():
-    from screening.serving import get_screener
+    from worker.loaded_models import get_screener
 
     return get_screener()
 
@@ -32,7 +32,7 @@ def outcomes(submitter, screener, publish):
     outcome = submit(
         submitter, Batch.Source.API, [(row["file"], io.BytesIO((CORPUS / row["file"]).read_bytes())) for row in ROWS]
     )
-    from screening.serving import get_gate
+    from worker.loaded_models import get_gate
 
     summary = score_chunk([s.pk for s in outcome.studies], screener, get_gate())
     assert len(summary.claimed) == len(outcome.studies)

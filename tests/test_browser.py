@@ -208,7 +208,7 @@ def test_outside_lane_and_site_validation_in_a_browser(page, live_server, worker
 
     # A validation on enough films the model never saw (factory results) can be adopted.
     from screening.models import SiteValidation
-    from screening.serving import current_model_version
+    from screening.served_model import current_model_version
     from tests.test_site_validation import cases, separated
 
     independent = SiteValidation.objects.create(

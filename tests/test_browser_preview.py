@@ -256,7 +256,7 @@ def test_the_preview_follows_the_sites_adopted_operating_point(db):
 
     from ml.serving.calibration import logit
     from screening.browser_preview import page_config
-    from screening.serving import model_card
+    from screening.served_model import model_card
 
     adopted = SimpleNamespace(threshold=0.5, prevalence=0.3)
     with mock.patch("screening.browser_preview.current_site_setting", return_value=adopted):

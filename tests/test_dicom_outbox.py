@@ -28,7 +28,7 @@ from tests.dicom_peers import free_port, radiograph_copies
 
 @pytest.fixture(scope="session")
 def screener():
-    from screening.serving import get_screener
+    from worker.loaded_models import get_screener
 
     return get_screener()
 

@@ -140,7 +140,7 @@ def test_a_studys_stored_reason_reads_in_the_callers_language(submitter):
 
 
 def test_a_site_report_is_stored_in_english_and_read_in_the_readers_language(admin_client, db):
-    from screening.serving import current_model_version
+    from screening.served_model import current_model_version
 
     admin = User.objects.get(username="root")
     validation = SiteValidation.objects.create(

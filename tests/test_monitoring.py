@@ -21,7 +21,7 @@ def reviewed(batch, reviewer, probability: float, finding: str, **fields) -> Stu
 
 def reference_like(batch, n: int) -> None:
     """``n`` DONE studies whose scores follow the card's reference shares bin by bin."""
-    from screening.serving import model_card
+    from screening.served_model import model_card
 
     shares = model_card()["score_reference"]["shares"]
     counts = [round(share * n) for share in shares]
@@ -129,7 +129,7 @@ def test_an_adopted_validation_is_the_drift_reference(admin_user):
     from ml.evaluation.score_reference import shares
     from screening import site_validation
     from screening.models import SiteValidation
-    from screening.serving import current_model_version
+    from screening.served_model import current_model_version
     from tests.test_site_validation import cases, separated
 
     validation = SiteValidation.objects.create(

@@ -32,20 +32,20 @@ def dicom_with(**attributes) -> bytes:
 
 @pytest.fixture(scope="module")
 def screener():
-    from screening.serving import get_screener
+    from worker.loaded_models import get_screener
 
     return get_screener()
 
 
 @pytest.fixture(scope="module")
 def gate():
-    from screening.serving import get_gate
+    from worker.loaded_models import get_gate
 
     return get_gate()
 
 
 def scored(user, screener, gate, files, **submit_options):
-    from screening.serving import get_population_check
+    from worker.loaded_models import get_population_check
 
     outcome = submit(user, Batch.Source.API, [(n, io.BytesIO(d)) for n, d in files], **submit_options)
     score_chunk([s.pk for s in outcome.studies], screener, gate, get_population_check())

@@ -16,7 +16,7 @@ from tests.conftest import ORIGINALS, XRAYS
 
 @pytest.fixture(scope="session")
 def screener():
-    from screening.serving import get_screener
+    from worker.loaded_models import get_screener
 
     return get_screener()
 
@@ -105,7 +105,7 @@ def test_scores_depend_on_the_image(screener):
 
 
 def test_the_gate_rejects_what_is_not_a_chest_xray_before_the_model(submitter, screener):
-    from screening.serving import get_gate
+    from worker.loaded_models import get_gate
 
     rng = np.random.default_rng(0)
     noise, photo = io.BytesIO(), io.BytesIO()

@@ -55,7 +55,7 @@ def labelled_zip() -> bytes:
 
 def run_queue(publish):
     """Score what the submission published, with the real model, gate and population check."""
-    from screening.serving import get_gate, get_population_check, get_screener
+    from worker.loaded_models import get_gate, get_population_check, get_screener
 
     for call in publish.call_args_list:
         score_chunk(call.args[0], get_screener(), get_gate(), get_population_check())
@@ -72,7 +72,7 @@ def new_image() -> str:
 
 def training_fingerprints(label: str, count: int) -> list[str]:
     """Real fingerprints of the model's training images of ``label``, from the shipped file."""
-    from screening.serving import model_dir
+    from screening.served_model import model_dir
 
     lines = (model_dir() / FILE_NAME).read_text().splitlines()
     found = [line.split(" ")[0] for line in lines if f"/{label}/" in line]
@@ -101,7 +101,7 @@ def separated(n_normal=100, n_pneumonia=100):
 
 @pytest.fixture
 def validation(admin_user):
-    from screening.serving import current_model_version
+    from screening.served_model import current_model_version
 
     return SiteValidation.objects.create(
         created_by=admin_user, source=SiteValidation.Source.LABELLED_FILES, model_version=current_model_version()
@@ -229,7 +229,7 @@ def test_bad_labelled_uploads_are_refused_with_a_reason_and_keep_nothing(admin_u
 def test_reviewed_studies_are_a_validation_source_fingerprinted_from_their_files(
     admin_user, radiologist, submitter, settings
 ):
-    from screening.serving import current_model_version
+    from screening.served_model import current_model_version
 
     batch = batch_for(submitter)
     for i in range(12):

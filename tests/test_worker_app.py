@@ -92,19 +92,19 @@ def pool_of():
     """Set the pool size the way a worker's main process does before forking; restored afterwards."""
     from celery.signals import worker_init
 
-    from screening import serving
+    from worker import loaded_models
 
-    before = serving._pool_processes
+    before = loaded_models._pool_processes
 
     def announce(concurrency):
         worker_init.send(sender=type("WorkController", (), {"concurrency": concurrency})())
 
     yield announce
-    serving.set_pool_processes(before)
+    loaded_models.set_pool_processes(before)
 
 
 def test_pool_processes_share_the_cores_out_one_thread_each_at_least(pool_of, settings, monkeypatch):
-    from screening.serving import cpu_threads
+    from worker.loaded_models import cpu_threads
 
     settings.SCREENING_THREADS_PER_PROCESS = 0
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(8)))

@@ -12,8 +12,8 @@ from django.conf import settings
 from django.db import DatabaseError
 
 from ml.serving.devices import prepare_devices
-from screening.serving import cpu_threads, get_gate, get_population_check, get_screener, set_pool_processes
 from webapp.database import use_statement_timeout
+from worker.loaded_models import cpu_threads, get_gate, get_population_check, get_screener, set_pool_processes
 
 log = logging.getLogger(__name__)
 

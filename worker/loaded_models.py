@@ -1,24 +1,20 @@
-"""Which model the workers serve, and the one loaded copy per worker process.
+"""The one loaded copy per worker process of the model, the gate and the population check.
 
-``model_dir`` and ``current_model_version`` read only the model card (JSON),
-so the web process never loads TensorFlow. ``get_screener``, ``get_gate`` and
-``get_population_check`` load on first use: TensorFlow must not be initialised
-in the parent of a prefork pool (its thread pools do not survive ``fork``), so
-the worker calls them in each child after the fork (``worker.signals``), never
+They load on first use: TensorFlow must not be initialised in the parent of
+a prefork pool (its thread pools do not survive ``fork``), so the worker
+calls these in each pool process after the fork (``worker.signals``), never
 at import time.
 """
 
 from __future__ import annotations
 
-import functools
-import json
 import logging
 import threading
-from pathlib import Path
 
 from django.conf import settings
 
 from ml.serving.devices import usable_cores
+from screening.served_model import model_dir
 
 log = logging.getLogger(__name__)
 
@@ -54,52 +50,6 @@ def _once(name: str, load):
                 _loaded[name] = load()
                 log.info("loaded %s %s", name, getattr(_loaded[name], "version", ""))
     return _loaded[name]
-
-
-def model_dir() -> Path:
-    if settings.SCREENING_MODEL_DIR:
-        return Path(settings.SCREENING_MODEL_DIR)
-    from ml.serving.inference import current_model_dir
-
-    return current_model_dir()
-
-
-@functools.lru_cache(maxsize=4)
-def _read_card(path: str, mtime: float) -> dict:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
-
-
-def model_card() -> dict:
-    """The served model's card, read again only when the file changes; ``{}`` (logged) when unreadable."""
-    try:
-        path = model_dir() / "card.json"
-        return _read_card(str(path), path.stat().st_mtime)
-    except (OSError, ValueError) as exc:
-        log.warning("no readable model card: %s", exc)
-        return {}
-
-
-@functools.lru_cache(maxsize=2)
-def _read_fingerprints(path: str, mtime: float):
-    from ml.serving.fingerprint import TrainingFingerprints
-
-    return TrainingFingerprints.load(Path(path).parent)
-
-
-def training_fingerprints():
-    """The served model's training fingerprints (``ml.serving.fingerprint``), or None when it ships none."""
-    from ml.serving.fingerprint import FILE_NAME
-
-    path = model_dir() / FILE_NAME
-    try:
-        return _read_fingerprints(str(path), path.stat().st_mtime)
-    except FileNotFoundError:
-        return None
-
-
-def current_model_version() -> str:
-    """The version the workers serve; raises ``KeyError`` when the card cannot say (re-runs need a real answer)."""
-    return str(model_card()["version"])
 
 
 def get_screener():
