@@ -7,7 +7,7 @@ they share is one PostgreSQL, one Redis and the study storage. This measures
 how much of each one this machine can give:
 
 - PostgreSQL: W writer processes each run the worker's own database path for
-  chunks of SCREENING_CHUNK_SIZE (``screening.scoring.claim``, the site
+  chunks of SCREENING_CHUNK_SIZE (``worker.scoring.claim``, the site
   setting, ``_write_results``: results with their raw maps, the studies'
   columns, DONE) with a stand-in model answer, so no decoding and no network,
   only the ORM and PostgreSQL. Studies per second by W, and p95 per chunk;
@@ -88,8 +88,8 @@ def _stand_in_outcome(rng: np.random.Generator):
 def _write_chunks(chunks: list[list[int]], name: str, timings) -> None:
     """One writer process: the worker's database path for each chunk."""
     from ml.serving.population import Verdict
-    from screening import scoring
     from screening.selectors import current_site_setting
+    from worker import scoring
 
     connections.close_all()  # a forked child opens its own connection
     rng = np.random.default_rng(len(chunks) + os.getpid())

@@ -4,7 +4,7 @@
 
 Submits the full-resolution originals cycled (publishing to the queue left
 out; the time of that ``submit()`` is printed first), then
-runs ``screening.scoring.score_chunk`` in this process on chunks of
+runs ``worker.scoring.score_chunk`` in this process on chunks of
 SCREENING_CHUNK_SIZE against PostgreSQL, as a worker's task does, and prints
 per chunk the wall time of each part (claim, decoding, the gate, the model,
 the result writes) and the cores it used (CPU seconds of the whole process
@@ -77,9 +77,9 @@ def main() -> None:
     files = unique_files(Path(args.originals), args.files)
 
     from ml.serving import pipeline
-    from screening import scoring
     from screening.models import Batch, Study
     from screening.submission import submit
+    from worker import scoring
     from worker.loaded_models import get_gate, get_population_check, get_screener
 
     warm_up()  # as a worker process does when it starts

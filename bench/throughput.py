@@ -62,7 +62,7 @@ def unique_files(originals: Path, count: int) -> list[tuple[str, bytes]]:
 
 
 def in_process(files, explainer, gate, check, chunk: int, threads: int):
-    """(b): the production chunk path (``ml.serving.pipeline``), as ``screening.scoring`` runs it."""
+    """(b): the production chunk path (``ml.serving.pipeline``), as ``worker.scoring`` runs it."""
     from ml.serving import pipeline
 
     images = []

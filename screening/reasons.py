@@ -96,7 +96,7 @@ SENTENCES: list[tuple[re.Pattern, str]] = [
             r"The DICOM image uses a colour encoding this service does not support\.",
             gettext_noop("The DICOM image uses a colour encoding this service does not support."),
         ),
-        # screening.scoring and screening.queue
+        # worker.scoring and screening.queue
         (
             r"The file could not be processed because of an internal error; an administrator has been notified in "
             r"the logs\.",

@@ -18,8 +18,8 @@ from screening.dicom import outbox
 from screening.liveness import process_name
 from screening.models import WorkerHeartbeat
 from screening.queue import requeue_stuck_studies
-from screening.scoring import score_chunk
 from worker.loaded_models import get_gate, get_population_check, get_screener
+from worker.scoring import score_chunk
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from screening.models import Batch, Study
-from screening.scoring import score_chunk
 from screening.submission import submit
+from worker.scoring import score_chunk
 
 CORPUS = Path(__file__).parent / "fixtures" / "bad"
 ROWS = [row for row in csv.DictReader((CORPUS / "EXPECTED.csv").open()) if (CORPUS / row["file"]).exists()]

@@ -10,10 +10,10 @@ from django.core.management import CommandError, call_command
 
 from screening.models import Batch, Result, Study
 from screening.population import Declaration
-from screening.scoring import score_chunk
 from screening.submission import submit
 from tests.conftest import FIXTURES, XRAYS, logged_in, named
 from tests.factories import batch_for, scored_study
+from worker.scoring import score_chunk
 
 MONO2 = FIXTURES / "bad" / "mono2.dcm"  # a frontal DX with PatientAge 045Y
 

@@ -50,10 +50,10 @@ def test_scoring_a_chunk_makes_a_fixed_number_of_queries(submitter, publish, dja
     from PIL import Image
 
     from screening.models import Batch
-    from screening.scoring import score_chunk
     from screening.submission import submit
     from tests.conftest import XRAYS
     from worker.loaded_models import get_gate, get_population_check, get_screener
+    from worker.scoring import score_chunk
 
     files = []
     for i in range(16):

@@ -192,7 +192,7 @@ def test_a_claim_waits_for_a_briefly_locked_row_instead_of_skipping_it(submitter
     from django.conf import settings as django_settings
     from django.db import connection
 
-    from screening.scoring import claim
+    from worker.scoring import claim
 
     if connection.vendor != "postgresql":
         pytest.skip("row locks are a PostgreSQL matter; SQLite serialises writers")

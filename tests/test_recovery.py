@@ -16,9 +16,9 @@ from django.utils import timezone
 from screening import liveness
 from screening.models import ServiceState, Study, WorkerHeartbeat
 from screening.queue import requeue_stuck_studies
-from screening.scoring import claim
 from tests.test_broker_unresponsive import in_thread
 from tests.test_queue import make_studies
+from worker.scoring import claim
 
 
 def test_a_claim_names_its_process_and_the_process_takes_back_its_own(submitter):
@@ -145,7 +145,7 @@ def test_a_study_put_back_in_the_queue_is_held_by_no_process(submitter, publish,
 
 def test_a_retry_in_another_pool_process_takes_back_what_the_earlier_attempt_claimed(submitter):
     """The database went away mid-chunk in process a, which could not hand its claims back; the retry runs in b."""
-    from screening.scoring import claim
+    from worker.scoring import claim
 
     studies = make_studies(submitter, 2, status=Study.Status.RUNNING, claimed_by="host:a", attempts=1)
     ids = [s.pk for s in studies]

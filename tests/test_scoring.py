@@ -9,9 +9,9 @@ from PIL import Image
 
 from screening import previews
 from screening.models import Batch, Result, Study
-from screening.scoring import claim, score_chunk
 from screening.submission import submit
 from tests.conftest import ORIGINALS, XRAYS
+from worker.scoring import claim, score_chunk
 
 
 @pytest.fixture(scope="session")
@@ -130,8 +130,8 @@ def test_the_chunks_study_columns_are_written_row_by_row_in_one_statement(submit
     import datetime
 
     from screening.models import DICOM_COLUMNS
-    from screening.scoring import _PER_STUDY_FIELDS, _update_columns
     from tests.factories import batch_for, scored_study
+    from worker.scoring import _PER_STUDY_FIELDS, _update_columns
 
     batch = batch_for(submitter)
     studies = [scored_study(batch, p) for p in (0.1, 0.5, 0.9)]

@@ -27,9 +27,9 @@ from screening.models import (
     SiteValidationCase,
     Study,
 )
-from screening.scoring import score_chunk
 from tests.conftest import ORIGINALS, XRAYS, logged_in, named
 from tests.factories import batch_for, scored_study
+from worker.scoring import score_chunk
 
 
 def mirrored(path) -> bytes:

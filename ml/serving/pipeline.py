@@ -1,6 +1,6 @@
 """From file bytes to scored, explained results for a chunk: the one path every caller runs.
 
-The worker (``screening.scoring``), the benchmarks, evaluation and the tests
+The worker (``worker.scoring``), the benchmarks, evaluation and the tests
 all go through these functions, so a figure measured anywhere is a figure of
 the production path, and a fix lands everywhere at once. No Django here: the
 caller decides what a study row, a file on disk or a log line becomes.
