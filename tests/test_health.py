@@ -150,7 +150,7 @@ def test_unwritable_media_storage_is_not_ready(db, settings, operator, tmp_path)
 
 
 def test_the_heartbeat_task_records_its_worker(db):
-    from screening.tasks import record_heartbeat_task
+    from worker.tasks import record_heartbeat_task
 
     record_heartbeat_task.apply(headers={"hostname": "celery@w2"})
     assert WorkerHeartbeat.objects.count() == 1

@@ -121,7 +121,7 @@ def test_each_worker_process_writes_a_heartbeat_until_stopped(transactional_db, 
 
 
 def test_database_retries_outlast_a_two_minute_outage():
-    from screening.tasks import score_studies_task as task
+    from worker.tasks import score_studies_task as task
 
     assert task.retry_jitter is False and task.max_retries >= 10
     delays = [min(task.retry_backoff * 2**n, task.retry_backoff_max) for n in range(task.max_retries)]
@@ -159,7 +159,7 @@ def test_the_scoring_retry_names_every_process_that_ran_an_attempt(silent_databa
     """A chunk whose database stops answering is retried with this process named, whichever process runs the retry."""
     from celery.exceptions import Retry
 
-    from screening import tasks
+    from worker import tasks
 
     retried = []
     monkeypatch.setattr(tasks.score_studies_task, "retry", lambda **kw: retried.append(kw) or Retry())

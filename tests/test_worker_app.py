@@ -8,7 +8,7 @@ from worker.app import _transport_options, app
 
 @pytest.fixture(autouse=True, scope="module")
 def _tasks_registered():
-    app.loader.import_default_modules()  # what a worker does at start: import the autodiscovered task modules
+    app.loader.import_default_modules()  # what a worker does at start: import the included task modules
 
 
 def test_reliability_settings():

@@ -1,6 +1,6 @@
 """The Django project. Loading the Celery application here (Celery's documented
-Django layout) makes ``screening.tasks``' ``shared_task``s publish through it
-in the web process too, without the Django app importing the worker package."""
+Django layout) lets the web process publish tasks by name (``screening.queue``)
+through it; the task modules themselves are imported only by the worker."""
 
 from worker.app import app as celery_app
 

@@ -99,12 +99,9 @@ def _reliability_settings() -> dict:
     }
 
 
-app = Celery("screening")
+app = Celery("screening", include=["worker.tasks"])  # imported by worker and beat, not by the web
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.add_defaults(_reliability_settings)
-
-# Tasks live in each Django app's tasks.py (``screening.tasks``).
-app.autodiscover_tasks()
 
 from worker import signals  # noqa: E402,F401  (loads and warms the model in each pool process)
 

@@ -1,8 +1,9 @@
-"""Celery tasks: thin wrappers that take ids and leave the work to ``scoring`` and ``queue``.
+"""Celery tasks: thin wrappers that take ids and leave the work to ``worker.scoring`` and ``screening``.
 
-``shared_task`` binds them to whichever Celery application the process runs
-(``worker.app``, which the ``webapp`` project loads at start-up), so the Django
-app publishes tasks without importing the worker package.
+Only the worker imports this module (``worker.app`` includes it). The web
+process publishes by name (``screening.queue``), so each task keeps the name
+it was first registered under, ``screening.tasks.*``: messages already in a
+broker and beat's schedule find it after the move.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ RETRY_THROUGH_DATABASE_OUTAGES = dict(
 )
 
 
-@shared_task(bind=True, **RETRY_THROUGH_DATABASE_OUTAGES)
+@shared_task(name="screening.tasks.score_studies_task", bind=True, **RETRY_THROUGH_DATABASE_OUTAGES)
 def score_studies_task(self, study_ids: list[int], reclaim_from: list[str] | None = None) -> None:
     """Score a chunk of studies in one forward pass. Safe to run twice.
 
@@ -74,12 +75,12 @@ def score_studies_task(self, study_ids: list[int], reclaim_from: list[str] | Non
     )
 
 
-@shared_task(ignore_result=True, acks_late=False)
+@shared_task(name="screening.tasks.requeue_stuck_studies_task", ignore_result=True, acks_late=False)
 def requeue_stuck_studies_task() -> None:
     requeue_stuck_studies()
 
 
-@shared_task(bind=True, ignore_result=True, acks_late=False, expires=60)
+@shared_task(name="screening.tasks.record_heartbeat_task", bind=True, ignore_result=True, acks_late=False, expires=60)
 def record_heartbeat_task(self) -> None:
     """Note that this worker is alive and reachable through beat and the broker (``WorkerHeartbeat``)."""
     WorkerHeartbeat.objects.update_or_create(
@@ -87,18 +88,18 @@ def record_heartbeat_task(self) -> None:
     )
 
 
-@shared_task(**RETRY_THROUGH_DATABASE_OUTAGES)
+@shared_task(name="screening.tasks.send_delivery_task", **RETRY_THROUGH_DATABASE_OUTAGES)
 def send_delivery_task(delivery_id: int) -> None:
     """Send one result object to one DICOM destination (``screening.dicom.outbox``). Safe to run twice."""
     outbox.send(delivery_id)
 
 
-@shared_task(ignore_result=True, acks_late=False)
+@shared_task(name="screening.tasks.queue_due_deliveries_task", ignore_result=True, acks_late=False)
 def queue_due_deliveries_task() -> None:
     outbox.queue_due()
 
 
-@shared_task(ignore_result=True, acks_late=False)
+@shared_task(name="screening.tasks.housekeeping_task", ignore_result=True, acks_late=False)
 def housekeeping_task() -> None:
     """Remove orphaned stored files; purge old originals when a retention period is set (``screening.housekeeping``)."""
     from screening import housekeeping
@@ -106,7 +107,7 @@ def housekeeping_task() -> None:
     housekeeping.run()
 
 
-@shared_task(ignore_result=True, acks_late=False)
+@shared_task(name="screening.tasks.monitoring_check_task", ignore_result=True, acks_late=False)
 def monitoring_check_task() -> None:
     """Recompute the figures watched in use; audit any that left or re-entered its band (``screening.monitoring``)."""
     from screening import monitoring
