@@ -116,14 +116,14 @@ def test_a_killed_pool_process_is_no_longer_warm_at_the_main_processs_next_beat(
     import socket
     import subprocess
 
-    from screening import liveness
+    from worker import heartbeats
 
     gone = subprocess.Popen(["true"])
     gone.wait()  # a pid that no longer exists
     host = socket.gethostname()
     WorkerHeartbeat.objects.create(hostname=f"{host}:{gone.pid}", seen_at=timezone.now(), warm=True)
     WorkerHeartbeat.objects.create(hostname=f"{host}:{os.getpid()}", seen_at=timezone.now(), warm=True)
-    assert liveness.cool_dead_local_processes() == 1
+    assert heartbeats.cool_dead_local_processes() == 1
     assert list(WorkerHeartbeat.objects.filter(warm=True).values_list("hostname", flat=True)) == [
         f"{host}:{os.getpid()}"
     ]

@@ -18,6 +18,7 @@ from screening.models import ServiceState, Study, WorkerHeartbeat
 from screening.queue import requeue_stuck_studies
 from tests.test_broker_unresponsive import in_thread
 from tests.test_queue import make_studies
+from worker import heartbeats
 from worker.scoring import claim
 
 
@@ -107,7 +108,7 @@ def test_the_real_redis_has_a_run_id(db):
 def test_each_worker_process_writes_a_heartbeat_until_stopped(transactional_db, settings):
     settings.SCREENING_PROCESS_HEARTBEAT_SECONDS = 1
     stop = threading.Event()
-    thread = liveness.start_heartbeat_thread(stop)
+    thread = heartbeats.start_heartbeat_thread(stop)
     deadline = time.monotonic() + 10
     while not WorkerHeartbeat.objects.filter(hostname=liveness.process_name()).exists():
         assert time.monotonic() < deadline, "no heartbeat written"

@@ -55,7 +55,7 @@ def use_the_workers_statement_timeout(**kwargs) -> None:
 @worker_ready.connect
 def beat_from_the_main_process(**kwargs) -> None:
     """The main process reserves messages for its pool (``note_reserved``): the sweep must see it alive too."""
-    from screening.liveness import start_heartbeat_thread
+    from worker.heartbeats import start_heartbeat_thread
 
     start_heartbeat_thread(watch_pool=True)
 
@@ -92,7 +92,7 @@ def load_screener_in_child(**kwargs) -> None:
     # Heartbeat first: the sweep must not take this process for dead while it warms up.
     # (Imported here: this module loads with the Celery app, before Django's models are ready.)
     from screening import counters
-    from screening.liveness import mark_warm, start_heartbeat_thread
+    from worker.heartbeats import mark_warm, start_heartbeat_thread
 
     start_heartbeat_thread()
     try:
