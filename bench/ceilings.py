@@ -144,7 +144,7 @@ def redis_publish(messages: int, size: int) -> None:
 
 
 def storage_writes(files: int) -> None:
-    from screening import storage
+    from screening.intake import storage
 
     payload = os.urandom(1024 * 1024)
     started = time.perf_counter()

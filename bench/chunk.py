@@ -77,8 +77,8 @@ def main() -> None:
     files = unique_files(Path(args.originals), args.files)
 
     from ml.serving import pipeline
+    from screening.intake.submission import submit
     from screening.models import Batch, Study
-    from screening.submission import submit
     from worker import scoring
     from worker.loaded_models import get_gate, get_population_check, get_screener
 
@@ -89,7 +89,7 @@ def main() -> None:
         from django.contrib.auth.models import User
 
         user = User.objects.create_user("bench-chunk")
-        with mock.patch("screening.submission.enqueue_studies_on_commit"):
+        with mock.patch("screening.intake.submission.enqueue_studies_on_commit"):
             started = time.perf_counter()
             batch = submit(user, Batch.Source.API, [(n, io.BytesIO(d)) for n, d in files]).batch
             print(f"submit() of {len(files)} files, publishing left out: {time.perf_counter() - started:.2f} s")

@@ -102,7 +102,8 @@ def main() -> None:
 
     from django.contrib.auth.models import Group, User
 
-    from screening import roles, tokens
+    from screening import roles
+    from screening.api import tokens
     from screening.models import Study
     from tests.proxy_stack import proxied_gunicorn
     from tests.worker_process import postgres_worker_env

@@ -41,8 +41,8 @@ def main() -> None:
 
     from bench.throughput import unique_files
     from screening import roles
+    from screening.intake.submission import submit
     from screening.models import Batch, Result, Study
-    from screening.submission import submit
     from tests.worker_process import WorkerProcess, postgres_worker_env, wait_until
 
     with fresh_services():

@@ -130,8 +130,8 @@ def through_queue(files, user, env, logs: Path, run: int, workers: int, concurre
     from django.db.models import Max
     from django.utils import timezone
 
+    from screening.intake.submission import submit
     from screening.models import Batch, Study
-    from screening.submission import submit
     from tests.worker_process import WorkerProcess, wait_until
 
     pool = [
@@ -226,8 +226,8 @@ def main() -> None:
     from django.contrib.auth.models import Group, User
 
     from screening import roles
+    from screening.intake.submission import submit
     from screening.models import Batch, Study
-    from screening.submission import submit
     from tests.worker_process import postgres_worker_env, wait_until
 
     setup_test_environment()

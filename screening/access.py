@@ -6,7 +6,7 @@ into 404, never 403, so that ids do not reveal what exists.
 
 Site-validation batches are no one's clinical work: their films are labelled
 test cases, so no worklist, export, study page, FHIR or DICOM object shows
-them. Their own pages (``screening.site_views``) read them through the
+them. Their own pages (``screening.governance.site_views``) read them through the
 validation instead.
 """
 

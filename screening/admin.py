@@ -7,8 +7,9 @@ from django.utils.formats import number_format
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from screening import audit, exports, site_validation
+from screening import audit
 from screening.dicom import outbox
+from screening.governance import site_validation
 from screening.models import (
     ApiToken,
     AuditEvent,
@@ -23,6 +24,7 @@ from screening.models import (
 )
 from screening.rerun import rerun_with_current_model
 from screening.served_model import current_model_version
+from screening.web import exports
 
 
 @admin.action(description=_("Export selected studies as CSV"), permissions=["view"])

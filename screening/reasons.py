@@ -121,7 +121,7 @@ SENTENCES: list[tuple[re.Pattern, str]] = [
                 "to process. Re-submit it or ask an administrator."
             ),
         ),
-        # screening.intake and screening.submission: files refused at upload (Batch.upload_report)
+        # screening.intake.acceptance and screening.intake.submission: files refused at upload (Batch.upload_report)
         (
             rf"File is larger than the (?P<limit>{_NUMBER}) MB limit\.",
             gettext_noop("File is larger than the %(limit)s MB limit."),
@@ -179,7 +179,7 @@ SENTENCES: list[tuple[re.Pattern, str]] = [
             r"Same content as (?P<name>.+); stored once\.",
             gettext_noop("Same content as %(name)s; stored once."),
         ),
-        # screening.submission
+        # screening.intake.submission
         (
             r"Identical to study (?P<study>[0-9]+) \(batch (?P<batch>[0-9]+)\), already scored; its result is shown\.",
             gettext_noop("Identical to study %(study)s (batch %(batch)s), already scored; its result is shown."),

@@ -1,6 +1,8 @@
 from django.urls import path
 
-from screening import api, dicomweb, interop_api, site_views, system_views, views
+from screening.api import dicomweb, interop, v1
+from screening.governance import site_views
+from screening.web import system_views, views
 
 app_name = "screening"
 
@@ -22,12 +24,12 @@ urlpatterns = [
     path("metrics", system_views.metrics, name="metrics"),
     path("system/", system_views.system, name="system"),
     path("monitoring/", system_views.monitoring_page, name="monitoring"),
-    path("api/v1/studies", api.submit_study, name="api_submit_study"),
+    path("api/v1/studies", v1.submit_study, name="api_submit_study"),
     path("dicomweb/studies", dicomweb.store_instances, name="dicomweb_store"),
-    path("api/v1/batches", api.submit_batch, name="api_submit_batch"),
-    path("api/v1/batches/<int:batch_id>", api.batch_detail, name="api_batch_detail"),
-    path("api/v1/studies/<int:study_id>", api.study_detail, name="api_study_detail"),
-    path("api/v1/studies/<int:study_id>/report.dcm", interop_api.report_dcm, name="api_study_report_dcm"),
-    path("api/v1/studies/<int:study_id>/overlay.dcm", interop_api.overlay_dcm, name="api_study_overlay_dcm"),
-    path("api/v1/studies/<int:study_id>/fhir", interop_api.fhir_report, name="api_study_fhir"),
+    path("api/v1/batches", v1.submit_batch, name="api_submit_batch"),
+    path("api/v1/batches/<int:batch_id>", v1.batch_detail, name="api_batch_detail"),
+    path("api/v1/studies/<int:study_id>", v1.study_detail, name="api_study_detail"),
+    path("api/v1/studies/<int:study_id>/report.dcm", interop.report_dcm, name="api_study_report_dcm"),
+    path("api/v1/studies/<int:study_id>/overlay.dcm", interop.overlay_dcm, name="api_study_overlay_dcm"),
+    path("api/v1/studies/<int:study_id>/fhir", interop.fhir_report, name="api_study_fhir"),
 ]

@@ -11,7 +11,8 @@ import pytest
 from django.contrib.auth.models import Group, User
 from django.test import Client
 
-from screening import roles, tokens
+from screening import roles
+from screening.api import tokens
 
 FIXTURES = Path(__file__).parent / "fixtures"
 XRAYS = sorted((FIXTURES / "xray").rglob("*.jpeg"))

@@ -8,8 +8,8 @@ import itertools
 from django.utils import timezone
 from PIL import Image
 
+from screening.intake.submission import storage_path
 from screening.models import Batch, Result, Study
-from screening.submission import storage_path
 
 _counter = itertools.count(1)
 
@@ -92,8 +92,8 @@ def bulk_scored_studies(batch: Batch, n: int) -> list[Study]:
 
 
 def finding(**changes):
-    """What the model said about one instance, for the DICOM and FHIR builders (``screening.dicom_objects``)."""
-    from screening.dicom_objects import Finding
+    """What the model said about one instance, for the DICOM and FHIR builders (``screening.dicom.objects``)."""
+    from screening.dicom.objects import Finding
 
     values = dict(
         label="PNEUMONIA",

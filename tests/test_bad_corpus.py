@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from screening.intake.submission import submit
 from screening.models import Batch, Study
-from screening.submission import submit
 from worker.scoring import score_chunk
 
 CORPUS = Path(__file__).parent / "fixtures" / "bad"

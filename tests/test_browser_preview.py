@@ -242,7 +242,7 @@ def test_the_js_pixel_statistics_are_the_gates(browser):
 
 def test_the_page_offers_no_preview_when_the_served_model_is_not_the_exported_one(db, settings):
     from ml.serving.inference import MODELS_ROOT
-    from screening.browser_preview import page_config
+    from screening.web.browser_preview import page_config
 
     assert page_config()["enabled"] is True
     settings.SCREENING_MODEL_DIR = str(MODELS_ROOT / "v1")
@@ -255,11 +255,11 @@ def test_the_preview_follows_the_sites_adopted_operating_point(db):
     from unittest import mock
 
     from ml.serving.calibration import logit
-    from screening.browser_preview import page_config
     from screening.served_model import model_card
+    from screening.web.browser_preview import page_config
 
     adopted = SimpleNamespace(threshold=0.5, prevalence=0.3)
-    with mock.patch("screening.browser_preview.current_site_setting", return_value=adopted):
+    with mock.patch("screening.web.browser_preview.current_site_setting", return_value=adopted):
         config = page_config()
     assert config["threshold"] == 0.5
     expected = logit(0.3) - logit(model_card()["calibration_prevalence"])

@@ -14,9 +14,9 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, build_context
 from pynetdicom.sop_class import CTImageStorage, DigitalXRayImageStorageForPresentation, Verification
 
-from screening import storage
 from screening.dicom.listener import Listener
 from screening.dicom.nodes import parse_callers
+from screening.intake import storage
 from screening.models import AuditEvent, Batch, ReceivedInstance, Study
 from tests.conftest import FIXTURES
 from tests.dicom_peers import (

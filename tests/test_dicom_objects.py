@@ -15,7 +15,7 @@ from PIL import Image
 from pydicom.uid import UID
 
 from ml.serving.heatmap import overlay_png
-from screening.dicom_objects import (
+from screening.dicom.objects import (
     DISCLAIMER,
     blend_overlay,
     derived_uid,

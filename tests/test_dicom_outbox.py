@@ -19,8 +19,8 @@ from pynetdicom.sop_class import ComprehensiveSRStorage, SecondaryCaptureImageSt
 
 from screening.dicom import outbox
 from screening.dicom.nodes import Destination
+from screening.intake.submission import submit
 from screening.models import Batch, Delivery, Result, Study
-from screening.submission import submit
 from tests.conftest import XRAYS, token_client
 from tests.dicom_peers import free_port, radiograph_copies
 from worker.scoring import score_chunk

@@ -9,8 +9,8 @@ import pytest
 from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from pydantic import ValidationError
 
-from screening.dicom_objects import DISCLAIMER
-from screening.fhir import diagnostic_report
+from screening.api.fhir import diagnostic_report
+from screening.dicom.objects import DISCLAIMER
 from tests.factories import finding
 
 FINDING = finding(

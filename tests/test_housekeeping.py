@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
-from screening import counters, housekeeping
+from screening import counters
+from screening.intake import housekeeping
+from screening.intake.submission import submit
 from screening.models import AuditEvent, Batch, Study
-from screening.submission import submit
 from tests.conftest import XRAYS
 from tests.worker_process import start_up
 

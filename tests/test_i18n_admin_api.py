@@ -11,7 +11,7 @@ from django.test import Client
 from django.utils.functional import Promise
 from django.utils.translation import override
 
-from screening import site_validation
+from screening.governance import site_validation
 from screening.models import Result, SiteValidation, SiteValidationCase
 from tests.conftest import XRAYS, named, token_client
 from tests.factories import batch_for, scored_study

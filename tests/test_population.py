@@ -8,9 +8,9 @@ import pydicom
 import pytest
 from django.core.management import CommandError, call_command
 
+from screening.intake.submission import submit
 from screening.models import Batch, Result, Study
 from screening.population import Declaration
-from screening.submission import submit
 from tests.conftest import FIXTURES, XRAYS, logged_in, named
 from tests.factories import batch_for, scored_study
 from worker.scoring import score_chunk

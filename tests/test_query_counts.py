@@ -33,7 +33,7 @@ def test_batch_detail_queries_are_pinned(submitter, thousand_studies, django_ass
 
 
 def test_api_batch_detail_queries_are_pinned(submitter, thousand_studies, django_assert_num_queries):
-    from screening import tokens
+    from screening.api import tokens
 
     client = Client(HTTP_AUTHORIZATION=f"Token {tokens.create_token(submitter)}")
     # ... includes two for the token's rate-limit window (count this request, read or start the minute)
@@ -49,8 +49,8 @@ def test_scoring_a_chunk_makes_a_fixed_number_of_queries(submitter, publish, dja
     import numpy as np
     from PIL import Image
 
+    from screening.intake.submission import submit
     from screening.models import Batch
-    from screening.submission import submit
     from tests.conftest import XRAYS
     from worker.loaded_models import get_gate, get_population_check, get_screener
     from worker.scoring import score_chunk

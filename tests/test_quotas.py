@@ -5,8 +5,8 @@ import io
 from django.test import Client
 from django.utils import timezone
 
+from screening.intake.submission import submit
 from screening.models import Batch, Study
-from screening.submission import submit
 from tests.conftest import XRAYS
 
 
@@ -44,7 +44,7 @@ def test_no_quota_when_set_to_zero(submitter, settings, publish):
 
 
 def test_an_oversized_request_is_refused_before_it_is_read(submitter, settings):
-    from screening import tokens
+    from screening.api import tokens
 
     settings.SCREENING_MAX_REQUEST_BYTES = 1000
     client = Client(HTTP_AUTHORIZATION=f"Token {tokens.create_token(submitter)}")

@@ -60,13 +60,13 @@ def status_reasons() -> list[str]:
 
 
 def upload_refusals() -> list[str]:
-    """What screening.intake and screening.submission write into a batch's upload report, read from their source."""
+    """What intake's acceptance and submission write into a batch's upload report, read from their source."""
     from pathlib import Path
 
-    from screening import intake
-    from screening.submission import _quota_message
+    from screening.intake import acceptance
+    from screening.intake.submission import _quota_message
 
-    source = Path(intake.__file__).read_text()
+    source = Path(acceptance.__file__).read_text()
     constant = re.findall(r'Refusal\(\s*\w+,\s*"([^"]+)",?\s*\)', source)
     assert len(set(constant)) >= 8, "the pattern no longer finds intake's refusals"
     return sorted(set(constant)) + [

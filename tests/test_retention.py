@@ -7,9 +7,9 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
+from screening.intake.retention import purge_originals
+from screening.intake.submission import submit
 from screening.models import AuditEvent, Batch, Review, Study
-from screening.retention import purge_originals
-from screening.submission import submit
 from tests.conftest import XRAYS, logged_in
 
 

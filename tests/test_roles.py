@@ -9,7 +9,7 @@ import io
 import pytest
 from django.test import Client
 
-from screening import tokens
+from screening.api import tokens
 from tests.factories import batch_for, scored_study
 
 ROLES = ["anonymous", "submitter", "other_submitter", "radiologist", "auditor", "outsider"]

@@ -16,7 +16,7 @@ from PIL import Image, ImageOps
 
 from ml.evaluation.intervals import clopper_pearson
 from ml.serving.fingerprint import FILE_NAME
-from screening import site_validation
+from screening.governance import site_validation
 from screening.models import (
     AuditEvent,
     Batch,
@@ -288,7 +288,7 @@ def test_an_adopted_operating_point_sets_every_later_result(
     assert "Adopted for model" in adopted and "Validated at this site" in adopted
     assert setting.threshold == pytest.approx(0.30)
 
-    from screening.submission import submit
+    from screening.intake.submission import submit
 
     with django_capture_on_commit_callbacks(execute=True):
         outcome = submit(submitter, "api", [(XRAYS[1].name, io.BytesIO(mirrored(XRAYS[1])))])

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from ml.serving.decode import decode
-from screening import storage
+from screening.intake import storage
+from screening.intake.submission import storage_path, submit
 from screening.models import Batch, Study
-from screening.submission import storage_path, submit
 from tests.conftest import XRAYS, logged_in, named
 
 

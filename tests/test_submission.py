@@ -6,9 +6,9 @@ import zipfile
 
 import pytest
 
-from screening.intake import Limits
+from screening.intake.acceptance import Limits
+from screening.intake.submission import NothingAccepted, storage_path, submit
 from screening.models import Batch, Study
-from screening.submission import NothingAccepted, storage_path, submit
 from tests.conftest import ORIGINALS, XRAYS, token_client
 
 LIMITS = Limits(

@@ -11,8 +11,9 @@ import zipfile
 
 import pytest
 
-from screening import site_validation, triage
+from screening import triage
 from screening.dicom.nodes import Destination
+from screening.governance import site_validation
 from screening.models import Batch, Delivery, SiteValidation, Study
 from tests.conftest import FIXTURES, ORIGINALS, XRAYS, logged_in, token_client
 from tests.factories import batch_for, scored_study, unscored_study

@@ -106,7 +106,7 @@ def test_intended_use_names_the_population_from_the_model_card(submitter, settin
     settings.SCREENING_MODEL_DIR = str(tmp_path)
     page = logged_in(submitter).get("/batches/")
     assert b"Model validated on test population of 7 wards." in page.content and b"v-card" in page.content
-    from screening.exports import intended_use_line
+    from screening.web.exports import intended_use_line
 
     assert "test population of 7 wards" in intended_use_line()
 

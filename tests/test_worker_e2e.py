@@ -23,8 +23,8 @@ import pytest
 from django.conf import settings as django_settings
 from PIL import Image
 
+from screening.intake.submission import submit
 from screening.models import Batch, Result, Study, WorkerHeartbeat
-from screening.submission import submit
 from tests.conftest import XRAYS
 from tests.worker_process import ROOT, WorkerProcess, base_env, postgres_worker_env, wait_until
 

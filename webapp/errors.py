@@ -6,7 +6,7 @@ that asks for JSON) gets a JSON body, and a database that cannot be reached,
 or that did not answer within its timeouts (``webapp.database``), is a 503
 with ``Retry-After``: the client should try again, nothing is wrong with its
 request. Other database errors (a constraint, a bad query) stay a 500: trying
-again would not help. Bodies are ``{"code", "error"}`` as in ``screening.api``,
+again would not help. Bodies are ``{"code", "error"}`` as in ``screening.api.v1``,
 plus ``retry_after`` (seconds) on a 503.
 """
 

@@ -77,7 +77,7 @@ TEMPLATES = [
                 "django.template.context_processors.i18n",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
-                "screening.context_processors.intended_use",
+                "screening.web.context_processors.intended_use",
             ],
         },
     },
@@ -208,7 +208,7 @@ SITE_VALIDATION_MIN_AUC = env_float("SITE_VALIDATION_MIN_AUC", 0.90, minimum=0.5
 # Below 30 a class cannot bound a sensitivity or specificity usefully (30 of 30 gives 0.88 at best).
 SITE_VALIDATION_MIN_PER_CLASS = env_int("SITE_VALIDATION_MIN_PER_CLASS", 100, minimum=30)
 
-# Watching the model in use (``screening.monitoring``): each figure over the last MONITORING_WINDOW
+# Watching the model in use (``screening.governance.monitoring``): each figure over the last MONITORING_WINDOW
 # reviewed or finished clinical studies, judged only with MONITORING_MIN_CASES cases behind it.
 MONITORING_WINDOW = env_int("MONITORING_WINDOW", 200, minimum=20)
 MONITORING_MIN_CASES = env_int("MONITORING_MIN_CASES", 30, minimum=1)
@@ -324,7 +324,7 @@ SCREENING_STUCK_RUNNING_SECONDS = env_int(
 SCREENING_STUCK_QUEUED_SECONDS = env_int(
     "SCREENING_STUCK_QUEUED_SECONDS", CELERY_BROKER_VISIBILITY_TIMEOUT + 60, minimum=10
 )
-# Housekeeping (beat, ``screening.housekeeping``) this often: stored files that no study refers to
+# Housekeeping (beat, ``screening.intake.housekeeping``) this often: stored files that no study refers to
 # and older than the grace period are removed (a crash mid-upload leaves them); and, when
 # SCREENING_RETENTION_DAYS is above 0, originals of finished studies older than that are purged
 # (as `manage.py purge --older-than DAYS`). 0 keeps originals until someone purges by hand.

@@ -101,15 +101,15 @@ def queue_due_deliveries_task() -> None:
 
 @shared_task(name="screening.tasks.housekeeping_task", ignore_result=True, acks_late=False)
 def housekeeping_task() -> None:
-    """Remove orphaned stored files; purge old originals when a retention period is set (``screening.housekeeping``)."""
-    from screening import housekeeping
+    """Remove orphaned stored files; purge originals past retention, when set (``screening.intake.housekeeping``)."""
+    from screening.intake import housekeeping
 
     housekeeping.run()
 
 
 @shared_task(name="screening.tasks.monitoring_check_task", ignore_result=True, acks_late=False)
 def monitoring_check_task() -> None:
-    """Recompute the figures watched in use; audit any that left or re-entered its band (``screening.monitoring``)."""
-    from screening import monitoring
+    """Recompute the figures watched in use; audit any that left or re-entered its band (``governance.monitoring``)."""
+    from screening.governance import monitoring
 
     monitoring.check(series=False)

@@ -1,6 +1,6 @@
 """The served model's score distribution on its own validation split, kept in the card as a drift reference.
 
-Monitoring in use (``screening.monitoring``) compares the scores a site sees
+Monitoring in use (``screening.governance.monitoring``) compares the scores a site sees
 with a reference by the population stability index. A site that adopted an
 operating point compares with its own validation; until then the reference is
 this one: P(pneumonia), as the service writes it, of the validation role of

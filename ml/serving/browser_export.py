@@ -1,7 +1,7 @@
 """What the in-browser preview's export depends on, so that a server can tell whether it still matches.
 
 ``python -m ml.training.export_browser`` writes this into the export's
-manifest; the web process (``screening.browser_preview``) computes it again
+manifest; the web process (``screening.web.browser_preview``) computes it again
 for the models it serves and offers the preview only when the two agree.
 It covers the weight files (by sha256) and the card values the browser uses,
 not whole cards: a card's prose, metrics or history may change without the

@@ -33,12 +33,13 @@ from pynetdicom.sop_class import (
     SecondaryCaptureImageStorage,
 )
 
-from screening import audit, storage
-from screening.intake import Incoming, Limits, Refusal, expand
+from screening import audit
+from screening.intake import storage
+from screening.intake.acceptance import Incoming, Limits, Refusal, expand
+from screening.intake.submission import storage_path
 from screening.models import DICOM_COLUMNS, AuditEvent, Batch, ReceivedInstance, Study
 from screening.queue import enqueue_studies_on_commit
 from screening.roles import SUBMITTER
-from screening.submission import storage_path
 
 log = logging.getLogger(__name__)
 

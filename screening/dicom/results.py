@@ -14,9 +14,9 @@ from pathlib import Path
 import pydicom
 
 from ml.serving.decode import UnscorableInput, decode
-from screening.dicom_objects import Finding, blend_overlay, heatmap_capture, structured_report
+from screening.dicom.objects import Finding, blend_overlay, heatmap_capture, structured_report
 from screening.models import Delivery, Result, Study
-from screening.previews import heatmap_file
+from screening.web.previews import heatmap_file
 
 MODEL_NAME = "pneumonia-screening"
 

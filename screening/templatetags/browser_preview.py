@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django import template
 
-from screening.browser_preview import page_config
+from screening.web.browser_preview import page_config
 
 register = template.Library()
 

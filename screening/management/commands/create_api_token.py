@@ -1,7 +1,8 @@
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from screening import audit, tokens
+from screening import audit
+from screening.api import tokens
 from screening.models import AuditEvent
 
 

@@ -8,7 +8,7 @@ the original was removed. The run is recorded in the audit trail.
 
 from django.core.management.base import BaseCommand, CommandError
 
-from screening.retention import purge_originals
+from screening.intake.retention import purge_originals
 
 
 class Command(BaseCommand):

@@ -15,10 +15,10 @@ from pathlib import Path
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from screening import site_validation
-from screening.intake import folder_sources
+from screening.governance import site_validation
+from screening.intake.acceptance import folder_sources
+from screening.intake.storage import StorageUnavailable
 from screening.models import Batch, SiteValidation
-from screening.storage import StorageUnavailable
 
 
 class Command(BaseCommand):

@@ -15,12 +15,12 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from screening import access
-from screening.intake import folder_sources
+from screening.intake.acceptance import folder_sources
+from screening.intake.storage import StorageUnavailable
+from screening.intake.submission import NothingAccepted, submit
 from screening.models import Batch, Study
 from screening.population import Declaration, InvalidDeclaration
 from screening.selectors import batch_studies
-from screening.storage import StorageUnavailable
-from screening.submission import NothingAccepted, submit
 
 
 class Command(BaseCommand):

@@ -161,7 +161,7 @@ def score_reference() -> tuple[list[float], str]:
     setting = current_site_setting(version)
     if setting is not None:
         # The cases the adopted report counted: linked duplicates' results included, training images left out.
-        from screening.site_validation import gather_evidence
+        from screening.governance.site_validation import gather_evidence
 
         scores = [result.probability for _, result in gather_evidence(setting.validation).independent]
         if scores:
@@ -337,7 +337,9 @@ class MonitoringCollector:
         report = compute(series=False)  # a scrape needs the figures, not the page's time series
         families = {
             "value": GaugeMetricFamily(
-                "screening_monitoring_value", "A figure watched in use (screening.monitoring).", labels=["figure"]
+                "screening_monitoring_value",
+                "A figure watched in use (screening.governance.monitoring).",
+                labels=["figure"],
             ),
             "cases": GaugeMetricFamily("screening_monitoring_cases", "Cases behind each figure.", labels=["figure"]),
             "low": GaugeMetricFamily("screening_monitoring_band_low", "Each figure's lower bound.", labels=["figure"]),

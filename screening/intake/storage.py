@@ -65,7 +65,7 @@ def matches(path: Path, sha256: str, size: int) -> bool:
 def _touch(path: Path) -> bool:
     """Mark an existing file as just used; False when there is none.
 
-    Housekeeping (``screening.housekeeping``) removes only files untouched for
+    Housekeeping (``screening.intake.housekeeping``) removes only files untouched for
     its grace period, so an intact copy this upload is about to reuse cannot be
     taken away as an orphan before the upload's row commits.
     """

@@ -24,14 +24,14 @@ Choices worth knowing:
 - Probabilities are fractions in [0, 1] with UCUM unit "1". Concepts with no
   standard code (probability of pneumonia, threshold, ...) use our code system
   ``<base_url>/fhir/CodeSystem/pneumonia-screening``; they match the ``99PNEUMO``
-  codes of the DICOM SR (``screening.dicom_objects``).
+  codes of the DICOM SR (``screening.dicom.objects``).
 """
 
 from __future__ import annotations
 
 import datetime
 
-from screening.dicom_objects import DISCLAIMER, NORMAL, PNEUMONIA, Finding
+from screening.dicom.objects import DISCLAIMER, NORMAL, PNEUMONIA, Finding
 
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"

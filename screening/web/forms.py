@@ -14,7 +14,9 @@ class MultipleFileField(forms.FileField):
     """A file field that accepts several files (Django's documented recipe)."""
 
     def __init__(self, *args, **kwargs):
-        kwargs.setdefault("allow_empty_file", True)  # refused per file by screening.intake, with the others kept
+        kwargs.setdefault(
+            "allow_empty_file", True
+        )  # refused per file by screening.intake.acceptance, with the others kept
         kwargs.setdefault(
             "widget", MultipleFileInput(attrs={"accept": ".jpg,.jpeg,.png,.dcm,.dicom,.zip,application/dicom,image/*"})
         )

@@ -9,12 +9,13 @@ from django.utils.formats import number_format
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
-from screening import access, site_validation
-from screening.forms import AdoptForm, SiteValidationForm
+from screening import access
+from screening.governance import site_validation
+from screening.intake.storage import StorageUnavailable
 from screening.models import SiteValidation
 from screening.selectors import current_site_setting
 from screening.served_model import current_model_version
-from screening.storage import StorageUnavailable
+from screening.web.forms import AdoptForm, SiteValidationForm
 
 VALIDATE = "screening.validate_site"
 VIEW = "screening.view_sitevalidation"
@@ -161,7 +162,8 @@ def site_validation_pdf(request, validation_id: int):
     """The report as a PDF to sign and file; audited like every export."""
     from django.http import Http404, HttpResponse
 
-    from screening import audit, site_report_pdf
+    from screening import audit
+    from screening.governance import report_pdf
     from screening.models import AuditEvent
 
     access.require(request, VALIDATE, VIEW)
@@ -169,7 +171,7 @@ def site_validation_pdf(request, validation_id: int):
     site_validation.refresh(validation)
     if validation.report is None:
         raise Http404("The validation is still running.")
-    data = site_report_pdf.render(validation, request.user)
+    data = report_pdf.render(validation, request.user)
     audit.record(AuditEvent.Action.EXPORT, actor=request.user, obj=validation, what="site_validation_pdf")
     response = HttpResponse(data, content_type="application/pdf")
     response["Content-Disposition"] = f'attachment; filename="site-validation-{validation.pk}.pdf"'

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from screening import audit, counters
 from screening.models import AuditEvent, Study
-from screening.previews import preview_path
+from screening.web.previews import preview_path
 
 log = logging.getLogger(__name__)
 

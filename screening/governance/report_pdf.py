@@ -15,7 +15,7 @@ import textwrap
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from screening import site_validation
+from screening.governance import site_validation
 from screening.models import SiteValidation
 
 A4 = (8.27, 11.69)  # inches

@@ -10,7 +10,8 @@ from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.utils.translation import gettext as _
 
-from screening import counters, monitoring, operations
+from screening import counters, operations
+from screening.governance import monitoring
 
 
 def _has_metrics_token(request) -> bool:

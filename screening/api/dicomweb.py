@@ -36,7 +36,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
 from screening import access
-from screening.api import _error, api_view
+from screening.api.v1 import _error, api_view
 from screening.dicom.listener import transfer_syntaxes
 from screening.dicom.receiver import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, SUCCESS, Inbox
 from screening.models import Batch

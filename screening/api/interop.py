@@ -15,9 +15,9 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET
 
 from screening import reasons, selectors
-from screening.api import _error, api_view
+from screening.api.fhir import diagnostic_report
+from screening.api.v1 import _error, api_view
 from screening.dicom import results
-from screening.fhir import diagnostic_report
 from screening.models import Result, Study
 
 

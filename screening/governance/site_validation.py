@@ -38,9 +38,9 @@ from django.utils.formats import number_format as _number_format
 from django.utils.translation import gettext, gettext_lazy, override
 
 from screening import audit, reasons
+from screening.intake.submission import NothingAccepted, submit
 from screening.models import AuditEvent, Batch, Result, Review, SiteSetting, SiteValidation, SiteValidationCase, Study
 from screening.served_model import current_model_version, model_card, training_fingerprints
-from screening.submission import NothingAccepted, submit
 
 if TYPE_CHECKING:
     from ml.serving.fingerprint import Match

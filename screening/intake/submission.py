@@ -24,8 +24,9 @@ from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
 
-from screening import audit, storage
-from screening.intake import Incoming, Limits, Refusal, expand
+from screening import audit
+from screening.intake import storage
+from screening.intake.acceptance import Incoming, Limits, Refusal, expand
 from screening.models import AuditEvent, Batch, Study
 from screening.population import Declaration
 from screening.queue import enqueue_studies_on_commit
@@ -138,7 +139,7 @@ def submit(
 ) -> SubmissionOutcome:
     """Accept what can be accepted from ``files`` as one new batch.
 
-    ``kind`` is VALIDATION only for a site validation's labelled films (``screening.site_validation``).
+    ``kind`` is VALIDATION only for a site validation's labelled films (``screening.governance.site_validation``).
 
     ``declaration`` is what the submitter says about the patients (group or
     age); every study of the batch carries it into its population verdict.

@@ -15,9 +15,9 @@ from screening.models import Review, Study
 
 
 def intended_use_line() -> str:
-    from screening.context_processors import FALLBACK_POPULATION
     from screening.population import population_summary
     from screening.served_model import model_card
+    from screening.web.context_processors import FALLBACK_POPULATION
 
     population = population_summary(model_card(), FALLBACK_POPULATION)
     return f"# Decision support for triage, not a diagnosis. Model validated on {population}; see the model card."

@@ -24,11 +24,12 @@ from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from screening import access, reasons, selectors, tokens
+from screening import access, reasons, selectors
+from screening.api import tokens
+from screening.intake.storage import StorageUnavailable
+from screening.intake.submission import NothingAccepted, SubmissionOutcome, submit
 from screening.models import Batch, Result, Study
 from screening.population import Declaration, InvalidDeclaration
-from screening.storage import StorageUnavailable
-from screening.submission import NothingAccepted, SubmissionOutcome, submit
 
 
 def _error(status: int, code: str, message: str, **extra) -> JsonResponse:

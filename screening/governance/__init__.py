@@ -1,0 +1,1 @@
+"""Clinical governance: site validation and its signed report, the adopted operating point, the model watched in use."""

@@ -1,0 +1,1 @@
+"""Getting files in and keeping them: what may enter, storing it safely, submitting batches, removing them."""
