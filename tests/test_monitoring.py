@@ -3,7 +3,7 @@
 import re
 from pathlib import Path
 
-from ml.evaluation.intervals import clopper_pearson
+from ml.statistics.intervals import clopper_pearson
 from screening.governance import monitoring
 from screening.models import AuditEvent, Batch, Result, Review, Study
 from tests.conftest import logged_in
@@ -126,7 +126,7 @@ def test_only_staff_see_the_monitoring_page(client, submitter, radiologist):
 
 
 def test_an_adopted_validation_is_the_drift_reference(admin_user):
-    from ml.evaluation.score_reference import shares
+    from ml.statistics.metrics import shares
     from screening.governance import site_validation
     from screening.models import SiteValidation
     from screening.served_model import current_model_version

@@ -14,8 +14,8 @@ import pytest
 from django.core.management import CommandError, call_command
 from PIL import Image, ImageOps
 
-from ml.evaluation.intervals import clopper_pearson
 from ml.serving.fingerprint import FILE_NAME
+from ml.statistics.intervals import clopper_pearson
 from screening.governance import site_validation
 from screening.models import (
     AuditEvent,

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ml.evaluation.metrics import screening_report
 from ml.serving.calibration import calibrated_probability, sigmoid
+from ml.statistics.metrics import screening_report
 from ml.training import perturb
 from ml.training.calibration import fit_platt
 from ml.training.data import load_inputs

@@ -33,8 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ml.evaluation.metrics import at_threshold, expected_calibration_error, prevalence_weights, roc_auc
 from ml.serving.calibration import calibrated_probability, shift_prevalence
+from ml.statistics.metrics import at_threshold, expected_calibration_error, prevalence_weights, roc_auc
 from ml.training import perturb, threshold_rules
 from ml.training.calibration import fit_platt
 from ml.training.cross_validate import fold_manifest, fold_run

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ml.evaluation import plots
-from ml.evaluation.metrics import bootstrap_ci, reliability_table, roc_auc, screening_report
+from ml.statistics.metrics import bootstrap_ci, reliability_table, roc_auc, screening_report
 from ml.training.data import load_inputs, scan_folder
 from ml.training.split import read_manifest
 

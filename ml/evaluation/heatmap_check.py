@@ -18,7 +18,7 @@ A map whose mass sits outside (borders, markers, shoulders) explains the
 score with something that is not lung. The map measured is the one a reader
 sees: for a card with a lung-field head, the lung-weighted map. The head of
 v5 was fitted on the JSON's images, so its figures there are in-sample;
-``ml.training.lung_field_fit`` gives the out-of-fold ones.
+``ml.evaluation.lung_field_fit`` gives the out-of-fold ones.
 """
 
 from __future__ import annotations

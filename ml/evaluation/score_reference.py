@@ -16,16 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-
-BINS = 10
-
-
-def shares(probabilities: np.ndarray, bins: int = BINS) -> list[float]:
-    """Share of ``probabilities`` in each of ``bins`` equal-width bins of [0, 1] (1.0 falls in the last)."""
-    which = np.clip((np.asarray(probabilities, dtype=np.float64) * bins).astype(int), 0, bins - 1)
-    counts = np.bincount(which, minlength=bins)
-    return (counts / max(counts.sum(), 1)).tolist()
+from ml.statistics.metrics import BINS, shares
 
 
 def main(argv: list[str] | None = None) -> None:

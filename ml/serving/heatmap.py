@@ -78,7 +78,7 @@ class LungField:
 
     A linear (1x1) logistic head on the same 14x14 activations the heatmap is
     computed from, plus a quadratic in the cell's position, fitted on
-    hand-drawn lung boxes (``ml.training.lung_field_fit``). It costs one dot
+    hand-drawn lung boxes (``ml.evaluation.lung_field_fit``). It costs one dot
     product per cell, and it lets the map shown to a reader say what in the
     *lungs* drove the score, while the share of evidence it leaves out is
     reported, not dropped: a score explained by the shoulder or the film

@@ -16,7 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ml.evaluation.metrics import (
+from ml.serving.calibration import calibrated_probability, sigmoid
+from ml.serving.heatmap import FEATURE_LAYERS, GRADCAM_LAYERS
+from ml.serving.preprocess import INPUT_SIZE
+from ml.statistics.metrics import (
     at_threshold,
     bootstrap_ci,
     expected_calibration_error,
@@ -24,9 +27,6 @@ from ml.evaluation.metrics import (
     screening_report,
     threshold_for_sensitivity,
 )
-from ml.serving.calibration import calibrated_probability, sigmoid
-from ml.serving.heatmap import FEATURE_LAYERS, GRADCAM_LAYERS
-from ml.serving.preprocess import INPUT_SIZE
 from ml.training import perturb, threshold_rules
 from ml.training.calibration import fit_platt, fit_temperature
 from ml.training.threshold_rules import TARGET_SENSITIVITY

@@ -20,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 
-from ml.evaluation.metrics import threshold_for_sensitivity
+from ml.statistics.metrics import threshold_for_sensitivity
 from ml.training import perturb
 
 TARGET_SENSITIVITY = 0.97

@@ -137,8 +137,8 @@ def fit(
     import keras
     import tensorflow as tf
 
-    from ml.evaluation.metrics import roc_auc
     from ml.serving.inference import batched_logits, compiled_forward
+    from ml.statistics.metrics import roc_auc
 
     copies = train_images if isinstance(train_images, list) else None
     n_train = len(copies[0]) if copies else len(train_images)

@@ -54,7 +54,7 @@ def fit_head(features: np.ndarray, y: np.ndarray, folds: np.ndarray, balanced: b
     """Logistic regression; C chosen by mean AUC over patient-wise folds (the manifest's training folds)."""
     from sklearn.linear_model import LogisticRegression
 
-    from ml.evaluation.metrics import roc_auc
+    from ml.statistics.metrics import roc_auc
 
     mean, std = features.mean(0), features.std(0) + 1e-6
     z = (features - mean) / std

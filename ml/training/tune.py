@@ -51,7 +51,7 @@ def squash_all(images: np.ndarray, size: int = TRIAL_SIZE) -> np.ndarray:
 
 def objective(y: np.ndarray, logits: dict[str, np.ndarray]) -> dict:
     """Worst-case stress sensitivity and specificity at the card rule's threshold, and their mean."""
-    from ml.evaluation.metrics import at_threshold, roc_auc
+    from ml.statistics.metrics import at_threshold, roc_auc
 
     clean = logits["clean"]
     perturbed = {name: s for name, s in logits.items() if name != "clean"}

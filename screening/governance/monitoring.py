@@ -132,8 +132,8 @@ def _latest_read(limit: int | None, since=None) -> list[tuple[str, bool, object]
 
 def agreement(reads: list[tuple[str, bool, object]]) -> dict[str, tuple[float | None, int, tuple | None]]:
     """Sensitivity, specificity and PPV of the model's label against the reviewers: (value, n, exact CI)."""
-    from ml.evaluation.intervals import clopper_pearson
-    from ml.evaluation.metrics import confusion
+    from ml.statistics.intervals import clopper_pearson
+    from ml.statistics.metrics import confusion
 
     said = np.array([label == Result.Label.PNEUMONIA for label, _, _ in reads], dtype=bool)
     truth = np.array([pneumonia for _, pneumonia, _ in reads], dtype=bool)
@@ -155,7 +155,7 @@ def psi(actual: list[float], expected: list[float]) -> float:
 
 def score_reference() -> tuple[list[float], str]:
     """The reference score shares and what they are: the adopted validation's, else the card's."""
-    from ml.evaluation.score_reference import shares
+    from ml.statistics.metrics import shares
 
     version = current_model_version()
     setting = current_site_setting(version)
@@ -183,7 +183,7 @@ def score_reference() -> tuple[list[float], str]:
 
 def compute(now=None, series: bool = True) -> Report:
     """Every figure over the latest window; with ``series``, the monthly and daily rows the page draws too."""
-    from ml.evaluation.score_reference import shares
+    from ml.statistics.metrics import shares
 
     now = now or timezone.now()
     window = settings.MONITORING_WINDOW

@@ -17,7 +17,7 @@ pneumonias into NORMAL labels:
   (``ml.serving.fingerprint``); matches are left out of every figure and
   named, and more than ``MAX_TRAINING_SHARE`` of them refuses adoption;
 - intervals that keep their width on small or perfectly separated samples
-  (``ml.evaluation.intervals``): the AUC's lower bound must reach
+  (``ml.statistics.intervals``): the AUC's lower bound must reach
   ``SITE_VALIDATION_MIN_AUC``;
 - the adopted threshold is the highest whose sensitivity's exact
   (Clopper-Pearson) 95 % lower bound reaches the target; none, no adoption.
@@ -266,8 +266,8 @@ def _take_missing_fingerprints(studies: list[Study]) -> None:
 
 def compute_report(validation: SiteValidation) -> dict:
     """What the report page shows and what adoption is judged on, from the validation model version's results."""
-    from ml.evaluation.intervals import auc_score_interval
-    from ml.evaluation.metrics import reliability_table, roc_auc
+    from ml.statistics.intervals import auc_score_interval
+    from ml.statistics.metrics import reliability_table, roc_auc
 
     evidence = gather_evidence(validation)
     statuses = [case.study.status for case in evidence.cases]
@@ -356,8 +356,8 @@ def subgroups(scored: list[tuple[SiteValidationCase, Result]], threshold: float)
     A dimension whose cases all fall in one group is kept (it says which group
     the figures above describe); AUC needs two cases of each class in a group.
     """
-    from ml.evaluation.intervals import auc_score_interval
-    from ml.evaluation.metrics import roc_auc
+    from ml.statistics.intervals import auc_score_interval
+    from ml.statistics.metrics import roc_auc
 
     table = {}
     for dimension, group_of in SUBGROUPS.items():
@@ -385,8 +385,8 @@ _SUBGROUP_FIGURES = ("sensitivity", "specificity", "ci", "confusion")
 
 def operating_figures(y: np.ndarray, p: np.ndarray, threshold: float) -> dict:
     """Confusion counts, sensitivity, specificity, PPV and NPV at ``threshold``, each with its exact 95 % CI."""
-    from ml.evaluation.intervals import clopper_pearson
-    from ml.evaluation.metrics import at_threshold
+    from ml.statistics.intervals import clopper_pearson
+    from ml.statistics.metrics import at_threshold
 
     figures = at_threshold(y, p, threshold)
     c = figures["confusion"]
@@ -401,7 +401,7 @@ def operating_figures(y: np.ndarray, p: np.ndarray, threshold: float) -> dict:
 
 def proposal(y: np.ndarray, p: np.ndarray, target: float) -> dict:
     """The operating point adoption would set for ``target``, or how many pneumonia cases it would need."""
-    from ml.evaluation.intervals import clopper_pearson, pneumonia_needed, sensitivity_threshold
+    from ml.statistics.intervals import clopper_pearson, pneumonia_needed, sensitivity_threshold
 
     found = sensitivity_threshold(y, p, target)
     n = int(y.sum())

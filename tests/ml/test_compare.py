@@ -22,7 +22,7 @@ def test_ensemble_of_two_noisy_candidates_ranks_better_than_either():
     y = np.tile([0, 1], 200)
     a, b = fake_candidate(1, y), fake_candidate(2, y)
     combined, temperature, bias, threshold = ensemble([a, b], y)
-    from ml.evaluation.metrics import roc_auc
+    from ml.statistics.metrics import roc_auc
 
     assert roc_auc(y, combined["clean"]["pneumonia"]) > max(
         roc_auc(y, a["scores"]["clean"]["pneumonia"]), roc_auc(y, b["scores"]["clean"]["pneumonia"])

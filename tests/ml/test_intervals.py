@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from ml.evaluation.intervals import auc_score_interval, clopper_pearson, pneumonia_needed, sensitivity_threshold
-from ml.evaluation.metrics import roc_auc
+from ml.statistics.intervals import auc_score_interval, clopper_pearson, pneumonia_needed, sensitivity_threshold
+from ml.statistics.metrics import roc_auc
 
 
 @pytest.mark.parametrize(("k", "n"), [(0, 10), (3, 10), (30, 30), (99, 100), (484, 494)])

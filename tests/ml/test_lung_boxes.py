@@ -8,7 +8,7 @@ import pytest
 
 from ml.evaluation import lung_boxes
 from ml.evaluation.lung_boxes import centre_inside
-from ml.training.lung_field_fit import coverage
+from ml.evaluation.lung_field_fit import coverage
 from ml.training.runs import DEFAULT_MANIFEST
 from ml.training.split import file_sha256, read_manifest
 
@@ -50,7 +50,7 @@ def test_the_fitted_head_finds_a_synthetic_lung_from_features_and_position():
     """Folding the standardisation into the weights must give serving the probabilities the fit meant."""
     import numpy as np
 
-    from ml.training.lung_field_fit import design, fit_head, lung_probability
+    from ml.evaluation.lung_field_fit import design, fit_head, lung_probability
 
     rng = np.random.default_rng(0)
     n, grid, channels = 40, 14, 8

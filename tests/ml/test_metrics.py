@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import confusion_matrix, recall_score, roc_auc_score
 
-from ml.evaluation.metrics import (
+from ml.serving.calibration import calibrated_probability
+from ml.statistics.metrics import (
     at_threshold,
     bootstrap_ci,
     expected_calibration_error,
@@ -14,7 +15,6 @@ from ml.evaluation.metrics import (
     screening_report,
     threshold_for_sensitivity,
 )
-from ml.serving.calibration import calibrated_probability
 from ml.training.calibration import binary_nll, fit_temperature
 
 

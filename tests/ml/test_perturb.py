@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ml.evaluation.metrics import at_threshold
+from ml.statistics.metrics import at_threshold
 from ml.training import perturb
 from ml.training.finalize import TARGET_SENSITIVITY, choose_threshold
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ml.evaluation import cv_report
-from ml.evaluation.metrics import at_threshold
+from ml.statistics.metrics import at_threshold
 from ml.training import perturb, threshold_rules
 from ml.training.finalize import choose_threshold
 from ml.training.threshold_rules import TARGET_SENSITIVITY
@@ -90,8 +90,8 @@ def test_the_report_chooses_the_most_specific_rule_that_keeps_sensitivity_in_eve
 
 def test_prevalence_weights_move_the_positive_share_and_the_shift_recalibrates():
     """Scores calibrated at 74 % pneumonia are off at 30 %; the prior shift fixes that, and ECE sees it."""
-    from ml.evaluation.metrics import expected_calibration_error, prevalence_weights
     from ml.serving.calibration import shift_prevalence, sigmoid
+    from ml.statistics.metrics import expected_calibration_error, prevalence_weights
 
     rng = np.random.default_rng(4)
     y = (rng.random(20000) < 0.74).astype(int)

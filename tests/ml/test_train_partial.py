@@ -39,8 +39,8 @@ def test_training_the_top_on_cached_copies_moves_only_the_top_and_keeps_the_best
 ):
     import tensorflow as tf
 
-    from ml.evaluation.metrics import roc_auc
     from ml.serving.inference import batched_logits
+    from ml.statistics.metrics import roc_auc
 
     bottom, top = split_at(tiny_model, CUT)
     for layer in tiny_model.layers:

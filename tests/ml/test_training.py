@@ -71,8 +71,8 @@ def test_fit_keeps_the_best_epoch(tiny_model, fixture_records, small_images, tmp
     assert 1 <= len(history) <= 3
     assert (tmp_path / "best.weights.h5").is_file()
     best = max(history, key=lambda h: (h["val_auc"], -h["val_loss"]))
-    from ml.evaluation.metrics import roc_auc
     from ml.serving.inference import batched_logits, compiled_forward
+    from ml.statistics.metrics import roc_auc
 
     restored = batched_logits(compiled_forward(tiny_model), small_images)["pneumonia"]
     assert roc_auc(y, restored) == pytest.approx(best["val_auc"])
@@ -110,8 +110,8 @@ def test_viral_specialist_trains_only_the_viral_head(tiny_model, fixture_records
 
 
 def test_viral_specialist_keeps_the_epoch_with_the_best_viral_auc(tiny_model, fixture_records, small_images):
-    from ml.evaluation.metrics import roc_auc
     from ml.serving.inference import batched_logits, compiled_forward
+    from ml.statistics.metrics import roc_auc
     from ml.training.train import pneumonia_only
 
     chosen = [i for i, r in enumerate(fixture_records) if r in pneumonia_only(fixture_records)]

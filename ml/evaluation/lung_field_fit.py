@@ -14,7 +14,7 @@ position-only prior and for the full head, at both resolutions. Then it
 fits the head on every annotated image and, with ``--write``, puts it into
 the model folder's card.
 
-    python -m ml.training.lung_field_fit --model ml/models/v5 --data ../shared/data/chest_xray \
+    python -m ml.evaluation.lung_field_fit --model ml/models/v5 --data ../shared/data/chest_xray \
         --hires ../shared/data/chest_xray_hires/train --write
 """
 
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
             "fitted_on": f"{len(entries)} validation images with hand-drawn lung boxes ({args.boxes}), "
             "224x224 copies and full-resolution twins",
             "out_of_fold": report["head"],
-            "command": "python -m ml.training.lung_field_fit --model "
+            "command": "python -m ml.evaluation.lung_field_fit --model "
             f"{args.model} --data {args.data} --hires {args.hires} --write",
         }
         (folder / "card.json").write_text(json.dumps(card, indent=2) + "\n")

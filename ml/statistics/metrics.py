@@ -178,3 +178,14 @@ def screening_report(
             )
         )
     return report
+
+
+# Score distributions: the drift reference in the card and what monitoring compares with it.
+BINS = 10
+
+
+def shares(probabilities: np.ndarray, bins: int = BINS) -> list[float]:
+    """Share of ``probabilities`` in each of ``bins`` equal-width bins of [0, 1] (1.0 falls in the last)."""
+    which = np.clip((np.asarray(probabilities, dtype=np.float64) * bins).astype(int), 0, bins - 1)
+    counts = np.bincount(which, minlength=bins)
+    return (counts / max(counts.sum(), 1)).tolist()
