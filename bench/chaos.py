@@ -37,7 +37,7 @@ from pathlib import Path
 
 import psycopg
 
-from tests.worker_process import WorkerProcess
+from harness.worker_process import WorkerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_PORT, REDIS_PORT = 55432, 56379
@@ -116,7 +116,7 @@ class Redis:
 
 
 class Worker:
-    """One worker with beat, started again after each kill (``tests.worker_process.WorkerProcess``)."""
+    """One worker with beat, started again after each kill (``harness.worker_process.WorkerProcess``)."""
 
     def __init__(self, env: dict[str, str], work: Path):
         self.env, self.work, self.count = env, work, 0

@@ -61,8 +61,7 @@ def main() -> None:
     parser.add_argument("--oversized", type=int, default=0, help="connections declaring a 2 GiB request")
     args = parser.parse_args()
 
-    from screening.models import ReceivedInstance
-    from tests.dicom_peers import (
+    from harness.dicom_peers import (
         ListenerProcess,
         closed_by_peer,
         free_port,
@@ -71,7 +70,8 @@ def main() -> None:
         radiograph_copies,
         rss_bytes,
     )
-    from tests.worker_process import postgres_worker_env
+    from harness.worker_process import postgres_worker_env
+    from screening.models import ReceivedInstance
 
     work = Path(tempfile.mkdtemp(prefix="bench-dicom-"))
     paths = radiograph_copies(work / "in", args.instances)

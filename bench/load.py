@@ -102,11 +102,11 @@ def main() -> None:
 
     from django.contrib.auth.models import Group, User
 
+    from harness.proxy_stack import proxied_gunicorn
+    from harness.worker_process import postgres_worker_env
     from screening import roles
     from screening.api import tokens
     from screening.models import Study
-    from tests.proxy_stack import proxied_gunicorn
-    from tests.worker_process import postgres_worker_env
 
     work = Path(tempfile.mkdtemp(prefix="bench-load-"))
     with fresh_services():

@@ -40,10 +40,10 @@ def main() -> None:
     from django.contrib.auth.models import Group, User
 
     from bench.throughput import unique_files
+    from harness.worker_process import WorkerProcess, postgres_worker_env, wait_until
     from screening import roles
     from screening.intake.submission import submit
     from screening.models import Batch, Result, Study
-    from tests.worker_process import WorkerProcess, postgres_worker_env, wait_until
 
     with fresh_services():
         env = postgres_worker_env(settings)

@@ -130,9 +130,9 @@ def through_queue(files, user, env, logs: Path, run: int, workers: int, concurre
     from django.db.models import Max
     from django.utils import timezone
 
+    from harness.worker_process import WorkerProcess, wait_until
     from screening.intake.submission import submit
     from screening.models import Batch, Study
-    from tests.worker_process import WorkerProcess, wait_until
 
     pool = [
         WorkerProcess(
@@ -225,10 +225,10 @@ def main() -> None:
     # (c) through the queue.
     from django.contrib.auth.models import Group, User
 
+    from harness.worker_process import postgres_worker_env, wait_until
     from screening import roles
     from screening.intake.submission import submit
     from screening.models import Batch, Study
-    from tests.worker_process import postgres_worker_env, wait_until
 
     setup_test_environment()
     old_name = connection.creation.create_test_db(verbosity=0, keepdb=False)

@@ -32,8 +32,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.proxy_stack import free_port as free_port  # re-exported: the DICOM tests take their helpers from here
-from tests.worker_process import ROOT, BackgroundProcess
+from harness.proxy_stack import free_port as free_port  # re-exported: the DICOM tests take their helpers from here
+from harness.worker_process import ROOT, BackgroundProcess
 
 ORTHANC = "/usr/sbin/Orthanc"
 DCMTK_TOOLS = ("storescu", "echoscu")

@@ -11,7 +11,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.worker_process import ROOT
+from harness.worker_process import ROOT
 
 
 def free_port() -> int:

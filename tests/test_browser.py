@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from django.conf import settings as django_settings
 
+from harness.worker_process import ROOT, WorkerProcess, postgres_worker_env
 from screening.models import AuditEvent, Review, Study
 from tests.conftest import CHROMIUM, ORIGINALS, XRAYS
-from tests.worker_process import ROOT, WorkerProcess, postgres_worker_env
 
 ARTIFACTS = ROOT / "test-artifacts"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.worker_process import ROOT, base_env
+from harness.worker_process import ROOT, base_env
 
 
 def compose_app_environment() -> dict[str, str]:

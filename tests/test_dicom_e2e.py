@@ -12,8 +12,7 @@ import pydicom
 import pytest
 from django.conf import settings as django_settings
 
-from screening.models import Batch, Delivery, ReceivedInstance, Study
-from tests.dicom_peers import (
+from harness.dicom_peers import (
     ListenerProcess,
     Orthanc,
     available,
@@ -22,7 +21,8 @@ from tests.dicom_peers import (
     radiograph_copies,
     storescu,
 )
-from tests.worker_process import WorkerProcess, postgres_worker_env, wait_until
+from harness.worker_process import WorkerProcess, postgres_worker_env, wait_until
+from screening.models import Batch, Delivery, ReceivedInstance, Study
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -151,7 +151,7 @@ def test_a_busy_port_stops_the_listener_unless_it_is_optional(settings, tmp_path
     import sys
     import time
 
-    from tests.worker_process import ROOT
+    from harness.worker_process import ROOT
 
     env = postgres_worker_env(settings, DICOM_ALLOWED_CALLERS="STORESCU")
     with socket.socket() as taken:

@@ -14,8 +14,7 @@ import pydicom
 import pytest
 from django.conf import settings as django_settings
 
-from screening.models import ReceivedInstance
-from tests.dicom_peers import (
+from harness.dicom_peers import (
     DCMTK_TIMEOUT,
     ListenerProcess,
     available,
@@ -27,7 +26,8 @@ from tests.dicom_peers import (
     rss_bytes,
     storescu,
 )
-from tests.worker_process import postgres_worker_env
+from harness.worker_process import postgres_worker_env
+from screening.models import ReceivedInstance
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),

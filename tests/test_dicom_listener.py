@@ -14,12 +14,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, build_context
 from pynetdicom.sop_class import CTImageStorage, DigitalXRayImageStorageForPresentation, Verification
 
-from screening.dicom.listener import Listener
-from screening.dicom.nodes import parse_callers
-from screening.intake import storage
-from screening.models import AuditEvent, Batch, ReceivedInstance, Study
-from tests.conftest import FIXTURES
-from tests.dicom_peers import (
+from harness.dicom_peers import (
     A_ASSOCIATE_RQ,
     P_DATA_TF,
     RADIOGRAPH,
@@ -29,7 +24,12 @@ from tests.dicom_peers import (
     oversized_request,
     pdu_header,
 )
-from tests.worker_process import start_up
+from harness.worker_process import start_up
+from screening.dicom.listener import Listener
+from screening.dicom.nodes import parse_callers
+from screening.intake import storage
+from screening.models import AuditEvent, Batch, ReceivedInstance, Study
+from tests.conftest import FIXTURES
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

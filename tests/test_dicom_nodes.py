@@ -45,7 +45,7 @@ def test_settings_refuse_a_malformed_destination_at_start_up(monkeypatch):
     import subprocess
     import sys
 
-    from tests.worker_process import ROOT, base_env
+    from harness.worker_process import ROOT, base_env
 
     env = {**base_env(), "DJANGO_SECRET_KEY": "x", "DICOM_DESTINATIONS": "PACS@127.0.0.1"}
     done = subprocess.run(

@@ -17,12 +17,12 @@ from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import ComprehensiveSRStorage, SecondaryCaptureImageStorage
 
+from harness.dicom_peers import free_port, radiograph_copies
 from screening.dicom import outbox
 from screening.dicom.nodes import Destination
 from screening.intake.submission import submit
 from screening.models import Batch, Delivery, Result, Study
 from tests.conftest import XRAYS, token_client
-from tests.dicom_peers import free_port, radiograph_copies
 from worker.scoring import score_chunk
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from tests.dicom_peers import Orthanc, available, echoscu, storescu
+from harness.dicom_peers import Orthanc, available, echoscu, storescu
 
 MONO2 = Path(__file__).parent / "fixtures" / "bad" / "mono2.dcm"
 

@@ -8,9 +8,9 @@ import pydicom
 import pytest
 from pydicom.encaps import encapsulate
 
+from harness.dicom_peers import radiograph_copies
 from screening.models import Batch, ReceivedInstance, Study
 from tests.conftest import FIXTURES, token_client
-from tests.dicom_peers import radiograph_copies
 
 BOUNDARY = "DICOMwebBoundary42"
 

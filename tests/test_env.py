@@ -6,7 +6,7 @@ import sys
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from tests.worker_process import ROOT, base_env, start_up
+from harness.worker_process import ROOT, base_env, start_up
 from webapp.env import env_bool, env_float, env_int, env_list, env_secret
 from webapp.logs import JsonFormatter
 

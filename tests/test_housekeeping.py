@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
+from harness.worker_process import start_up
 from screening import counters
 from screening.intake import housekeeping
 from screening.intake.submission import submit
 from screening.models import AuditEvent, Batch, Study
 from tests.conftest import XRAYS
-from tests.worker_process import start_up
 
 GRACE = 3600
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.proxy_stack import proxied_gunicorn
-from tests.worker_process import base_env
+from harness.proxy_stack import proxied_gunicorn
+from harness.worker_process import base_env
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 pytestmark = pytest.mark.skipif(

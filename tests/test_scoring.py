@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from screening.intake import previews
 from screening.intake.submission import submit
 from screening.models import Batch, Result, Study
-from screening.web import previews
 from tests.conftest import ORIGINALS, XRAYS
 from worker.scoring import claim, score_chunk
 

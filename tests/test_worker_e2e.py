@@ -23,10 +23,10 @@ import pytest
 from django.conf import settings as django_settings
 from PIL import Image
 
+from harness.worker_process import ROOT, WorkerProcess, base_env, postgres_worker_env, wait_until
 from screening.intake.submission import submit
 from screening.models import Batch, Result, Study, WorkerHeartbeat
 from tests.conftest import XRAYS
-from tests.worker_process import ROOT, WorkerProcess, base_env, postgres_worker_env, wait_until
 
 pytestmark = [pytest.mark.worker]
 
