@@ -341,7 +341,7 @@ class Result(TimeStamped):
 
     @property
     def has_heatmap(self) -> bool:
-        """A map to draw (its overlay PNG is rendered when first viewed, ``screening.web.previews``)."""
+        """A map to draw (its overlay PNG is rendered when first viewed, ``screening.intake.previews``)."""
         return self.heatmap_raw is not None or bool(self.heatmap)
 
 

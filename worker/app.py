@@ -99,11 +99,12 @@ def _reliability_settings() -> dict:
     }
 
 
-app = Celery("screening", include=["worker.tasks"])  # imported by worker and beat, not by the web
+# The tasks and the worker's signal handlers (warm models in each pool process,
+# heartbeats, the consumer watchdog): worker and beat import these at start,
+# before worker_init; the web process, which loads this app to publish, never does.
+app = Celery("screening", include=["worker.tasks", "worker.signals"])
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.add_defaults(_reliability_settings)
-
-from worker import signals  # noqa: E402,F401  (loads and warms the model in each pool process)
 
 
 def prepare_sql_broker(broker_url: str | None = None) -> bool:

@@ -227,7 +227,7 @@ def _site_probability(probability: float, setting: SiteSetting | None, card: dic
 
 
 def _heatmap_fields(outcome: pipeline.Scored) -> dict:
-    """The raw map and box; the overlay PNG is drawn when someone opens the study (``screening.web.previews``)."""
+    """The raw map and box; the overlay PNG is drawn when someone opens the study (``screening.intake.previews``)."""
     box = outcome.salient_box
     return {
         "heatmap_raw": np.round(outcome.heatmap.astype(float), 3).tolist(),

@@ -15,8 +15,8 @@ import pydicom
 
 from ml.serving.decode import UnscorableInput, decode
 from screening.dicom.objects import Finding, blend_overlay, heatmap_capture, structured_report
+from screening.intake.previews import heatmap_file
 from screening.models import Delivery, Result, Study
-from screening.web.previews import heatmap_file
 
 MODEL_NAME = "pneumonia-screening"
 

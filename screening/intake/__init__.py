@@ -1,1 +1,1 @@
-"""Getting files in and keeping them: what may enter, storing it safely, submitting batches, removing them."""
+"""Files in and kept: what may enter, storing it safely, submitting batches, display copies, removal."""

@@ -27,10 +27,10 @@ from django.conf import settings
 from django.db import transaction
 
 from screening import audit, counters
+from screening.intake.previews import PREVIEWS_FOLDER
 from screening.intake.retention import purge_originals
 from screening.intake.submission import STUDIES_FOLDER
 from screening.models import AuditEvent, Study
-from screening.web.previews import PREVIEWS_FOLDER
 
 log = logging.getLogger(__name__)
 

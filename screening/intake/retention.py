@@ -18,8 +18,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from screening import audit, counters
+from screening.intake.previews import preview_path
 from screening.models import AuditEvent, Study
-from screening.web.previews import preview_path
 
 log = logging.getLogger(__name__)
 

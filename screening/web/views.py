@@ -15,11 +15,12 @@ from django.utils.translation import gettext as _
 from ml.serving.decode import UnscorableInput
 from screening import access, audit, reasons, selectors, triage
 from screening.governance import monitoring
+from screening.intake import previews
 from screening.intake.storage import StorageUnavailable
 from screening.intake.submission import NothingAccepted, submit
 from screening.models import AuditEvent, Batch
 from screening.review import ReviewForm, save_review
-from screening.web import exports, previews
+from screening.web import exports
 from screening.web.forms import UploadForm
 
 SEES_STUDIES = (access.SUBMIT, access.VIEW_ALL)
