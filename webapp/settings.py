@@ -3,7 +3,7 @@
 With nothing set, the service runs on embedded defaults (SQLite and Celery's
 SQLAlchemy broker under ``var/``) so that ``make run`` needs no server.
 Production sets ``DATABASE_URL``, ``CELERY_BROKER_URL``, ``DJANGO_SECRET_KEY``
-and ``DJANGO_ALLOWED_HOSTS`` (see README and docker-compose.yml).
+and ``DJANGO_ALLOWED_HOSTS`` (see docs/configuration.md and docker-compose.yml).
 """
 
 from __future__ import annotations
@@ -192,7 +192,7 @@ SCREENING_MAX_IMAGE_PIXELS = env_int("SCREENING_MAX_IMAGE_MEGAPIXELS", 50, minim
 SCREENING_CHUNK_SIZE = env_int("SCREENING_CHUNK_SIZE", 32, minimum=1, maximum=256)
 # Threads each worker process gives to decoding a chunk's files and to the model's CPU kernels. 0: the
 # machine's cores shared out among the worker's pool processes (CELERY_WORKER_CONCURRENCY), one each when
-# there are as many processes as cores, which clears chunks fastest on CPU (README, "Benchmarks").
+# there are as many processes as cores, which clears chunks fastest on CPU (bench/README.md).
 SCREENING_THREADS_PER_PROCESS = env_int("SCREENING_THREADS_PER_PROCESS", 0, minimum=0, maximum=64)
 SCREENING_MODEL_DIR = env_str("SCREENING_MODEL_DIR")  # default: the version named in ml/models/CURRENT
 SCREENING_MAX_ATTEMPTS = env_int("SCREENING_MAX_ATTEMPTS", 3, minimum=1)

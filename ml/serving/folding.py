@@ -8,7 +8,7 @@ passes over large feature maps, at every one of its 27 layers). Folded into
 the convolution's kernel and bias it costs nothing: model v5 alone went from
 364-410 to 700-735 studies/s (``bench.throughput`` (a), batches of 32, two
 cores), and no probability moved in the fourth decimal (``bench.score_drift
-compare``; see README, "Benchmarks").
+compare``; see bench/README.md).
 
 Only what a trained network's weights say is used, so the folded network is
 the same function up to float rounding; ``fold_batch_norms`` checks that on
