@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: install run test lint chaos migrate browser clean-var messages
+.PHONY: install run test test-fast lint chaos migrate browser clean-var messages
 
 install: $(STAMP)
 
@@ -58,6 +58,10 @@ lint: install
 
 test: lint browser
 	$(PY) -m pytest
+
+# Everything that starts no process, browser, PACS or proxy: a few minutes, for the edit-test loop.
+test-fast: install
+	$(PY) -m pytest -m "not e2e"
 
 # Faults on the production shape (own PostgreSQL and Redis on private ports): a few minutes.
 chaos: install

@@ -308,7 +308,7 @@ class Orthanc:
             delay = min(delay * 2, 0.5)
 
 
-RADIOGRAPH = Path(__file__).parent / "fixtures" / "bad" / "mono2.dcm"
+RADIOGRAPH = ROOT / "tests" / "fixtures" / "bad" / "mono2.dcm"
 
 
 def radiograph_copies(directory: Path, n: int, *, study_uid: str | None = None) -> list[Path]:

@@ -18,6 +18,22 @@ FIXTURES = Path(__file__).parent / "fixtures"
 XRAYS = sorted((FIXTURES / "xray").rglob("*.jpeg"))
 ORIGINALS = sorted((FIXTURES / "originals").glob("*.jpeg"))
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+# Fixtures that start a process outside pytest's: a test using one is end-to-end.
+E2E_FIXTURES = {"browser"}
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """``e2e`` on every test that starts a browser or a worker (``make test-fast`` leaves them out).
+
+    Modules whose every test starts a process (a worker, nginx, Orthanc, DCMTK)
+    say so in their ``pytestmark``; single tests that run a process carry the
+    mark themselves.
+    """
+    for item in items:
+        if E2E_FIXTURES & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("worker"):
+            item.add_marker(pytest.mark.e2e)
+
+
 LAUNCH_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -110,6 +126,29 @@ def publish_deliveries():
     """DICOM delivery tasks are recorded, not sent: each call's ``args[0]`` is one delivery id."""
     with mock.patch("screening.queue.send_delivery_task") as publish:
         yield publish
+
+
+# The served model, gate and population check, loaded once per test run (a load costs seconds) and shared by
+# every test that scores with them; the same copies a worker process would hold (``worker.loaded_models``).
+@pytest.fixture(scope="session")
+def served_explainer():
+    from worker.loaded_models import get_screener
+
+    return get_screener()
+
+
+@pytest.fixture(scope="session")
+def served_gate():
+    from worker.loaded_models import get_gate
+
+    return get_gate()
+
+
+@pytest.fixture(scope="session")
+def served_population_check():
+    from worker.loaded_models import get_population_check
+
+    return get_population_check()
 
 
 @pytest.fixture(scope="module")

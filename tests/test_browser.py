@@ -22,6 +22,7 @@ from tests.conftest import CHROMIUM, ORIGINALS, XRAYS
 ARTIFACTS = ROOT / "test-artifacts"
 
 pytestmark = [
+    pytest.mark.e2e,
     pytest.mark.worker,
     pytest.mark.skipif(
         not Path(CHROMIUM).exists(),

@@ -36,17 +36,12 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def server():
+def server(served_explainer, served_gate, served_population_check):
     """What the worker would make of each file: ``(P, shown)`` or ``(None, why)``, from the production path."""
     from ml.serving import pipeline
     from ml.serving.decode import UnscorableInput
-    from ml.serving.gate import ChestXrayGate
-    from ml.serving.heatmap import ExplainingScreener
-    from ml.serving.inference import Screener, current_model_dir
-    from ml.serving.population_check import PopulationCheck
 
-    explainer = ExplainingScreener(Screener.load(current_model_dir()))
-    gate, check = ChestXrayGate.load(), PopulationCheck.load()
+    explainer, gate, check = served_explainer, served_gate, served_population_check
 
     def judge(path: Path) -> tuple[float | None, str]:
         try:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from harness.worker_process import ROOT, base_env
 
 
@@ -29,6 +31,7 @@ def compose_app_environment() -> dict[str, str]:
     return env
 
 
+@pytest.mark.e2e
 def test_check_deploy_is_clean_with_the_compose_environment(tmp_path):
     compose = compose_app_environment()
     assert compose["DJANGO_BEHIND_TLS_PROXY"] == "1" and compose["DJANGO_SECURE_SSL_REDIRECT"] == "1"

@@ -25,6 +25,7 @@ from harness.worker_process import WorkerProcess, postgres_worker_env, wait_unti
 from screening.models import Batch, Delivery, ReceivedInstance, Study
 
 pytestmark = [
+    pytest.mark.e2e,
     pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(available() is not None, reason=available() or ""),
 ]

@@ -30,6 +30,7 @@ from harness.worker_process import postgres_worker_env
 from screening.models import ReceivedInstance
 
 pytestmark = [
+    pytest.mark.e2e,
     pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(available(orthanc=False) is not None, reason=available(orthanc=False) or ""),
 ]

@@ -301,6 +301,7 @@ def test_a_pdu_longer_than_the_maximum_announced_aborts_the_association(guarded)
     assert assoc.is_aborted
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     "name, raw",
     [

@@ -41,6 +41,7 @@ def test_the_same_destination_twice_is_refused():
         parse_destinations(["PACS@h:104", "PACS@h:104"])
 
 
+@pytest.mark.e2e
 def test_settings_refuse_a_malformed_destination_at_start_up(monkeypatch):
     import subprocess
     import sys

@@ -67,6 +67,7 @@ def number(dataset, meaning: str) -> float:
 # --- Structured Report --------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_sr_parses_with_dsrdump_and_states_the_finding(source, tmp_path):
     result = run_tool("dsrdump", written(structured_report(source, FINDING), tmp_path, "sr.dcm"))
 
@@ -275,6 +276,7 @@ def test_heatmap_capture_is_an_rgb_image_in_the_source_study(source, tmp_path):
     assert capture.SOPInstanceUID == derived_uid(source.SOPInstanceUID, "v4", "sc")
 
 
+@pytest.mark.e2e
 def test_heatmap_capture_parses_with_dcmdump(source, tmp_path):
     result = run_tool("dcmdump", written(heatmap_capture(source, heatmap_image(source), FINDING), tmp_path, "sc.dcm"))
 

@@ -12,7 +12,7 @@ from harness.dicom_peers import Orthanc, available, echoscu, storescu
 
 MONO2 = Path(__file__).parent / "fixtures" / "bad" / "mono2.dcm"
 
-pytestmark = pytest.mark.skipif(available() is not None, reason=available() or "")
+pytestmark = [pytest.mark.e2e, pytest.mark.skipif(available() is not None, reason=available() or "")]
 
 
 def test_orthanc_stores_and_survives_restart(tmp_path):

@@ -63,6 +63,7 @@ def test_env_secret_refuses_both_and_missing_file(monkeypatch, tmp_path):
         env_secret("KEY")
 
 
+@pytest.mark.e2e
 def test_settings_refuse_to_start_without_a_secret_key(tmp_path):
     import os
     import subprocess
@@ -82,6 +83,7 @@ def test_settings_refuse_to_start_without_a_secret_key(tmp_path):
     assert "DJANGO_SECRET_KEY" in done.stderr
 
 
+@pytest.mark.e2e
 def test_settings_use_the_key_make_run_generated(tmp_path):
     import os
     import subprocess
@@ -126,6 +128,7 @@ def test_json_logs_are_one_object_per_line_with_the_traceback_inside():
     assert "ValueError: boom" in entry["exception"] and entry["logger"] == "screening.x"
 
 
+@pytest.mark.e2e
 def test_an_unknown_log_format_stops_start_up():
     done = subprocess.run(
         [sys.executable, "-c", "import django; django.setup()"],
@@ -137,6 +140,7 @@ def test_an_unknown_log_format_stops_start_up():
     assert done.returncode != 0 and "LOG_FORMAT='xml'" in done.stderr
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     "name, raw",
     [
@@ -151,6 +155,7 @@ def test_a_malformed_database_timeout_stops_start_up_naming_the_variable(name, r
     assert done.returncode != 0 and "ImproperlyConfigured" in done.stderr and name in done.stderr
 
 
+@pytest.mark.e2e
 def test_a_postgresql_database_gets_the_timeouts_and_keeps_the_urls_own_options():
     done = start_up(
         "import json",

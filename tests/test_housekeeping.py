@@ -146,6 +146,7 @@ def test_beat_runs_housekeeping_on_its_interval(settings):
     assert entry["schedule"] == float(settings.SCREENING_HOUSEKEEPING_SECONDS)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("name, raw", [("SCREENING_RETENTION_DAYS", "-1"), ("SCREENING_ORPHAN_GRACE_SECONDS", "60")])
 def test_housekeeping_settings_are_parsed_strictly(name, raw):
     done = start_up(**{name: raw})

@@ -24,9 +24,12 @@ from harness.proxy_stack import proxied_gunicorn
 from harness.worker_process import base_env
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
-pytestmark = pytest.mark.skipif(
-    not Path(NGINX).exists(), reason="no nginx: the proxy test is skipped (run `make test` as root to install it)"
-)
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(
+        not Path(NGINX).exists(), reason="no nginx: the proxy test is skipped (run `make test` as root to install it)"
+    ),
+]
 SLOW_CLIENTS = 3
 GUNICORN_WORKERS = 2
 
@@ -46,21 +49,27 @@ def slow_body(port: int, tls: bool) -> socket.socket:
     return sock
 
 
-def healthz_seconds(port: int, tls: bool) -> float:
+def healthz_answers(port: int, tls: bool, within: float = 5) -> bool:
+    """Whether /healthz answers 200 before the socket's timeout: a starved server does not answer at all."""
     connection = (
-        http.client.HTTPSConnection("127.0.0.1", port, timeout=5, context=ssl._create_unverified_context())
+        http.client.HTTPSConnection("127.0.0.1", port, timeout=within, context=ssl._create_unverified_context())
         if tls
-        else http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        else http.client.HTTPConnection("127.0.0.1", port, timeout=within)
     )
-    started = time.monotonic()
     try:
         connection.request("GET", "/healthz", headers={"Host": "localhost"})
-        assert connection.getresponse().status == 200
-    except (TimeoutError, socket.timeout):
-        return float("inf")
+        return connection.getresponse().status == 200
+    except OSError:  # timed out, refused or reset
+        return False
     finally:
         connection.close()
-    return time.monotonic() - started
+
+
+def wait_until_answering(port: int, tls: bool, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not healthz_answers(port, tls):
+        assert time.monotonic() < deadline, "gunicorn never answered /healthz"
+        time.sleep(0.2)
 
 
 @pytest.fixture
@@ -71,26 +80,26 @@ def stack(tmp_path):
 
 
 def test_slow_clients_starve_bare_gunicorn_but_not_the_proxy(stack):
-    assert healthz_seconds(stack["app"], tls=False) < 2  # warmed up and answering
+    wait_until_answering(stack["app"], tls=False)
 
     held = [slow_body(stack["app"], tls=False) for _ in range(SLOW_CLIENTS)]
     try:
         time.sleep(1)
-        bare = healthz_seconds(stack["app"], tls=False)
+        bare = healthz_answers(stack["app"], tls=False)
     finally:
         for sock in held:
             sock.close()
-    assert bare == float("inf"), "the slow clients did not starve gunicorn: this test would prove nothing"
+    assert not bare, "the slow clients did not starve gunicorn: this test would prove nothing"
 
     time.sleep(1)
     held = [slow_body(stack["https"], tls=True) for _ in range(SLOW_CLIENTS * 10)]
     try:
         time.sleep(1)
-        proxied = [healthz_seconds(stack["https"], tls=True) for _ in range(5)]
+        proxied = [healthz_answers(stack["https"], tls=True) for _ in range(5)]
     finally:
         for sock in held:
             sock.close()
-    assert max(proxied) < 1.0, proxied
+    assert all(proxied), proxied
 
 
 def test_plain_http_redirects_to_https_but_probes_answer(stack):
@@ -100,4 +109,4 @@ def test_plain_http_redirects_to_https_but_probes_answer(stack):
     assert response.status == 301 and response.getheader("Location") == "https://localhost/worklist/"
     # The probe answers 200 over plain HTTP (not redirected) within the connection's timeout; how fast is
     # no test's business on a busy machine (it once took 2.2 s while the host was loaded).
-    assert healthz_seconds(stack["http"], tls=False) != float("inf")
+    assert healthz_answers(stack["http"], tls=False)

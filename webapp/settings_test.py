@@ -54,6 +54,9 @@ if USING_REAL_SERVICES:
         connect_timeout=DATABASE_CONNECT_TIMEOUT,  # noqa: F405
         statement_timeout=TEST_STATEMENT_TIMEOUT,
     )
+    # One test database per run (Django prefixes ``test_``): two suites on one machine, say a developer's and a
+    # fresh clone's, used to drop each other's. A worker a test starts is handed the name (``harness``).
+    DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}_{os.getpid()}"}
     CELERY_BROKER_URL = TEST_BROKER_URL
 else:
     DATABASES = {"default": dj_database_url.parse(f"sqlite:///{tempfile.gettempdir()}/screening-test.sqlite3")}  # noqa: F405

@@ -406,10 +406,8 @@ def test_draft_mode_decodes_smaller_but_gives_the_same_model_input(detector_size
 
 
 @pytest.fixture(scope="module")
-def shipped_screener():
-    from ml.serving.inference import Screener, current_model_dir
-
-    return Screener.load(current_model_dir())
+def shipped_screener(served_explainer):
+    return served_explainer.screener
 
 
 def test_draft_mode_moves_the_shipped_models_probability_by_under_a_hundredth(detector_sized_jpeg, shipped_screener):

@@ -74,12 +74,11 @@ def test_the_exported_screener_gives_keras_logits(committed, fixture_images):
     assert model["screener"]["version"] == current_model_dir().name
 
 
-def test_the_exported_gate_gives_the_gates_features_and_parameters(committed, fixture_images):
-    from ml.serving.gate import ChestXrayGate
-    from ml.serving.population_check import PopulationCheck
-
+def test_the_exported_gate_gives_the_gates_features_and_parameters(
+    committed, fixture_images, served_gate, served_population_check
+):
     model, weights = committed
-    gate, check = ChestXrayGate.load(), PopulationCheck.load()
+    gate, check = served_gate, served_population_check
     expected = gate.features(fixture_images)
     got = reference_forward(model["gate"]["graph"], weights, fixture_images[..., None].astype(np.float32))
     np.testing.assert_allclose(got, expected, atol=2e-4)

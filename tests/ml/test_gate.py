@@ -61,8 +61,8 @@ def batch(items) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def gate() -> ChestXrayGate:
-    return ChestXrayGate.load()
+def gate(served_gate) -> ChestXrayGate:
+    return served_gate
 
 
 def test_the_shipped_gate_loads_with_its_card(gate):

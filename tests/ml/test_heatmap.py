@@ -47,11 +47,8 @@ def test_overlay_has_the_original_aspect_ratio_and_transparency():
 
 
 @pytest.fixture(scope="module")
-def explainer():
-    from ml.serving.heatmap import ExplainingScreener
-    from ml.serving.inference import Screener, current_model_dir
-
-    return ExplainingScreener(Screener.load(current_model_dir()))
+def explainer(served_explainer):
+    return served_explainer
 
 
 def fixture_inputs(paths):

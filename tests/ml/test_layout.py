@@ -5,10 +5,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 FORBIDDEN = ("sklearn", "scipy", "matplotlib", "ml.training", "ml.evaluation", "django")
 
 
+@pytest.mark.e2e
 def test_importing_serving_pulls_in_no_training_evaluation_or_heavy_science():
     code = (
         "import json, sys, pkgutil, importlib, ml.serving\n"
@@ -22,6 +25,7 @@ def test_importing_serving_pulls_in_no_training_evaluation_or_heavy_science():
     assert offending == []
 
 
+@pytest.mark.e2e
 def test_the_rule_would_catch_a_training_import():
     """The check above is not vacuous: importing training does pull these in."""
     code = "import json, sys, ml.training.calibration; print(json.dumps(sorted(sys.modules)))"

@@ -47,16 +47,12 @@ def test_timings_add_up_per_stage(sources):
     assert set(timings) >= {"decode", "preprocess"} and all(v > 0 for v in timings.values())
 
 
-def test_a_chunk_with_rejected_images_scores_the_rest_as_if_alone():
+def test_a_chunk_with_rejected_images_scores_the_rest_as_if_alone(
+    served_explainer, served_gate, served_population_check
+):
     """The gate runs beside the model, which then scores every image: the rejected ones' answers must be dropped,
     in their place, and the accepted ones must read as if scored on their own."""
-    from ml.serving.gate import ChestXrayGate
-    from ml.serving.heatmap import ExplainingScreener
-    from ml.serving.inference import Screener, current_model_dir
-    from ml.serving.population_check import PopulationCheck
-
-    explainer = ExplainingScreener(Screener.load(current_model_dir()))
-    gate, check = ChestXrayGate.load(), PopulationCheck.load()
+    explainer, gate, check = served_explainer, served_gate, served_population_check
     films = [pipeline.prepare(str(p)) for p in sorted(XRAY.rglob("*.jpeg"))[:4]]
     photo = pipeline.prepare(str(BAD / "photograph.jpeg"))
     blank = pipeline.PreparedImage(np.full((224, 224), 128, np.uint8), 0.0, 224, 224, "png")

@@ -22,13 +22,13 @@ CHILD_FILES = sorted((FIXTURES / "xray").rglob("*.jpeg")) + sorted((FIXTURES / "
 
 
 @pytest.fixture(scope="module")
-def check() -> PopulationCheck:
-    return PopulationCheck.load()
+def check(served_population_check) -> PopulationCheck:
+    return served_population_check
 
 
 @pytest.fixture(scope="module")
-def gate() -> ChestXrayGate:
-    return ChestXrayGate.load()
+def gate(served_gate) -> ChestXrayGate:
+    return served_gate
 
 
 def test_shipped_params_load_and_match_the_gate(check, gate):
