@@ -25,6 +25,7 @@ the ``postgres`` account. Not a test: prints a table, asserts nothing.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -70,10 +71,8 @@ class Cluster:
         """Send ``signum`` to the postmaster and every backend (SIGSTOP: a server that hangs, sockets open)."""
         postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
         for pid in [postmaster, *children(postmaster)]:
-            try:
+            with contextlib.suppress(ProcessLookupError):  # a backend that ended meanwhile
                 os.kill(pid, signum)
-            except ProcessLookupError:  # a backend that ended meanwhile
-                pass
 
 
 def children(pid: int) -> list[int]:
@@ -372,10 +371,8 @@ def main() -> None:
     finally:
         worker.stop()
         redis.stop()
-        try:
+        with contextlib.suppress(subprocess.CalledProcessError):
             cluster.stop()
-        except subprocess.CalledProcessError:
-            pass
     print()
     print(f"| fault ({args.studies} studies) | lost | duplicated | seconds from recovery to all DONE |")
     print("|---|---|---|---|")

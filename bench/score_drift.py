@@ -57,8 +57,10 @@ def dump(target: str, data: Path) -> None:
             prepared = pipeline.prepare_many(chunk, threads=2)
         else:  # trees from before decoding on threads
             prepared = [pipeline.prepare(f) for f in chunk]
-        ready = [(f, p) for f, p in zip(chunk, prepared) if isinstance(p, pipeline.PreparedImage)]
-        for (name, _), outcome in zip(ready, pipeline.score([p for _, p in ready], explainer, gate, check)):
+        ready = [(f, p) for f, p in zip(chunk, prepared, strict=False) if isinstance(p, pipeline.PreparedImage)]
+        for (name, _), outcome in zip(
+            ready, pipeline.score([p for _, p in ready], explainer, gate, check), strict=False
+        ):
             scored = isinstance(outcome, pipeline.Scored)
             scores[str(Path(name).relative_to(data))] = (
                 [float(outcome.prediction.probability), outcome.prediction.label] if scored else [None, "REJECTED"]

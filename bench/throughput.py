@@ -91,7 +91,7 @@ def overlay_ms(files, explainer, count: int = 32) -> float:
     prepared = [pipeline.prepare(data, input_size=explainer.input_size) for _, data in files[:count]]
     outcomes = pipeline.score(prepared, explainer, None)
     started = time.perf_counter()
-    for image, outcome in zip(prepared, outcomes):
+    for image, outcome in zip(prepared, outcomes, strict=False):
         outcome.overlay_png(image.width, image.height)
     return (time.perf_counter() - started) * 1000 / len(prepared)
 
@@ -276,10 +276,10 @@ def main() -> None:
                 [(f"single-{i}.jpeg", io.BytesIO(files[i % len(files)][1] + f"single{i}".encode()))],
             ).batch
             wait_until(
-                lambda: not Study.objects.filter(batch=one, status__in=Study.UNFINISHED).exists(),
+                lambda one=one: not Study.objects.filter(batch=one, status__in=Study.UNFINISHED).exists(),
                 60,
                 0.02,
-                lambda: (
+                lambda one=one: (
                     f"{list(Study.objects.filter(batch=one).values_list('status', 'queued_at'))} {worker.log()[-1500:]}"
                 ),
             )

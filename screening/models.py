@@ -455,6 +455,9 @@ class Review(TimeStamped):
         verbose_name_plural = _("reviews")
         indexes = [models.Index(fields=["study", "-created_at"], name="review_latest_per_study_idx")]
 
+    def __str__(self) -> str:
+        return f"{self.study_id}: {self.get_finding_display()}"
+
 
 class AuditEvent(models.Model):
     """Who did what to which object, and when. Append-only."""
@@ -581,6 +584,9 @@ class SiteValidationCase(models.Model):
             models.UniqueConstraint(fields=["validation", "study"], name="site_case_unique_study"),
         ]
 
+    def __str__(self) -> str:
+        return f"{self.validation_id}/{self.study_id}"
+
 
 class SiteSetting(models.Model):
     """An operating point a site adopted from one of its validations. Append-only: the newest one counts.
@@ -675,3 +681,6 @@ class ServiceState(models.Model):
     class Meta:
         verbose_name = _("service state")
         verbose_name_plural = _("service states")
+
+    def __str__(self) -> str:
+        return self.key

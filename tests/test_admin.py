@@ -34,7 +34,8 @@ def test_results_and_audit_events_are_read_only(admin_client, submitter):
     study = scored_study(batch_for(submitter), 0.7)
     result = study.results.get()
     page = admin_client.get(f"/admin/screening/result/{result.pk}/change/")
-    assert page.status_code == 200 and b'name="probability"' not in page.content
+    assert page.status_code == 200
+    assert b'name="probability"' not in page.content
     assert admin_client.post(f"/admin/screening/result/{result.pk}/delete/", {"post": "yes"}).status_code == 403
     assert Result.objects.filter(pk=result.pk).exists()
 
@@ -57,7 +58,8 @@ def test_rerun_queues_studies_scored_by_another_model_and_refuses_the_same(
     assert "Refused for 1 studies: model v-new already scored them" in text
     assert [call.args[0] for call in publish.call_args_list] == [[old.pk]]
     old.refresh_from_db()
-    assert old.status == Study.Status.QUEUED and old.results.count() == 1  # the old result is kept
+    assert old.status == Study.Status.QUEUED
+    assert old.results.count() == 1
     assert AuditEvent.objects.filter(action="rerun", object_id=str(old.pk)).exists()
 
 
@@ -66,7 +68,8 @@ def test_admin_export_is_audited(admin_client, submitter):
     response = admin_client.post(
         "/admin/screening/study/", {"action": "export_studies_csv", "_selected_action": [study.pk]}
     )
-    assert response.status_code == 200 and str(study.pk) in b"".join(response.streaming_content).decode()
+    assert response.status_code == 200
+    assert str(study.pk) in b"".join(response.streaming_content).decode()
     assert AuditEvent.objects.filter(action="export", actor__username="root").exists()
 
 
@@ -78,7 +81,9 @@ def test_admin_changes_land_in_the_audit_trail(admin_client, submitter):
     )
     assert response.status_code == 302
     event = AuditEvent.objects.get(action="admin_change")
-    assert event.actor_username == "root" and event.details["model"] == "batch" and event.details["kind"] == "change"
+    assert event.actor_username == "root"
+    assert event.details["model"] == "batch"
+    assert event.details["kind"] == "change"
 
 
 @pytest.mark.parametrize(

@@ -41,7 +41,8 @@ def test_submit_one_study_answers_202_with_ids(api, django_capture_on_commit_cal
     assert response.status_code == 202
     body = response.json()
     study = Study.objects.get(pk=body["studies"][0]["id"])
-    assert body["batch"] == study.batch_id and study.status == Study.Status.QUEUED
+    assert body["batch"] == study.batch_id
+    assert study.status == Study.Status.QUEUED
     no_broker.assert_called_once_with([study.pk])
 
 
@@ -49,7 +50,8 @@ def test_submit_study_refuses_several_files(api):
     response = api.post(
         "/api/v1/studies", {"file": [named("a.jpeg", XRAYS[0].read_bytes()), named("b.jpeg", XRAYS[1].read_bytes())]}
     )
-    assert response.status_code == 400 and "exactly one" in response.json()["error"]
+    assert response.status_code == 400
+    assert "exactly one" in response.json()["error"]
 
 
 def test_submit_batch_of_files_and_zip_reports_refusals(api):
@@ -98,11 +100,15 @@ def test_batch_progress_and_results(api, submitter):
     Study.objects.filter(pk=failed["id"]).update(status=Study.Status.FAILED, status_message="Truncated file.")
 
     batch = api.get(f"/api/v1/batches/{body['batch']}").json()
-    assert batch["progress"]["total"] == 3 and batch["progress"]["finished"] == 2
-    assert batch["progress"]["DONE"] == 1 and batch["progress"]["FAILED"] == 1
+    assert batch["progress"]["total"] == 3
+    assert batch["progress"]["finished"] == 2
+    assert batch["progress"]["DONE"] == 1
+    assert batch["progress"]["FAILED"] == 1
     by_id = {s["id"]: s for s in batch["studies"]}
-    assert by_id[done["id"]]["result"]["probability"] == 0.91 and by_id[done["id"]]["result"]["label"] == "PNEUMONIA"
-    assert by_id[failed["id"]]["error"] == "Truncated file." and by_id[failed["id"]]["result"] is None
+    assert by_id[done["id"]]["result"]["probability"] == 0.91
+    assert by_id[done["id"]]["result"]["label"] == "PNEUMONIA"
+    assert by_id[failed["id"]]["error"] == "Truncated file."
+    assert by_id[failed["id"]]["result"] is None
 
     study = api.get(f"/api/v1/studies/{done['id']}").json()
     assert study["result"]["model_version"] == "v-test"
@@ -142,7 +148,8 @@ def test_get_accepts_the_web_session(submitter, api):
 def test_too_many_files_in_one_request_is_a_clear_400(api, settings):
     settings.DATA_UPLOAD_MAX_NUMBER_FILES = 2
     response = api.post("/api/v1/batches", {"files": [named(p.name, p.read_bytes()) for p in XRAYS[:3]]})
-    assert response.status_code == 400 and "Too many files" in response.json()["error"]
+    assert response.status_code == 400
+    assert "Too many files" in response.json()["error"]
 
 
 def test_garbage_requests_never_500(api):
@@ -159,6 +166,8 @@ def test_garbage_requests_never_500(api):
 def test_a_token_past_its_rate_limit_gets_a_json_429_with_retry_after(api, settings):
     settings.API_RATE_LIMIT_PER_MINUTE = 3
     answers = [api.get("/api/v1/batches/999999").status_code for _ in range(4)]
-    assert answers[:3] == [404, 404, 404] and answers[3] == 429
+    assert answers[:3] == [404, 404, 404]
+    assert answers[3] == 429
     limited = api.get("/api/v1/batches/999999")
-    assert "Too many requests" in limited.json()["error"] and 1 <= int(limited["Retry-After"]) <= 60
+    assert "Too many requests" in limited.json()["error"]
+    assert 1 <= int(limited["Retry-After"]) <= 60

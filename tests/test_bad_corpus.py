@@ -46,12 +46,14 @@ def test_corpus_file_ends_as_expected(outcomes, row):
     studies, refused = outcomes
     name, expected = row["file"], row["expected"]
     if expected == "refused_at_upload":
-        assert name in refused and name not in studies
+        assert name in refused
+        assert name not in studies
         return
     study = studies[name]
     if expected in ("FAILED", "REJECTED"):
         assert study.status == expected, (study.status, study.status_message)
-        assert study.status_message and "Traceback" not in study.status_message
+        assert study.status_message
+        assert "Traceback" not in study.status_message
         assert not study.results.exists()
         return
     assert study.status == Study.Status.DONE, study.status_message

@@ -175,7 +175,8 @@ def test_preview_only_mode_sends_nothing_to_the_server(browser, live_server, sub
     context.close()
 
     assert requests == []
-    assert Study.objects.count() == 0 and Batch.objects.count() == 0
+    assert Study.objects.count() == 0
+    assert Batch.objects.count() == 0
 
 
 @pytest.mark.django_db(transaction=True)
@@ -189,8 +190,10 @@ def test_the_preview_follows_the_page_language_and_runs_without_workers(browser,
     page.set_input_files("#upload-form input[type=file]", [str(XRAYS[0]), str(DICOM)])
     _no_pending(page, "#chosen .preview")
     scored, dicom = page.locator("#chosen .preview").all()
-    assert scored.get_attribute("data-status") == "scored" and "," in scored.inner_text()
-    assert dicom.get_attribute("data-status") == "none" and "DICOM" in dicom.inner_text()
+    assert scored.get_attribute("data-status") == "scored"
+    assert "," in scored.inner_text()
+    assert dicom.get_attribute("data-status") == "none"
+    assert "DICOM" in dicom.inner_text()
     assert not dicom.inner_text().startswith("no preview")
     assert page.get_attribute("#preview-only", "data-runs") == "page"
     context.close()
@@ -260,4 +263,5 @@ def test_the_preview_follows_the_sites_adopted_operating_point(db):
     expected = logit(0.3) - logit(model_card()["calibration_prevalence"])
     assert math.isclose(config["prevalenceShift"], expected)
     config = page_config()
-    assert config["threshold"] == model_card()["threshold"] and config["prevalenceShift"] is None
+    assert config["threshold"] == model_card()["threshold"]
+    assert config["prevalenceShift"] is None

@@ -20,7 +20,8 @@ def run(*args) -> str:
 
 def test_create_api_token_prints_a_working_key_and_stores_only_its_hash(submitter):
     key = run("create_api_token", "sam").strip()
-    assert ApiToken.objects.get().key_hash != key and key not in ApiToken.objects.get().key_hash
+    assert ApiToken.objects.get().key_hash != key
+    assert key not in ApiToken.objects.get().key_hash
     assert Client(HTTP_AUTHORIZATION=f"Token {key}").get("/api/v1/batches/999").status_code == 404
 
 
@@ -36,7 +37,8 @@ def test_demo_accounts_are_created_once_with_roles(db, tmp_path, settings):
     credentials = tmp_path / "accounts.txt"
     first = run("create_demo_accounts", "--i-know-this-is-not-production", "--credentials-file", str(credentials))
     second = run("create_demo_accounts", "--i-know-this-is-not-production", "--credentials-file", str(credentials))
-    assert first == second and "radiologist" in first
+    assert first == second
+    assert "radiologist" in first
     username, password = first.splitlines()[1].split()[:2]
     assert Client().post("/accounts/login/", {"username": username, "password": password}).status_code == 302
 

@@ -63,9 +63,11 @@ def test_a_query_on_a_locked_table_is_cancelled_and_the_api_answers_a_json_503(s
 
     response = in_thread(lambda: client.get(f"/api/v1/batches/{locked_batch.pk}"))
 
-    assert response.status_code == 503 and response["Content-Type"] == "application/json"
+    assert response.status_code == 503
+    assert response["Content-Type"] == "application/json"
     body = response.json()
-    assert body["code"] == "database_unavailable" and "database is unavailable" in body["error"]
+    assert body["code"] == "database_unavailable"
+    assert "database is unavailable" in body["error"]
     assert response["Retry-After"] == str(body["retry_after"]) == "30"
 
 
@@ -74,7 +76,8 @@ def test_a_page_whose_query_times_out_is_a_plain_503_page_that_says_to_try_again
 
     response = in_thread(lambda: client.get("/batches/"))
 
-    assert response.status_code == 503 and response["Content-Type"].startswith("text/html")
+    assert response.status_code == 503
+    assert response["Content-Type"].startswith("text/html")
     assert response["Retry-After"] == "30"
     assert b"database is unavailable" in response.content
 
@@ -85,7 +88,8 @@ def test_a_database_that_accepts_and_never_answers_is_a_json_503_within_the_conn
     response = in_thread(lambda: client.get("/api/v1/batches/1"))
 
     assert silent_database, "the request never reached the silent database"
-    assert response.status_code == 503 and response["Retry-After"] == "30"
+    assert response.status_code == 503
+    assert response["Retry-After"] == "30"
     assert response.json()["code"] == "database_unavailable"
 
 
@@ -103,7 +107,8 @@ def test_readiness_reports_a_database_that_never_answers(silent_database):
 def test_liveness_does_not_wait_for_a_database_that_never_answers(silent_database):
     response = in_thread(lambda: Client().get("/healthz"))
 
-    assert response.status_code == 200 and not silent_database
+    assert response.status_code == 200
+    assert not silent_database
 
 
 @pytest.mark.django_db
@@ -115,7 +120,8 @@ def test_connections_carry_the_timeouts_and_tcp_bounds_of_the_settings():
 
     assert int(statement_timeout_ms) == settings.TEST_STATEMENT_TIMEOUT * 1000
     assert used["connect_timeout"] == str(settings.DATABASE_CONNECT_TIMEOUT)
-    assert used["keepalives"] == "1" and int(used["keepalives_idle"]) > 0
+    assert used["keepalives"] == "1"
+    assert int(used["keepalives_idle"]) > 0
     assert int(used["tcp_user_timeout"]) > 0
 
 

@@ -34,7 +34,8 @@ def compose_app_environment() -> dict[str, str]:
 @pytest.mark.e2e
 def test_check_deploy_is_clean_with_the_compose_environment(tmp_path):
     compose = compose_app_environment()
-    assert compose["DJANGO_BEHIND_TLS_PROXY"] == "1" and compose["DJANGO_SECURE_SSL_REDIRECT"] == "1"
+    assert compose["DJANGO_BEHIND_TLS_PROXY"] == "1"
+    assert compose["DJANGO_SECURE_SSL_REDIRECT"] == "1"
     env = base_env(
         DJANGO_SETTINGS_MODULE="webapp.settings",
         **{k: v for k, v in compose.items() if k.startswith("DJANGO_SECURE") or k == "DJANGO_BEHIND_TLS_PROXY"},
@@ -50,14 +51,16 @@ def test_check_deploy_is_clean_with_the_compose_environment(tmp_path):
         capture_output=True,
         text=True,
     )
-    assert done.returncode == 0 and "no issues" in done.stdout, done.stdout + done.stderr
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "no issues" in done.stdout, done.stdout + done.stderr
 
 
 def test_compose_runs_the_dicom_listener_on_a_published_port_open_to_no_one_by_default():
     text = (ROOT / "docker-compose.yml").read_text()
     service = text[text.index("\n  dicom:") : text.index("\n  beat:")]
     assert 'command: ["python", "manage.py", "dicom_listener"]' in service
-    assert '"${DICOM_PORT:-11112}:11112"' in service and "DICOM_BIND: 0.0.0.0" in service
+    assert '"${DICOM_PORT:-11112}:11112"' in service
+    assert "DICOM_BIND: 0.0.0.0" in service
     assert "DICOM_ALLOWED_CALLERS: ${DICOM_ALLOWED_CALLERS:-}" in service
     assert compose_app_environment()["DICOM_DESTINATIONS"] == ""
 
@@ -65,17 +68,21 @@ def test_compose_runs_the_dicom_listener_on_a_published_port_open_to_no_one_by_d
 def test_make_run_starts_the_listener_for_local_callers_only():
     procfile = (ROOT / "Procfile.local").read_text()
     (line,) = [entry for entry in procfile.splitlines() if entry.startswith("dicom:")]
-    assert "manage.py dicom_listener --optional" in line and '"${DICOM_ALLOWED_CALLERS:-*@127.0.0.1}"' in line
+    assert "manage.py dicom_listener --optional" in line
+    assert '"${DICOM_ALLOWED_CALLERS:-*@127.0.0.1}"' in line
 
 
 def test_compose_has_a_gpu_worker_that_builds_tensorflow_with_cuda_and_reserves_a_gpu():
     text = (ROOT / "docker-compose.yml").read_text()
     service = text[text.index("\n  worker-gpu:") : text.index("\n  beat:")]
-    assert 'profiles: ["gpu"]' in service and "TF_VARIANT: gpu" in service
-    assert "driver: nvidia" in service and "capabilities: [gpu]" in service
+    assert 'profiles: ["gpu"]' in service
+    assert "TF_VARIANT: gpu" in service
+    assert "driver: nvidia" in service
+    assert "capabilities: [gpu]" in service
     assert 'TF_FORCE_GPU_ALLOW_GROWTH: "true"' in service
     dockerfile = (ROOT / "Dockerfile").read_text()
-    assert "ARG TF_VARIANT=cpu" in dockerfile and "tensorflow[and-cuda]" in dockerfile
+    assert "ARG TF_VARIANT=cpu" in dockerfile
+    assert "tensorflow[and-cuda]" in dockerfile
     # The GPU install keeps numpy, Keras, protobuf … at the tested versions.
     gpu_install = dockerfile[dockerfile.index('"tensorflow[and-cuda]') :].split(";")[0]
     assert "-c constraints.txt" in gpu_install
@@ -99,4 +106,5 @@ def test_the_worker_health_check_asks_for_a_warm_pool_process_not_a_ping():
     text = (ROOT / "docker-compose.yml").read_text()
     service = text[text.index("\n  worker:") : text.index("\n  dicom:")]
     (check,) = [line for line in service.splitlines() if line.strip().startswith("test:")]
-    assert '"manage.py", "worker_ready"' in check and "inspect" not in check
+    assert '"manage.py", "worker_ready"' in check
+    assert "inspect" not in check

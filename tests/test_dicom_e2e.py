@@ -47,7 +47,8 @@ def sr_text(data: bytes, tmp_path) -> str:
     path = tmp_path / "report.dcm"
     path.write_bytes(data)
     done = subprocess.run(["dsrdump", str(path)], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0 and not done.stderr, done.stderr
+    assert done.returncode == 0, done.stderr
+    assert not done.stderr, done.stderr
     return done.stdout
 
 
@@ -91,7 +92,8 @@ def test_a_study_sent_with_storescu_comes_back_to_pacs_as_sr_and_heatmap(service
         report = next(i for i in instances if i["SOPClassUID"].endswith(".88.33"))
         text = sr_text(pacs.instance_file(report["ID"]), tmp_path)
         result = study.results.get()
-        assert "Pneumonia" in text and f"{result.probability:.4f}"[:5] in text
+        assert "Pneumonia" in text
+        assert f"{result.probability:.4f}"[:5] in text
         assert Delivery.objects.filter(result=result).count() == 2
 
 
@@ -142,7 +144,8 @@ def test_the_listener_refuses_a_caller_it_was_not_told_about(services, settings,
         allowed = echoscu(port, aec="PNEUMO", aet="MODALITY1")
     finally:
         listener.stop()
-    assert refused.returncode != 0 and "Rejected" in refused.stdout + refused.stderr
+    assert refused.returncode != 0
+    assert "Rejected" in refused.stdout + refused.stderr
     assert allowed.returncode == 0
 
 
@@ -161,7 +164,8 @@ def test_a_busy_port_stops_the_listener_unless_it_is_optional(settings, tmp_path
         port = str(taken.getsockname()[1])
         command = [sys.executable, "manage.py", "dicom_listener", "--port", port]
         strict = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-        assert strict.returncode != 0 and f"cannot listen on 127.0.0.1:{port}" in strict.stderr
+        assert strict.returncode != 0
+        assert f"cannot listen on 127.0.0.1:{port}" in strict.stderr
         log = tmp_path / "optional.log"
         with log.open("w") as sink:
             optional = subprocess.Popen([*command, "--optional"], cwd=ROOT, env=env, stdout=sink, stderr=sink)

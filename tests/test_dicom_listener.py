@@ -84,13 +84,16 @@ def test_stored_instances_become_one_queued_batch_with_their_dicom_identity(list
     assert store(listener.port, datasets) == [0x0000] * 3
 
     batch = Batch.objects.get()
-    assert batch.source == Batch.Source.DICOM and batch.files_received == 3
-    assert batch.submitted_by.username == "dicom-receiver" and not batch.submitted_by.has_usable_password()
+    assert batch.source == Batch.Source.DICOM
+    assert batch.files_received == 3
+    assert batch.submitted_by.username == "dicom-receiver"
+    assert not batch.submitted_by.has_usable_password()
     assert "MODALITY" in batch.name
     studies = Study.objects.filter(batch=batch).order_by("pk")
     assert [s.sop_instance_uid for s in studies] == [str(d.SOPInstanceUID) for d in datasets]
     first = studies[0]
-    assert first.format == Study.Format.DICOM and first.accession_number == "ACC-77"
+    assert first.format == Study.Format.DICOM
+    assert first.accession_number == "ACC-77"
     assert first.study_instance_uid == str(datasets[0].StudyInstanceUID)
     assert first.series_instance_uid == str(datasets[0].SeriesInstanceUID)
     assert first.study_date.isoformat() == "2026-11-30"
@@ -107,7 +110,8 @@ def test_a_resent_instance_is_a_success_that_adds_nothing(listener):
     dataset = instance()
     assert store(listener.port, [dataset]) == [0x0000]
     assert store(listener.port, [dataset]) == [0x0000]
-    assert Study.objects.count() == 1 and ReceivedInstance.objects.count() == 1
+    assert Study.objects.count() == 1
+    assert ReceivedInstance.objects.count() == 1
 
 
 def test_an_unknown_calling_ae_from_another_host_is_refused_at_association(publish):
@@ -152,7 +156,8 @@ def test_storage_failure_answers_out_of_resources_and_keeps_nothing(listener, mo
 
     monkeypatch.setattr(storage, "store_verified", full)
     assert store(listener.port, [instance()]) == [0xA700]
-    assert not Study.objects.exists() and not ReceivedInstance.objects.exists()
+    assert not Study.objects.exists()
+    assert not ReceivedInstance.objects.exists()
 
 
 def test_an_instance_over_the_size_limit_is_refused(listener, settings):
@@ -267,7 +272,8 @@ def test_connections_without_an_association_do_not_count_against_the_limits(star
 
 def test_a_peer_address_over_its_limit_is_refused_transiently_while_other_addresses_get_through(guarded):
     first, second = associate(guarded.port), associate(guarded.port)
-    assert first.is_established and second.is_established
+    assert first.is_established
+    assert second.is_established
     third = associate(guarded.port)
     assert third.is_rejected
     answer = third.acceptor.primitive
@@ -293,7 +299,8 @@ def test_the_listener_refuses_associations_past_its_total_limit(guarded):
 
 def test_a_pdu_longer_than_the_maximum_announced_aborts_the_association(guarded):
     assoc = associate(guarded.port)
-    assert assoc.is_established and assoc.acceptor.maximum_length == 16384
+    assert assoc.is_established
+    assert assoc.acceptor.maximum_length == 16384
     assoc.dul.socket.send(pdu_header(P_DATA_TF, 100_000) + bytes(100_000))  # ignoring what was announced
     deadline = time.monotonic() + 30
     while not assoc.is_aborted and time.monotonic() < deadline:
@@ -303,7 +310,7 @@ def test_a_pdu_longer_than_the_maximum_announced_aborts_the_association(guarded)
 
 @pytest.mark.e2e
 @pytest.mark.parametrize(
-    "name, raw",
+    ("name", "raw"),
     [
         ("DICOM_MAX_PDU_BYTES", "0"),  # pynetdicom's "unlimited"
         ("DICOM_MAX_PDU_BYTES", "2147483648"),
@@ -313,4 +320,6 @@ def test_a_pdu_longer_than_the_maximum_announced_aborts_the_association(guarded)
 )
 def test_an_unbounded_or_malformed_listener_limit_stops_start_up_naming_the_variable(name, raw):
     done = start_up(**{name: raw})
-    assert done.returncode != 0 and "ImproperlyConfigured" in done.stderr and name in done.stderr
+    assert done.returncode != 0
+    assert "ImproperlyConfigured" in done.stderr
+    assert name in done.stderr

@@ -62,4 +62,5 @@ def test_settings_refuse_a_malformed_destination_at_start_up(monkeypatch):
         timeout=60,
     )
     assert done.returncode != 0
-    assert "DICOM_DESTINATIONS" in done.stderr and "AE@host:port" in done.stderr
+    assert "DICOM_DESTINATIONS" in done.stderr
+    assert "AE@host:port" in done.stderr

@@ -169,12 +169,15 @@ def test_an_unknown_label_is_refused(source):
 
 
 def test_a_source_without_type_2_attributes_is_accepted_and_left_untouched(source):
-    assert "PatientBirthDate" not in source and "StudyDate" not in source
+    assert "PatientBirthDate" not in source
+    assert "StudyDate" not in source
 
     sr = structured_report(source, FINDING)
 
-    assert sr.PatientBirthDate == "" and sr.StudyDate == ""
-    assert "PatientBirthDate" not in source and "StudyDate" not in source
+    assert sr.PatientBirthDate == ""
+    assert sr.StudyDate == ""
+    assert "PatientBirthDate" not in source
+    assert "StudyDate" not in source
 
 
 # --- UIDs ---------------------------------------------------------------------
@@ -191,7 +194,9 @@ def test_derived_uids_are_deterministic_valid_and_distinct():
     assert set(first).isdisjoint(derived_uid(uid, "v5", kind) for kind in kinds)
     assert derived_uid(uid + "1", "v4", "sr") != first[0]
     for value in first:
-        assert UID(value).is_valid and len(value) <= 64 and value.startswith("2.25.")
+        assert UID(value).is_valid
+        assert len(value) <= 64
+        assert value.startswith("2.25.")
 
 
 def test_an_unknown_uid_kind_is_refused():
@@ -224,7 +229,8 @@ def test_blend_keeps_grey_where_alpha_is_zero_and_colours_where_it_is_not():
 
     out = blend_overlay(gray, rgba_png(rgba))
 
-    assert out.shape == (60, 100, 3) and out.dtype == np.uint8
+    assert out.shape == (60, 100, 3)
+    assert out.dtype == np.uint8
     assert (out[:, :25] == gray[:, :25, None]).all()
     assert (out[:, 50:] == (255, 0, 0)).all()
     expected_blue = np.rint(gray[:, 25:50] * (1 - 128 / 255) + 255 * 128 / 255)
@@ -261,7 +267,8 @@ def test_heatmap_capture_is_an_rgb_image_in_the_source_study(source, tmp_path):
 
     capture = pydicom.dcmread(path)
     assert capture.SOPClassUID == pydicom.uid.SecondaryCaptureImageStorage
-    assert capture.PhotometricInterpretation == "RGB" and capture.SamplesPerPixel == 3
+    assert capture.PhotometricInterpretation == "RGB"
+    assert capture.SamplesPerPixel == 3
     assert np.array_equal(capture.pixel_array, image)
     assert capture.StudyInstanceUID == source.StudyInstanceUID
     assert (capture.PatientID, capture.PatientName) == (source.PatientID, source.PatientName)

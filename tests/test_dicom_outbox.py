@@ -103,7 +103,8 @@ def test_a_down_destination_gets_each_object_once_when_it_is_back(
     for delivery in deliveries:
         assert outbox.send(delivery.pk) == Delivery.Status.PENDING
     for delivery in Delivery.objects.filter(pk__in=[d.pk for d in deliveries]):
-        assert delivery.attempts == 1 and "could not be reached" in delivery.last_error
+        assert delivery.attempts == 1
+        assert "could not be reached" in delivery.last_error
         assert delivery.next_attempt_at > timezone.now()
     assert outbox.queue_due() == 0
     assert outbox.send(deliveries[0].pk) == "skipped", "not due yet"
@@ -122,7 +123,9 @@ def test_a_down_destination_gets_each_object_once_when_it_is_back(
         [ComprehensiveSRStorage, SecondaryCaptureImageStorage]
     )
     for delivery in Delivery.objects.filter(pk__in=[d.pk for d in deliveries]):
-        assert delivery.status == Delivery.Status.SENT and delivery.dimse_status == 0 and delivery.sent_at
+        assert delivery.status == Delivery.Status.SENT
+        assert delivery.dimse_status == 0
+        assert delivery.sent_at
     report = next(d for d in pacs.received if d.SOPClassUID == ComprehensiveSRStorage)
     source = pydicom.dcmread(study.file.path)
     assert report.StudyInstanceUID == source.StudyInstanceUID
@@ -150,7 +153,8 @@ def test_a_destination_that_refuses_the_object_fails_it_with_its_status(
         for delivery in Delivery.objects.filter(result__study=study):
             assert outbox.send(delivery.pk) == Delivery.Status.FAILED
     delivery = Delivery.objects.filter(result__study=study).first()
-    assert delivery.dimse_status == 0xA900 and "0xA900" in delivery.last_error
+    assert delivery.dimse_status == 0xA900
+    assert "0xA900" in delivery.last_error
     assert delivery.dimse_status_hex == "0xA900"
 
 
@@ -184,7 +188,8 @@ def test_studies_that_are_not_dicom_have_nothing_to_send(submitter, screener, pa
 def test_no_destination_means_no_deliveries(scored_dicom_study, submitter, screener, tmp_path, publish, settings):
     settings.DICOM_DESTINATIONS = ()
     study = scored_dicom_study()
-    assert study.results.exists() and not Delivery.objects.exists()
+    assert study.results.exists()
+    assert not Delivery.objects.exists()
 
 
 def test_the_study_page_shows_what_was_sent(
@@ -197,9 +202,12 @@ def test_the_study_page_shows_what_was_sent(
         for delivery in Delivery.objects.filter(result__study=study):
             outbox.send(delivery.pk)
     page = logged_in(submitter).get(f"/studies/{study.pk}/").content.decode()
-    assert 'id="deliveries"' in page and "Structured report" in page and "Sent" in page
+    assert 'id="deliveries"' in page
+    assert "Structured report" in page
+    assert "Sent" in page
     assert f"PACS@127.0.0.1:{pacs_port}" in page
-    assert "2026-11-30" in page and study.accession_number in page  # study date and accession from the header
+    assert "2026-11-30" in page
+    assert study.accession_number in page
 
 
 # --- pulled rather than sent: the API's DICOM and FHIR downloads --------------
@@ -212,9 +220,11 @@ def test_the_report_and_overlay_download_as_dicom_for_the_submitter_only(
     study = scored_dicom_study()
     client = token_client(submitter)
     report = client.get(f"/api/v1/studies/{study.pk}/report.dcm")
-    assert report.status_code == 200 and report["Content-Type"] == "application/dicom"
+    assert report.status_code == 200
+    assert report["Content-Type"] == "application/dicom"
     sr = pydicom.dcmread(io.BytesIO(report.content))
-    assert sr.SOPClassUID == ComprehensiveSRStorage and sr.StudyInstanceUID == study.study_instance_uid
+    assert sr.SOPClassUID == ComprehensiveSRStorage
+    assert sr.StudyInstanceUID == study.study_instance_uid
     overlay = client.get(f"/api/v1/studies/{study.pk}/overlay.dcm")
     assert pydicom.dcmread(io.BytesIO(overlay.content)).SOPClassUID == SecondaryCaptureImageStorage
     for path in ("report.dcm", "overlay.dcm", "fhir"):
@@ -226,7 +236,8 @@ def test_a_study_that_was_not_dicom_has_no_dicom_report(submitter, screener, pub
     outcome = submit(submitter, Batch.Source.API, [(XRAYS[0].name, io.BytesIO(XRAYS[0].read_bytes()))])
     score_chunk([s.pk for s in outcome.studies], screener)
     response = token_client(submitter).get(f"/api/v1/studies/{outcome.studies[0].pk}/report.dcm")
-    assert response.status_code == 404 and "not a DICOM file" in response.json()["error"]
+    assert response.status_code == 404
+    assert "not a DICOM file" in response.json()["error"]
 
 
 def test_the_fhir_report_is_a_valid_diagnostic_report(
@@ -235,7 +246,8 @@ def test_the_fhir_report_is_a_valid_diagnostic_report(
     settings.DICOM_DESTINATIONS = ()
     study = scored_dicom_study()
     response = token_client(submitter).get(f"/api/v1/studies/{study.pk}/fhir")
-    assert response.status_code == 200 and response["Content-Type"] == "application/fhir+json"
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/fhir+json"
     body = json.loads(response.content)
     report = DiagnosticReport.model_validate(body)
     assert report.status == "preliminary"
@@ -278,6 +290,7 @@ def test_admin_send_again_is_for_superusers(scored_dicom_study, pacs_port, publi
     delivery = Delivery.objects.filter(result__study=study).first()
     Delivery.objects.filter(pk=delivery.pk).update(status=Delivery.Status.FAILED)
     page = logged_in(auditor).get("/admin/screening/delivery/")
-    assert page.status_code == 200 and "send_again" not in page.content.decode()
+    assert page.status_code == 200
+    assert "send_again" not in page.content.decode()
     logged_in(auditor).post("/admin/screening/delivery/", {"action": "send_again", "_selected_action": [delivery.pk]})
     assert Delivery.objects.get(pk=delivery.pk).status == Delivery.Status.FAILED

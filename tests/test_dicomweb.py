@@ -45,11 +45,13 @@ def test_all_parts_stored_is_200_with_their_references(
 ):
     with django_capture_on_commit_callbacks(execute=True):
         response = stow(token_client(submitter), multipart(*instances))
-    assert response.status_code == 200 and response["Content-Type"] == "application/dicom+json"
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/dicom+json"
     expected = [str(pydicom.dcmread(io.BytesIO(i)).SOPInstanceUID) for i in instances]
     assert uids(response, "00081199") == expected
     batch = Batch.objects.get()
-    assert batch.source == Batch.Source.DICOMWEB and batch.submitted_by == submitter
+    assert batch.source == Batch.Source.DICOMWEB
+    assert batch.submitted_by == submitter
     assert sorted(Study.objects.values_list("sop_instance_uid", flat=True)) == sorted(expected)
     assert sorted(i for call in publish.call_args_list for i in call.args[0]) == sorted(
         Study.objects.values_list("pk", flat=True)
@@ -60,7 +62,8 @@ def test_a_resent_instance_is_stored_once(submitter, instances, publish):
     client = token_client(submitter)
     assert stow(client, multipart(instances[0])).status_code == 200
     assert stow(client, multipart(instances[0])).status_code == 200
-    assert ReceivedInstance.objects.count() == 1 and Study.objects.count() == 1
+    assert ReceivedInstance.objects.count() == 1
+    assert Study.objects.count() == 1
 
 
 def test_some_parts_failing_is_202_with_each_failure_reason(submitter, instances, publish):
@@ -123,13 +126,15 @@ def test_each_part_is_judged_on_its_own_an_unknown_transfer_syntax_and_garbage_f
     garbage = b"this is not a DICOM instance\x00\x01\x02" * 20
     with django_capture_on_commit_callbacks(execute=True):
         response = stow(token_client(submitter), multipart(good, unknown_syntax, garbage))
-    assert response.status_code == 202 and response["Content-Type"] == "application/dicom+json"
+    assert response.status_code == 202
+    assert response["Content-Type"] == "application/dicom+json"
     good_uid = str(pydicom.dcmread(io.BytesIO(good)).SOPInstanceUID)
     assert uids(response, "00081199") == [good_uid]
     unknown_uid = str(pydicom.dcmread(io.BytesIO(unknown_syntax)).SOPInstanceUID)
     assert failures(response) == [(unknown_uid, 0xC122), ("", 0xC000)]
     study = Study.objects.get()
-    assert study.sop_instance_uid == good_uid and ReceivedInstance.objects.get().study == study
+    assert study.sop_instance_uid == good_uid
+    assert ReceivedInstance.objects.get().study == study
     assert [i for call in publish.call_args_list for i in call.args[0]] == [study.pk]
 
 
@@ -143,7 +148,8 @@ def test_a_part_whose_transfer_syntax_the_listener_would_not_accept_fails_with_0
     response = stow(token_client(submitter), multipart(mpeg2))
     assert response.status_code == 409
     assert [reason for _uid, reason in failures(response)] == [0xC122]
-    assert not Study.objects.exists() and not Batch.objects.exists()
+    assert not Study.objects.exists()
+    assert not Batch.objects.exists()
 
 
 def test_a_part_that_is_not_application_dicom_fails_with_0xc000_and_the_others_are_stored(
@@ -155,7 +161,8 @@ def test_a_part_that_is_not_application_dicom_fails_with_0xc000_and_the_others_a
     body += f"--{BOUNDARY}--\r\n".encode()
     response = stow(token_client(submitter), body)
     assert response.status_code == 202
-    assert len(uids(response, "00081199")) == 2 and [reason for _uid, reason in failures(response)] == [0xC000]
+    assert len(uids(response, "00081199")) == 2
+    assert [reason for _uid, reason in failures(response)] == [0xC000]
     assert Study.objects.count() == 2
 
 
@@ -183,4 +190,5 @@ def test_a_part_the_database_refuses_is_rolled_back_alone_and_the_parts_after_it
         str(pydicom.dcmread(io.BytesIO(i)).SOPInstanceUID) for i in (instances[0], instances[2])
     ]
     assert failures(response) == [(str(dataset.SOPInstanceUID), 0xC000)]
-    assert Study.objects.count() == 2 and Batch.objects.get().files_received == 2
+    assert Study.objects.count() == 2
+    assert Batch.objects.get().files_received == 2

@@ -11,7 +11,9 @@ from webapp.env import env_bool, env_float, env_int, env_list, env_secret
 from webapp.logs import JsonFormatter
 
 
-@pytest.mark.parametrize("raw, expected", [("1", True), ("true", True), ("Yes", True), ("0", False), ("off", False)])
+@pytest.mark.parametrize(
+    ("raw", "expected"), [("1", True), ("true", True), ("Yes", True), ("0", False), ("off", False)]
+)
 def test_env_bool_reads_common_spellings(monkeypatch, raw, expected):
     monkeypatch.setenv("FLAG", raw)
     assert env_bool("FLAG", not expected) is expected
@@ -124,8 +126,11 @@ def test_json_logs_are_one_object_per_line_with_the_traceback_inside():
         record.exc_info = sys.exc_info()
     line = JsonFormatter().format(record)
     entry = json.loads(line)
-    assert "\n" not in line and entry["message"] == "chunk of 16 failed" and entry["level"] == "ERROR"
-    assert "ValueError: boom" in entry["exception"] and entry["logger"] == "screening.x"
+    assert "\n" not in line
+    assert entry["message"] == "chunk of 16 failed"
+    assert entry["level"] == "ERROR"
+    assert "ValueError: boom" in entry["exception"]
+    assert entry["logger"] == "screening.x"
 
 
 @pytest.mark.e2e
@@ -137,12 +142,13 @@ def test_an_unknown_log_format_stops_start_up():
         capture_output=True,
         text=True,
     )
-    assert done.returncode != 0 and "LOG_FORMAT='xml'" in done.stderr
+    assert done.returncode != 0
+    assert "LOG_FORMAT='xml'" in done.stderr
 
 
 @pytest.mark.e2e
 @pytest.mark.parametrize(
-    "name, raw",
+    ("name", "raw"),
     [
         ("DATABASE_CONNECT_TIMEOUT", "5s"),
         ("DATABASE_CONNECT_TIMEOUT", "0"),  # libpq would wait for ever
@@ -152,7 +158,9 @@ def test_an_unknown_log_format_stops_start_up():
 )
 def test_a_malformed_database_timeout_stops_start_up_naming_the_variable(name, raw):
     done = start_up(**{name: raw})
-    assert done.returncode != 0 and "ImproperlyConfigured" in done.stderr and name in done.stderr
+    assert done.returncode != 0
+    assert "ImproperlyConfigured" in done.stderr
+    assert name in done.stderr
 
 
 @pytest.mark.e2e
@@ -166,5 +174,8 @@ def test_a_postgresql_database_gets_the_timeouts_and_keeps_the_urls_own_options(
         DATABASE_STATEMENT_TIMEOUT="7",
     )
     options = json.loads(done.stdout)["default"]["OPTIONS"]
-    assert options["connect_timeout"] == 3 and options["options"] == "-c statement_timeout=7000"
-    assert options["sslmode"] == "require" and options["keepalives"] == 1 and options["tcp_user_timeout"] > 0
+    assert options["connect_timeout"] == 3
+    assert options["options"] == "-c statement_timeout=7000"
+    assert options["sslmode"] == "require"
+    assert options["keepalives"] == 1
+    assert options["tcp_user_timeout"] > 0

@@ -16,18 +16,22 @@ def test_a_database_outage_is_a_json_503_with_retry_after(submitter):
 
         batch = Batch.objects.create(submitted_by=submitter, source=Batch.Source.API)
         response = client.get(f"/api/v1/batches/{batch.pk}")
-    assert response.status_code == 503 and response["Content-Type"] == "application/json"
-    assert "database is unavailable" in response.json()["error"] and response["Retry-After"] == "30"
+    assert response.status_code == 503
+    assert response["Content-Type"] == "application/json"
+    assert "database is unavailable" in response.json()["error"]
+    assert response["Retry-After"] == "30"
 
 
 def test_an_unknown_api_object_is_a_json_404(api):
     response = api.get("/api/v1/batches/999999")
-    assert response.status_code == 404 and response.json() == {"code": "not_found", "error": "Not found."}
+    assert response.status_code == 404
+    assert response.json() == {"code": "not_found", "error": "Not found."}
 
 
 def test_a_file_name_too_long_to_parse_is_a_json_400(api):
     response = api.post("/api/v1/studies", {"file": named("a" * 1000 + ".jpeg", XRAYS[0].read_bytes())})
-    assert response.status_code == 400 and "could not be read" in response.json()["error"]
+    assert response.status_code == 400
+    assert "could not be read" in response.json()["error"]
 
 
 def test_too_many_files_through_the_web_form_is_a_clear_400(submitter, settings):
@@ -36,7 +40,9 @@ def test_too_many_files_through_the_web_form_is_a_clear_400(submitter, settings)
     client.force_login(submitter)
     files = [named(f"f{i}.jpeg", b"x") for i in range(4)]
     as_json = client.post("/batches/new/", {"files": files}, HTTP_ACCEPT="application/json")
-    assert as_json.status_code == 400 and "Too many files" in as_json.json()["error"]
+    assert as_json.status_code == 400
+    assert "Too many files" in as_json.json()["error"]
     files = [named(f"f{i}.jpeg", b"x") for i in range(4)]
     page = client.post("/batches/new/", {"files": files})
-    assert page.status_code == 400 and b"Too many files" in page.content
+    assert page.status_code == 400
+    assert b"Too many files" in page.content

@@ -18,7 +18,7 @@ FINDING = finding(
     population_reason="Declared age 3 years is inside the validated 1-5 years.",
     salient_box=None,
 )
-ISSUED = datetime.datetime(2024, 5, 2, 10, 30, tzinfo=datetime.timezone.utc)
+ISSUED = datetime.datetime(2024, 5, 2, 10, 30, tzinfo=datetime.UTC)
 UID = "1.2.826.0.1.3680043.8.498.87740909655540334695674048344897137570"
 
 

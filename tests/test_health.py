@@ -42,18 +42,21 @@ def test_ready_when_database_broker_storage_and_a_recent_worker_heartbeat_answer
 def test_anonymous_callers_get_the_readiness_status_without_the_checks(db, settings, tmp_path):
     a_working_worker()
     response = Client().get("/readyz")
-    assert response.status_code == 200 and response.json() == {"status": "ready"}
+    assert response.status_code == 200
+    assert response.json() == {"status": "ready"}
     (tmp_path / "a-file").write_text("x")
     settings.MEDIA_ROOT = tmp_path / "a-file" / "media"  # storage fails
     response = Client().get("/readyz")
-    assert response.status_code == 503 and response.json() == {"status": "unavailable"}
+    assert response.status_code == 503
+    assert response.json() == {"status": "unavailable"}
 
 
 def test_a_wrong_token_gets_the_bare_status_not_a_refusal(db, operator):
     a_working_worker()
     for sent in ("Bearer not-the-token", f"Token {DETAILS_TOKEN}", f"Bearer {DETAILS_TOKEN}x", ""):
         response = Client(HTTP_AUTHORIZATION=sent).get("/readyz")
-        assert response.status_code == 200 and response.json() == {"status": "ready"}, sent
+        assert response.status_code == 200, sent
+        assert response.json() == {"status": "ready"}, sent
     assert "checks" in operator.get("/readyz").json()
 
 
@@ -82,7 +85,8 @@ def test_a_stale_heartbeat_says_the_queue_is_not_moving(db, settings, operator):
         hostname="celery@w1", seen_at=timezone.now() - timedelta(seconds=4 * settings.SCREENING_HEARTBEAT_SECONDS)
     )
     response = operator.get("/readyz")
-    assert response.status_code == 503 and response.json()["checks"]["worker"].startswith("no worker heartbeat for")
+    assert response.status_code == 503
+    assert response.json()["checks"]["worker"].startswith("no worker heartbeat for")
     WorkerHeartbeat.objects.all().delete()
     assert operator.get("/readyz").json()["checks"]["worker"] == "no worker heartbeat yet"
 
@@ -95,7 +99,8 @@ def test_not_ready_while_no_pool_process_is_warm(db, settings, operator):
     dead = now - timedelta(seconds=settings.SCREENING_DEAD_WORKER_SECONDS + 1)
     WorkerHeartbeat.objects.create(hostname="w1:99", seen_at=dead, warm=True)  # warm once, silent since
     response = operator.get("/readyz")
-    assert response.status_code == 503 and response.json()["checks"]["worker"].startswith("no warm pool process")
+    assert response.status_code == 503
+    assert response.json()["checks"]["worker"].startswith("no warm pool process")
     WorkerHeartbeat.objects.filter(hostname="w1:100").update(warm=True)
     assert operator.get("/readyz").status_code == 200
 
@@ -138,7 +143,8 @@ def test_an_unreachable_broker_is_not_ready(db, operator):
     refused = Connection("redis://127.0.0.1:1/0")  # port 1: nothing listens
     with mock.patch.object(app, "connection_for_write", return_value=refused):
         response = operator.get("/readyz")
-    assert response.status_code == 503 and response.json()["checks"]["broker"] == "unavailable"
+    assert response.status_code == 503
+    assert response.json()["checks"]["broker"] == "unavailable"
 
 
 def test_unwritable_media_storage_is_not_ready(db, settings, operator, tmp_path):
@@ -146,7 +152,8 @@ def test_unwritable_media_storage_is_not_ready(db, settings, operator, tmp_path)
     (tmp_path / "a-file").write_text("x")
     settings.MEDIA_ROOT = tmp_path / "a-file" / "media"  # cannot be created, even by root
     response = operator.get("/readyz")
-    assert response.status_code == 503 and response.json()["checks"]["storage"] == "not writable"
+    assert response.status_code == 503
+    assert response.json()["checks"]["storage"] == "not writable"
 
 
 def test_the_heartbeat_task_records_its_worker(db):
@@ -183,7 +190,8 @@ def test_metrics_need_the_token_or_a_staff_login_and_parse_as_prometheus(db, set
     assert Client().get("/metrics").status_code == 401
     assert Client(HTTP_AUTHORIZATION="Bearer wrong").get("/metrics").status_code == 401
     response = Client(HTTP_AUTHORIZATION="Bearer s3cret-token").get("/metrics")
-    assert response.status_code == 200 and admin_client.get("/metrics").status_code == 200
+    assert response.status_code == 200
+    assert admin_client.get("/metrics").status_code == 200
     samples = {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
         for family in text_string_to_metric_families(response.content.decode())
@@ -209,4 +217,5 @@ def test_the_system_page_is_for_staff(db, submitter, admin_client):
 
     assert logged_in(submitter).get("/system/").status_code == 302  # to the admin login
     page = admin_client.get("/system/").content.decode()
-    assert "No worker has recorded a heartbeat" in page and 'id="system-queue"' in page
+    assert "No worker has recorded a heartbeat" in page
+    assert 'id="system-queue"' in page

@@ -23,10 +23,12 @@ def test_the_overlay_is_drawn_from_the_stored_map_on_first_view_and_then_served_
     assert not cached.exists()
 
     first = logged_in(radiologist).get(f"/studies/{study.pk}/heatmap.png")
-    assert first.status_code == 200 and first["Content-Type"] == "image/png"
+    assert first.status_code == 200
+    assert first["Content-Type"] == "image/png"
     body = b"".join(first.streaming_content)
     assert body == overlay_png(raw, 640, 480, (0.5, 0.5, 0.9, 0.9))  # what the worker used to store
-    assert Image.open(io.BytesIO(body)).mode == "RGBA" and cached.exists()
+    assert Image.open(io.BytesIO(body)).mode == "RGBA"
+    assert cached.exists()
 
     cached.write_bytes(b"cached")  # the second view reads the file, it does not draw again
     second = logged_in(radiologist).get(f"/studies/{study.pk}/heatmap.png")
@@ -65,9 +67,13 @@ def test_the_study_page_says_how_much_evidence_lay_outside_the_lungs(submitter, 
         return page[start : page.index("</p>", start)]
 
     calm = note(mostly_lung)
-    assert "64 % of its evidence lay outside them" in calm and "warning" not in calm
+    assert "64 % of its evidence lay outside them" in calm
+    assert "warning" not in calm
     loud = note(mostly_elsewhere)
-    assert "86 %" in loud and "warning" in loud and "Read it with care" in loud
+    assert "86 %" in loud
+    assert "warning" in loud
+    assert "Read it with care" in loud
     unflagged = note(low_score)  # a score below the threshold has no positive evidence to doubt
-    assert "90 %" in unflagged and "warning" not in unflagged
+    assert "90 %" in unflagged
+    assert "warning" not in unflagged
     assert note(older_model) is None  # models without a lung-field head say nothing

@@ -45,10 +45,12 @@ def test_an_old_original_no_study_refers_to_is_removed_audited_and_counted(submi
     outcome = housekeeping.remove_orphans(GRACE)
 
     assert (outcome.files, outcome.partials, outcome.bytes) == (1, 0, 100)
-    assert not orphan.exists() and not orphan.with_name(f".{orphan.name}.orphan").exists()
+    assert not orphan.exists()
+    assert not orphan.with_name(f".{orphan.name}.orphan").exists()
     assert Path(study.file.path).exists()
     event = AuditEvent.objects.get(action=AuditEvent.Action.ORPHANS_REMOVED)
-    assert event.details["files"] == 1 and event.details["bytes"] == 100
+    assert event.details["files"] == 1
+    assert event.details["bytes"] == 100
     assert counters.values()[counters.ORPHAN_FILES_REMOVED] == 1
     metrics = admin_client.get("/metrics").content.decode()
     assert "screening_orphan_files_removed_total 1.0" in metrics
@@ -59,7 +61,8 @@ def test_recent_files_are_kept_even_when_no_study_refers_to_them_yet(submitter, 
     os.utime(in_flight)  # just written: an upload whose rows have not committed yet
 
     assert housekeeping.remove_orphans(GRACE).removed == 0
-    assert in_flight.exists() and not AuditEvent.objects.filter(action=AuditEvent.Action.ORPHANS_REMOVED).exists()
+    assert in_flight.exists()
+    assert not AuditEvent.objects.filter(action=AuditEvent.Action.ORPHANS_REMOVED).exists()
 
 
 def test_unfinished_writes_left_by_a_killed_process_are_removed(settings, db):
@@ -68,7 +71,9 @@ def test_unfinished_writes_left_by_a_killed_process_are_removed(settings, db):
 
     outcome = housekeeping.remove_orphans(GRACE)
 
-    assert outcome.partials == 2 and not partial.exists() and not preview_partial.exists()
+    assert outcome.partials == 2
+    assert not partial.exists()
+    assert not preview_partial.exists()
 
 
 def test_an_orphan_that_an_upload_reuses_is_kept(submitter, settings, publish):
@@ -101,13 +106,15 @@ def test_a_preview_is_kept_while_its_study_keeps_its_original(submitter, setting
     gone = stray(settings, "previews/00/" + "0" * 64 + ".png")
 
     assert housekeeping.remove_orphans(GRACE).files == 1
-    assert kept.exists() and not gone.exists()
+    assert kept.exists()
+    assert not gone.exists()
 
 
 def test_a_dry_run_counts_and_removes_nothing(settings, db):
     orphan = stray(settings, "studies/ab/" + "ab" * 32 + ".jpeg")
     assert housekeeping.remove_orphans(GRACE, dry_run=True).files == 1
-    assert orphan.exists() and counters.values()[counters.ORPHAN_FILES_REMOVED] == 0
+    assert orphan.exists()
+    assert counters.values()[counters.ORPHAN_FILES_REMOVED] == 0
 
 
 def test_the_scheduled_round_purges_originals_past_the_retention_period(submitter, settings, publish):
@@ -119,10 +126,13 @@ def test_the_scheduled_round_purges_originals_past_the_retention_period(submitte
 
     summary = housekeeping.run()
 
-    assert summary["purged_studies"] == 1 and summary["purged_files"] == 1
-    assert not Path(old.file.path).exists() and Path(recent.file.path).exists()
+    assert summary["purged_studies"] == 1
+    assert summary["purged_files"] == 1
+    assert not Path(old.file.path).exists()
+    assert Path(recent.file.path).exists()
     event = AuditEvent.objects.get(action=AuditEvent.Action.PURGE)
-    assert event.details["scheduled"] is True and event.actor is None
+    assert event.details["scheduled"] is True
+    assert event.actor is None
     assert counters.values()[counters.RETENTION_FILES_REMOVED] == 1
 
     housekeeping.run()  # nothing due: no second, empty audit row
@@ -147,7 +157,11 @@ def test_beat_runs_housekeeping_on_its_interval(settings):
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("name, raw", [("SCREENING_RETENTION_DAYS", "-1"), ("SCREENING_ORPHAN_GRACE_SECONDS", "60")])
+@pytest.mark.parametrize(
+    ("name", "raw"), [("SCREENING_RETENTION_DAYS", "-1"), ("SCREENING_ORPHAN_GRACE_SECONDS", "60")]
+)
 def test_housekeeping_settings_are_parsed_strictly(name, raw):
     done = start_up(**{name: raw})
-    assert done.returncode != 0 and "ImproperlyConfigured" in done.stderr and name in done.stderr
+    assert done.returncode != 0
+    assert "ImproperlyConfigured" in done.stderr
+    assert name in done.stderr

@@ -103,12 +103,15 @@ def test_the_browser_language_decides_until_the_user_chooses(radiologist, submit
     study = scored_study(batch_for(submitter), 0.873, media_root=settings.MEDIA_ROOT)
     client = logged_in(radiologist)
     chinese = client.get("/worklist/", HTTP_ACCEPT_LANGUAGE="zh-CN,zh;q=0.9").content.decode()
-    assert "<h1>工作列表</h1>" in chinese and 'lang="zh-hans"' in chinese
+    assert "<h1>工作列表</h1>" in chinese
+    assert 'lang="zh-hans"' in chinese
     assert "用于分诊的辅助决策" in chinese  # the intended-use statement
     response = client.post("/i18n/setlang/", {"language": "es", "next": f"/studies/{study.pk}/"})
-    assert response.status_code == 302 and response["Location"] == f"/studies/{study.pk}/"
+    assert response.status_code == 302
+    assert response["Location"] == f"/studies/{study.pk}/"
     spanish = client.get(f"/studies/{study.pk}/", HTTP_ACCEPT_LANGUAGE="zh-CN").content.decode()
-    assert "Lista de trabajo" in spanish and 'lang="es"' in spanish
+    assert "Lista de trabajo" in spanish
+    assert 'lang="es"' in spanish
     assert "0,873" in spanish  # numbers are localised: a decimal comma
     english = client.get("/worklist/", HTTP_ACCEPT_LANGUAGE="en").content.decode()
     assert "Lista de trabajo" in english, "the chosen language outlives the browser's"

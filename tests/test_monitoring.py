@@ -49,7 +49,8 @@ def test_agreement_counts_the_latest_read_of_each_clinical_validated_study(submi
 
     report = monitoring.compute()
     sensitivity, specificity, ppv = (report.figures[k] for k in ("sensitivity", "specificity", "ppv"))
-    assert (sensitivity.value, sensitivity.n) == (0.9, 20) and sensitivity.ci == clopper_pearson(18, 20)
+    assert (sensitivity.value, sensitivity.n) == (0.9, 20)
+    assert sensitivity.ci == clopper_pearson(18, 20)
     assert (specificity.value, specificity.n) == (0.9, 10)  # the changed read: NORMAL, against a PNEUMONIA label
     assert (ppv.value, ppv.n) == (18 / 19, 19)
     assert report.monthly[-1]["n"] == 30
@@ -68,7 +69,8 @@ def test_provoked_drift_raises_one_audited_alert_shown_on_the_worklist_and_syste
     batch = batch_for(submitter)
     reference_like(batch, 60)
     report = monitoring.check()
-    assert report.figures["score_psi"].value < 0.05 and monitoring.current_alerts() == []
+    assert report.figures["score_psi"].value < 0.05
+    assert monitoring.current_alerts() == []
 
     # Scores of another population (adult films, say, declared as children): mid-range, not bimodal.
     for i in range(60):
@@ -78,13 +80,16 @@ def test_provoked_drift_raises_one_audited_alert_shown_on_the_worklist_and_syste
     assert monitoring.current_alerts() == ["score_psi"]
     monitoring.check()  # still out of band: no second event
     event = AuditEvent.objects.get(action=AuditEvent.Action.MONITORING_ALERT)
-    assert event.details["figure"] == "score_psi" and event.details["n"] == 60
+    assert event.details["figure"] == "score_psi"
+    assert event.details["n"] == 60
 
     worklist = logged_in(radiologist).get("/worklist/").content.decode()
-    assert 'id="monitoring-banner"' in worklist and "Score drift (PSI)" in worklist
+    assert 'id="monitoring-banner"' in worklist
+    assert "Score drift (PSI)" in worklist
     assert 'id="monitoring-banner"' in admin_client.get("/system/").content.decode()
     page = admin_client.get("/monitoring/").content.decode()
-    assert 'data-figure="score_psi" data-out="1"' in page and 'class="recent-bar"' in page
+    assert 'data-figure="score_psi" data-out="1"' in page
+    assert 'class="recent-bar"' in page
 
     reference_like(batch, 60)  # the latest 60 look like the reference again
     assert monitoring.check().figures["score_psi"].value < settings.MONITORING_MAX_PSI
@@ -99,12 +104,16 @@ def test_outcome_shares_need_enough_cases_before_they_alert(submitter, settings)
     for _ in range(5):
         unscored_study(batch, Study.Status.FAILED)
     figure = monitoring.compute().figures["failed_share"]
-    assert figure.value == 1.0 and figure.n == 5 and not figure.out_of_band
+    assert figure.value == 1.0
+    assert figure.n == 5
+    assert not figure.out_of_band
     for _ in range(25):
         scored_study(batch, 0.9, population=Study.Population.OUTSIDE)
     figures = monitoring.compute().figures
-    assert figures["failed_share"].out_of_band and figures["failed_share"].n == 30
-    assert figures["outside_share"].value == 1.0 and not figures["outside_share"].out_of_band  # 25 < 30
+    assert figures["failed_share"].out_of_band
+    assert figures["failed_share"].n == 30
+    assert figures["outside_share"].value == 1.0
+    assert not figures["outside_share"].out_of_band
     assert figures["rejected_share"].value == 0.0
 
 
@@ -117,7 +126,8 @@ def test_metrics_expose_each_figure_and_the_shipped_alert_rules_use_only_those(s
     assert 'screening_monitoring_band_high{figure="score_psi"} 0.25' in text
     rules = (ROOT / "webapp" / "deploy" / "prometheus-alerts.yml").read_text()
     used = set(re.findall(r"\b(screening_[a-z_]+)\{", rules)) | set(re.findall(r"\b(screening_[a-z_]+) ", rules))
-    assert used and all(f"# TYPE {name} " in text for name in used), used
+    assert used
+    assert all(f"# TYPE {name} " in text for name in used), used
 
 
 def test_only_staff_see_the_monitoring_page(client, submitter, radiologist):
@@ -139,4 +149,5 @@ def test_an_adopted_validation_is_the_drift_reference(admin_user):
     cases(validation, pairs)
     site_validation.adopt(validation, admin_user, target_sensitivity=0.9, prevalence=None)
     reference, what = monitoring.score_reference()
-    assert reference == shares([p for p, _ in pairs]) and f"site validation {validation.pk}" in what
+    assert reference == shares([p for p, _ in pairs])
+    assert f"site validation {validation.pk}" in what

@@ -106,7 +106,8 @@ def test_plain_http_redirects_to_https_but_probes_answer(stack):
     connection = http.client.HTTPConnection("127.0.0.1", stack["http"], timeout=5)
     connection.request("GET", "/worklist/", headers={"Host": "localhost"})
     response = connection.getresponse()
-    assert response.status == 301 and response.getheader("Location") == "https://localhost/worklist/"
+    assert response.status == 301
+    assert response.getheader("Location") == "https://localhost/worklist/"
     # The probe answers 200 over plain HTTP (not redirected) within the connection's timeout; how fast is
     # no test's business on a busy machine (it once took 2.2 s while the host was loaded).
     assert healthz_answers(stack["http"], tls=False)

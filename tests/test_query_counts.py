@@ -20,7 +20,8 @@ def test_worklist_queries_are_pinned(radiologist, thousand_studies, django_asser
     # alerts (banner), session save (3)
     with django_assert_num_queries(12):
         response = client.get("/worklist/")
-    assert response.status_code == 200 and len(response.context["page"]) == 50
+    assert response.status_code == 200
+    assert len(response.context["page"]) == 50
 
 
 def test_batch_detail_queries_are_pinned(submitter, thousand_studies, django_assert_num_queries):
@@ -29,7 +30,8 @@ def test_batch_detail_queries_are_pinned(submitter, thousand_studies, django_ass
     # session save (3)
     with django_assert_num_queries(12):
         response = client.get(f"/batches/{thousand_studies.pk}/")
-    assert response.status_code == 200 and len(response.context["studies"]) == 1000
+    assert response.status_code == 200
+    assert len(response.context["studies"]) == 1000
 
 
 def test_api_batch_detail_queries_are_pinned(submitter, thousand_studies, django_assert_num_queries):
@@ -39,7 +41,8 @@ def test_api_batch_detail_queries_are_pinned(submitter, thousand_studies, django
     # ... includes two for the token's rate-limit window (count this request, read or start the minute)
     with django_assert_num_queries(9):
         response = client.get(f"/api/v1/batches/{thousand_studies.pk}")
-    assert response.status_code == 200 and len(response.json()["studies"]) == 1000
+    assert response.status_code == 200
+    assert len(response.json()["studies"]) == 1000
 
 
 def test_scoring_a_chunk_makes_a_fixed_number_of_queries(submitter, publish, django_assert_num_queries):

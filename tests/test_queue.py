@@ -58,10 +58,9 @@ def test_task_arguments_survive_a_json_round_trip(submitter, publish, django_cap
 
 def test_a_rolled_back_transaction_sends_nothing(submitter, publish, django_capture_on_commit_callbacks):
     studies = make_studies(submitter, 2)
-    with django_capture_on_commit_callbacks(execute=True):
-        with transaction.atomic():
-            enqueue_studies_on_commit([s.pk for s in studies])
-            transaction.set_rollback(True)
+    with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
+        enqueue_studies_on_commit([s.pk for s in studies])
+        transaction.set_rollback(True)
     publish.assert_not_called()
 
 
@@ -156,7 +155,8 @@ def test_the_sweep_requeues_lost_studies_and_leaves_fresh_ones(
     assert sent == sorted([received.pk, queued.pk, running.pk])
     fresh.refresh_from_db()
     fresh_queued.refresh_from_db()
-    assert fresh.status == Study.Status.RUNNING and fresh_queued.status == Study.Status.QUEUED
+    assert fresh.status == Study.Status.RUNNING
+    assert fresh_queued.status == Study.Status.QUEUED
 
 
 def test_the_sweep_fails_a_study_lost_too_often(submitter, publish, settings):
@@ -165,7 +165,8 @@ def test_the_sweep_fails_a_study_lost_too_often(submitter, publish, settings):
     study = make_studies(submitter, 1, Study.Status.RUNNING, started_at=long_ago, attempts=3)[0]
     assert requeue_stuck_studies()["failed"] == 1
     study.refresh_from_db()
-    assert study.status == Study.Status.FAILED and "interrupted 3 times" in study.status_message
+    assert study.status == Study.Status.FAILED
+    assert "interrupted 3 times" in study.status_message
 
 
 def test_release_unfinished_requeues_or_fails_by_attempts(
@@ -179,7 +180,8 @@ def test_release_unfinished_requeues_or_fails_by_attempts(
     again.refresh_from_db()
     spent.refresh_from_db()
     assert again.status == Study.Status.QUEUED
-    assert spent.status == Study.Status.FAILED and spent.status_message == "Took too long."
+    assert spent.status == Study.Status.FAILED
+    assert spent.status_message == "Took too long."
     assert publish.call_args.args == ([again.pk],)
 
 

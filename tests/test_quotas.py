@@ -15,7 +15,8 @@ def test_files_past_the_users_quota_are_refused_one_by_one(submitter, other_subm
     settings.SCREENING_USER_QUOTA_BYTES = sizes[0] + sizes[1]
     outcome = submit(submitter, Batch.Source.API, [(p.name, io.BytesIO(p.read_bytes())) for p in XRAYS[:3]])
     assert [s.original_name for s in outcome.studies] == [XRAYS[0].name, XRAYS[1].name]
-    assert [r.name for r in outcome.refusals] == [XRAYS[2].name] and "quota" in outcome.refusals[0].error
+    assert [r.name for r in outcome.refusals] == [XRAYS[2].name]
+    assert "quota" in outcome.refusals[0].error
     # Another submitter has a quota of their own; purged originals no longer count.
     assert submit(other_submitter, Batch.Source.API, [("x.jpeg", io.BytesIO(XRAYS[2].read_bytes()))]).studies
     Study.objects.filter(batch__submitted_by=submitter).update(file_purged_at=timezone.now())
@@ -49,5 +50,6 @@ def test_an_oversized_request_is_refused_before_it_is_read(submitter, settings):
     settings.SCREENING_MAX_REQUEST_BYTES = 1000
     client = Client(HTTP_AUTHORIZATION=f"Token {tokens.create_token(submitter)}")
     response = client.post("/api/v1/studies", {"file": io.BytesIO(XRAYS[0].read_bytes())})
-    assert response.status_code == 413 and "larger than" in response.json()["error"]
+    assert response.status_code == 413
+    assert "larger than" in response.json()["error"]
     assert not Study.objects.exists()

@@ -28,7 +28,8 @@ def test_a_claim_names_its_process_and_the_process_takes_back_its_own(submitter)
     assert set(Study.objects.values_list("claimed_by", flat=True)) == {"host-a:11"}
     assert claim(ids, "host-b:22") == []  # another process never takes a live claim
     again = claim(ids, "host-a:11")  # a retry in the same process, after its hand-back failed
-    assert [s.pk for s in again] == ids and set(Study.objects.values_list("attempts", flat=True)) == {2}
+    assert [s.pk for s in again] == ids
+    assert set(Study.objects.values_list("attempts", flat=True)) == {2}
 
 
 def test_the_sweep_hands_back_a_dead_processs_claim_within_seconds(submitter, publish, settings):
@@ -76,7 +77,8 @@ def test_a_chunk_reserved_by_a_process_that_died_before_claiming_it_is_sent_agai
         assert requeue_stuck_studies(later, broker_replaced=False)["requeued"] == 1
     assert [call.args[0] for call in publish.call_args_list] == [[held_by_dead.pk]]
     resent = Study.objects.get(pk=held_by_dead.pk)
-    assert resent.status == Study.Status.QUEUED and resent.claimed_by == ""  # not sent again at the next sweep
+    assert resent.status == Study.Status.QUEUED
+    assert resent.claimed_by == ""
     with django_capture_on_commit_callbacks(execute=True):
         assert requeue_stuck_studies(later + timedelta(seconds=10), broker_replaced=False)["requeued"] == 0
 
@@ -124,7 +126,8 @@ def test_each_worker_process_writes_a_heartbeat_until_stopped(transactional_db, 
 def test_database_retries_outlast_a_two_minute_outage():
     from worker.tasks import score_studies_task as task
 
-    assert task.retry_jitter is False and task.max_retries >= 10
+    assert task.retry_jitter is False
+    assert task.max_retries >= 10
     delays = [min(task.retry_backoff * 2**n, task.retry_backoff_max) for n in range(task.max_retries)]
     assert sum(delays) > 180
 

@@ -135,7 +135,7 @@ def upload_payload(url):
     return {"file": handle} if url.endswith("studies") else {"files": [handle]}
 
 
-@pytest.mark.parametrize("method, template, expected", MATRIX, ids=[f"{m} {t}" for m, t, _ in MATRIX])
+@pytest.mark.parametrize(("method", "template", "expected"), MATRIX, ids=[f"{m} {t}" for m, t, _ in MATRIX])
 def test_role_matrix(world, method, template, expected, publish):
     url = template.format(batch=world["batch"], study=world["study"])
     for role in ROLES:
@@ -159,7 +159,8 @@ def test_wrong_passwords_lock_the_login_from_that_address(submitter):
     ]
     assert answers == [200, 200, 200, 200, 429, 429]  # the fifth failure locks (LOGIN_FAILURE_LIMIT)
     locked = attacker.post("/accounts/login/", {"username": "sam", "password": "pw-sam"})
-    assert locked.status_code == 429 and "_auth_user_id" not in attacker.session
+    assert locked.status_code == 429
+    assert "_auth_user_id" not in attacker.session
     # The real user, elsewhere, still gets in; a success resets their own count.
     colleague = Client(REMOTE_ADDR="198.51.100.4")
     assert colleague.post("/accounts/login/", {"username": "sam", "password": "pw-sam"}).status_code == 302

@@ -33,32 +33,42 @@ def submit_files(user, *pairs):
 def test_it_scores_a_chunk_and_records_the_model_version(submitter, screener, settings):
     studies = submit_files(submitter, *[(p.name, p.read_bytes()) for p in XRAYS + ORIGINALS])
     summary = score_chunk([s.pk for s in studies], screener)
-    assert summary.done == len(studies) and summary.failed == summary.rejected == 0
+    assert summary.done == len(studies)
+    assert summary.failed == summary.rejected == 0
     for study in Study.objects.filter(pk__in=summary.claimed):
-        assert study.status == Study.Status.DONE and study.finished_at and study.attempts == 1
+        assert study.status == Study.Status.DONE
+        assert study.finished_at
+        assert study.attempts == 1
         result = study.results.get()
         assert 0.0 <= result.probability <= 1.0
-        assert result.model_version == screener.version and result.threshold == screener.threshold
+        assert result.model_version == screener.version
+        assert result.threshold == screener.threshold
         assert result.label == ("PNEUMONIA" if result.probability >= screener.threshold else "NORMAL")
-        assert study.image_width and study.image_height
-        assert study.score == result.probability and study.model_label == result.label
+        assert study.image_width
+        assert study.image_height
+        assert study.score == result.probability
+        assert study.model_label == result.label
         # A raw Grad-CAM map for every scored study, drawn as an overlay on first view; a box only above threshold.
         assert not result.heatmap, "the worker no longer draws overlays"
         overlay = Image.open(previews.heatmap_file(result, study))
         assert overlay.mode == "RGBA"
         assert abs(overlay.width / overlay.height - study.image_width / study.image_height) < 0.02
         raw = np.array(result.heatmap_raw)
-        assert raw.ndim == 2 and raw.min() >= 0 and raw.max() <= 1
+        assert raw.ndim == 2
+        assert raw.min() >= 0
+        assert raw.max() <= 1
         assert (result.salient_box is not None) == (result.label == "PNEUMONIA")
         # The shipped card has a lung-field head: the share of evidence it kept out of the map is recorded.
-        assert result.evidence_outside_lungs is not None and 0 <= result.evidence_outside_lungs <= 1
+        assert result.evidence_outside_lungs is not None
+        assert 0 <= result.evidence_outside_lungs <= 1
 
 
 def test_running_the_same_chunk_twice_gives_one_result_each(submitter, screener):
     ids = [s.pk for s in submit_files(submitter, *[(p.name, p.read_bytes()) for p in XRAYS[:3]])]
     first = score_chunk(ids, screener)
     second = score_chunk(ids, screener)
-    assert len(first.claimed) == 3 and second.claimed == []
+    assert len(first.claimed) == 3
+    assert second.claimed == []
     assert Result.objects.filter(study_id__in=ids).count() == 3
 
 
@@ -73,9 +83,12 @@ def test_one_bad_file_fails_only_its_own_study(submitter, screener):
     truncated = ORIGINALS[0].read_bytes()[:5000]
     studies = submit_files(submitter, ("good.jpeg", good), ("truncated.jpeg", truncated))
     summary = score_chunk([s.pk for s in studies], screener)
-    assert summary.done == 1 and summary.failed == 1
+    assert summary.done == 1
+    assert summary.failed == 1
     bad = Study.objects.get(original_name="truncated.jpeg")
-    assert bad.status == Study.Status.FAILED and bad.status_message and not bad.results.exists()
+    assert bad.status == Study.Status.FAILED
+    assert bad.status_message
+    assert not bad.results.exists()
     assert "Traceback" not in bad.status_message
 
 
@@ -84,7 +97,8 @@ def test_a_missing_stored_file_fails_with_a_clear_message(submitter, screener, s
     (settings.MEDIA_ROOT / study.file.name).unlink()
     score_chunk([study.pk], screener)
     study.refresh_from_db()
-    assert study.status == Study.Status.FAILED and study.status_message
+    assert study.status == Study.Status.FAILED
+    assert study.status_message
 
 
 def test_an_unexpected_model_error_fails_the_chunk_with_its_message(submitter, screener):
@@ -120,10 +134,13 @@ def test_the_gate_rejects_what_is_not_a_chest_xray_before_the_model(submitter, s
         *[(p.name, p.read_bytes()) for p in XRAYS[:3]],
     )
     summary = score_chunk([s.pk for s in studies], screener, get_gate())
-    assert summary.done == 3 and summary.rejected == 2
+    assert summary.done == 3
+    assert summary.rejected == 2
     for name in ("noise.png", "colour.jpeg"):
         study = Study.objects.get(original_name=name)
-        assert study.status == Study.Status.REJECTED and study.status_message and not study.results.exists()
+        assert study.status == Study.Status.REJECTED
+        assert study.status_message
+        assert not study.results.exists()
 
 
 def test_the_chunks_study_columns_are_written_row_by_row_in_one_statement(submitter, django_assert_num_queries):

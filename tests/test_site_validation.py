@@ -120,9 +120,12 @@ def test_enough_independent_cases_allow_adoption_at_the_exact_lower_bound(valida
     pairs = separated() + [(0.5, False), (0.2, True)]  # one false positive, one missed pneumonia
     cases(validation, pairs)
     report = site_validation.refresh(validation).report
-    assert report["verdict"] == "adoptable" and report["refusals"] == [], report["message"]
-    assert report["training_overlap"]["matched"] == 0 and report["training_overlap"]["checked"] == 202
-    assert report["roc"][0] == [0.0, 0.0] and report["roc"][-1] == [1.0, 1.0]
+    assert report["verdict"] == "adoptable", report["message"]
+    assert report["refusals"] == [], report["message"]
+    assert report["training_overlap"]["matched"] == 0
+    assert report["training_overlap"]["checked"] == 202
+    assert report["roc"][0] == [0.0, 0.0]
+    assert report["roc"][-1] == [1.0, 1.0]
     json.dumps(report, allow_nan=False)  # a JSON column refuses NaN (no case above a threshold: PPV undefined)
 
     setting = site_validation.adopt(validation, admin_user, target_sensitivity=0.90, prevalence=0.3)
@@ -131,8 +134,10 @@ def test_enough_independent_cases_allow_adoption_at_the_exact_lower_bound(valida
     assert setting.threshold == pytest.approx(pneumonia_scores[caught - 1])
     assert clopper_pearson(caught - 1, 101)[0] < 0.90  # one case fewer and the bound would miss the target
     event = AuditEvent.objects.get(action=AuditEvent.Action.SITE_ADOPTED)
-    assert event.details["sensitivity_ci"][0] >= 0.90 and event.actor == admin_user
-    assert event.details["confusion"]["tp"] == caught and len(event.details["specificity_ci"]) == 2
+    assert event.details["sensitivity_ci"][0] >= 0.90
+    assert event.actor == admin_user
+    assert event.details["confusion"]["tp"] == caught
+    assert len(event.details["specificity_ci"]) == 2
 
 
 def test_a_target_the_sample_cannot_bound_is_refused_with_the_cases_it_needs(validation, admin_user):
@@ -151,14 +156,17 @@ def test_twenty_and_twenty_training_films_are_refused_for_too_few_and_overlap(va
     known = training_fingerprints("NORMAL", 20) + training_fingerprints("PNEUMONIA", 20)
     cases(validation, separated(20, 20), fingerprints=known)
     report = site_validation.refresh(validation).report
-    assert report["training_overlap"]["matched"] == 40 and report["n_normal"] == report["n_pneumonia"] == 0
-    assert set(report["refusals"]) == {"too_few", "training_overlap"} and report["verdict"] == "insufficient"
+    assert report["training_overlap"]["matched"] == 40
+    assert report["n_normal"] == report["n_pneumonia"] == 0
+    assert set(report["refusals"]) == {"too_few", "training_overlap"}
+    assert report["verdict"] == "insufficient"
     assert report["training_overlap"]["cases"][0]["training_image"].startswith("train/")
     with pytest.raises(site_validation.AdoptionRefused) as refused:
         site_validation.adopt(validation, admin_user, target_sensitivity=0.95, prevalence=None)
     message = str(refused.value)
     assert "40 of 40 cases are images the model was trained, calibrated or selected on" in message
-    assert "at least 100 scored cases of each class" in message and "100 more pneumonia" in message
+    assert "at least 100 scored cases of each class" in message
+    assert "100 more pneumonia" in message
     assert not SiteSetting.objects.exists()
 
 
@@ -168,9 +176,12 @@ def test_training_films_among_many_new_ones_refuse_adoption_and_leave_the_figure
     training = [(0.1, True)] * 5 + [(0.9, False)] * 5  # scored the wrong way round: would drag the AUC down
     cases(validation, training + separated(150, 150), fingerprints=known)
     report = site_validation.refresh(validation).report
-    assert report["refusals"] == ["training_overlap"] and report["verdict"] == "not_adoptable"
-    assert report["auc"] == 1.0 and report["n_pneumonia"] == report["n_normal"] == 150
-    assert report["training_overlap"]["matched"] == 10 and len(report["training_overlap"]["cases"]) == 10
+    assert report["refusals"] == ["training_overlap"]
+    assert report["verdict"] == "not_adoptable"
+    assert report["auc"] == 1.0
+    assert report["n_pneumonia"] == report["n_normal"] == 150
+    assert report["training_overlap"]["matched"] == 10
+    assert len(report["training_overlap"]["cases"]) == 10
     with pytest.raises(site_validation.AdoptionRefused, match="10 of 310 cases are images the model was trained"):
         site_validation.adopt(validation, admin_user, target_sensitivity=0.9, prevalence=None)
 
@@ -180,14 +191,18 @@ def test_a_perfectly_separated_small_sample_keeps_a_wide_auc_interval(validation
     cases(validation, separated(20, 20))
     report = site_validation.refresh(validation).report
     low, high = report["auc_ci"]
-    assert report["auc"] == 1.0 and high == 1.0 and 0.85 < low < 0.90  # a bootstrap would say 1.000-1.000
-    assert report["refusals"] == ["auc_low"] and "not shown to work" in report["message"]
+    assert report["auc"] == 1.0
+    assert high == 1.0
+    assert 0.85 < low < 0.90
+    assert report["refusals"] == ["auc_low"]
+    assert "not shown to work" in report["message"]
 
 
 def test_a_report_that_does_not_separate_refuses_adoption_and_says_so(validation, admin_user):
     cases(validation, [(0.9, False), (0.2, True), (0.7, False), (0.4, True)] * 30)
     report = site_validation.refresh(validation).report
-    assert report["verdict"] == "not_reliable" and "recommend not relying on it here" in report["message"]
+    assert report["verdict"] == "not_reliable"
+    assert "recommend not relying on it here" in report["message"]
     with pytest.raises(site_validation.AdoptionRefused, match="not relying"):
         site_validation.adopt(validation, admin_user, target_sensitivity=0.95, prevalence=None)
     assert not SiteSetting.objects.exists()
@@ -222,7 +237,8 @@ def test_bad_labelled_uploads_are_refused_with_a_reason_and_keep_nothing(admin_u
     for data, words in [(unlabelled, "No labelled cases"), (one_class, "at least 5"), (all_refused, "No file")]:
         with pytest.raises(site_validation.ValidationRefused, match=words):
             site_validation.from_labelled_files(admin_user, [("x.zip", io.BytesIO(data))])
-    assert not SiteValidation.objects.exists() and not Study.objects.exists()
+    assert not SiteValidation.objects.exists()
+    assert not Study.objects.exists()
     publish.assert_not_called()
 
 
@@ -240,11 +256,14 @@ def test_reviewed_studies_are_a_validation_source_fingerprinted_from_their_files
     unreadable = scored_study(batch, 0.5)
     Review.objects.create(study=unreadable, reviewer=radiologist, finding=Review.Finding.UNREADABLE)
     validation = site_validation.from_reviewed_studies(admin_user)
-    assert validation.cases.count() == 12 and validation.cases.filter(pneumonia=True).count() == 6
+    assert validation.cases.count() == 12
+    assert validation.cases.filter(pneumonia=True).count() == 6
     report = site_validation.refresh(validation).report
-    assert report["training_overlap"]["checked"] == 12 and report["training_overlap"]["unchecked"] == 0
+    assert report["training_overlap"]["checked"] == 12
+    assert report["training_overlap"]["unchecked"] == 0
     assert Study.objects.exclude(fingerprint="").count() == 12
-    assert report["refusals"] == ["too_few", "auc_low"] and "94 more pneumonia and 94 more normal" in report["message"]
+    assert report["refusals"] == ["too_few", "auc_low"]
+    assert "94 more pneumonia and 94 more normal" in report["message"]
 
 
 def test_end_to_end_a_zip_of_training_films_is_scored_apart_named_and_refused(
@@ -253,27 +272,35 @@ def test_end_to_end_a_zip_of_training_films_is_scored_apart_named_and_refused(
     with django_capture_on_commit_callbacks(execute=True):
         response = admin_client.post("/site-validation/", {"archive": named("site.zip", labelled_zip())}, follow=True)
     validation = SiteValidation.objects.get()
-    assert response.status_code == 200 and "Running" in response.content.decode()
-    assert validation.cases.count() == 11 and validation.report is None
+    assert response.status_code == 200
+    assert "Running" in response.content.decode()
+    assert validation.cases.count() == 11
+    assert validation.report is None
     assert validation.batch.kind == Batch.Kind.VALIDATION
     run_queue(publish)
     page = admin_client.get(f"/site-validation/{validation.pk}/").content.decode()
     validation.refresh_from_db()
     report = validation.report
-    assert report["cases"] == 11 and report["unlabelled"] == 1 and report["scored"] == 11
+    assert report["cases"] == 11
+    assert report["unlabelled"] == 1
+    assert report["scored"] == 11
     # The worker fingerprinted each film: the fixtures' 224x224 copies and full-resolution originals are
     # training images; the mirrored film is not found (mirror images are beyond the fingerprint's reach).
     overlap = report["training_overlap"]
-    assert overlap["matched"] == 10 and overlap["checked"] == 11 and overlap["unchecked"] == 0
+    assert overlap["matched"] == 10
+    assert overlap["checked"] == 11
+    assert overlap["unchecked"] == 0
     assert {case["name"].rsplit("/", 1)[-1] for case in overlap["cases"]} == {p.name for p in XRAYS + ORIGINALS}
-    assert report["verdict"] == "insufficient" and "adopt-form" not in page
+    assert report["verdict"] == "insufficient"
+    assert "adopt-form" not in page
     assert "10 of 11 cases are images the model was trained, calibrated or selected on" in page
     assert "IM-0115-0001.jpeg" in page
 
     refused = admin_client.post(
         f"/site-validation/{validation.pk}/adopt/", {"target_sensitivity": "0.95"}, follow=True
     ).content.decode()
-    assert "10 of 11 cases are images the model was trained" in refused and not SiteSetting.objects.exists()
+    assert "10 of 11 cases are images the model was trained" in refused
+    assert not SiteSetting.objects.exists()
     assert "Not yet validated at this site" in admin_client.get("/site-validation/").content.decode()
 
 
@@ -285,7 +312,8 @@ def test_an_adopted_operating_point_sets_every_later_result(
         f"/site-validation/{validation.pk}/adopt/", {"target_sensitivity": "0.95", "prevalence": "0.3"}, follow=True
     ).content.decode()
     setting = SiteSetting.objects.get()
-    assert "Adopted for model" in adopted and "Validated at this site" in adopted
+    assert "Adopted for model" in adopted
+    assert "Validated at this site" in adopted
     assert setting.threshold == pytest.approx(0.30)
 
     from screening.intake.submission import submit
@@ -294,9 +322,11 @@ def test_an_adopted_operating_point_sets_every_later_result(
         outcome = submit(submitter, "api", [(XRAYS[1].name, io.BytesIO(mirrored(XRAYS[1])))])
     run_queue(publish)
     result = Result.objects.get(study=outcome.studies[0])
-    assert result.site_setting == setting and result.threshold == setting.threshold
+    assert result.site_setting == setting
+    assert result.threshold == setting.threshold
     assert result.label == ("PNEUMONIA" if result.probability >= setting.threshold else "NORMAL")
-    assert result.site_probability is not None and result.site_probability < result.probability  # 30 % < 74 %
+    assert result.site_probability is not None
+    assert result.site_probability < result.probability
     assert Study.objects.get(pk=outcome.studies[0].pk).fingerprint == ""  # clinical films are not fingerprinted
 
 
@@ -361,10 +391,13 @@ def test_the_report_breaks_figures_down_by_subgroup_where_the_cases_say(validati
     report = site_validation.refresh(validation).report
     groups = {dimension: {row["group"]: row for row in rows} for dimension, rows in report["subgroups"].items()}
     assert set(groups) == {"age_band", "view", "sex"}  # no manufacturer or source folder in these cases
-    assert set(groups["view"]) == {"AP", "PA"} and groups["view"]["AP"]["n_pneumonia"] == 50
-    assert groups["sex"]["F"]["n_normal"] == 100 and groups["sex"]["unknown"]["n_pneumonia"] == 100
+    assert set(groups["view"]) == {"AP", "PA"}
+    assert groups["view"]["AP"]["n_pneumonia"] == 50
+    assert groups["sex"]["F"]["n_normal"] == 100
+    assert groups["sex"]["unknown"]["n_pneumonia"] == 100
     assert "auc" not in groups["sex"]["F"]  # one class only: no AUC
-    assert set(groups["age_band"]) == {"1–5 y", "18–64 y"} and groups["age_band"]["1–5 y"]["auc"] == 1.0
+    assert set(groups["age_band"]) == {"1–5 y", "18–64 y"}
+    assert groups["age_band"]["1–5 y"]["auc"] == 1.0
     assert groups["age_band"]["18–64 y"]["ci"]["sensitivity"] == list(
         clopper_pearson(groups["age_band"]["18–64 y"]["confusion"]["tp"], groups["age_band"]["18–64 y"]["n_pneumonia"])
     )
@@ -380,13 +413,18 @@ def test_the_report_prints_as_a_pdf_to_sign_and_the_print_is_audited(validation,
     cases(validation, separated())
     Study.objects.filter(pk__in=validation.cases.values("study_id")).update(view_position="AP", manufacturer="Acme")
     response = logged_in(auditor).get(f"/site-validation/{validation.pk}/report.pdf")
-    assert response.status_code == 200 and response["Content-Type"] == "application/pdf"
-    assert response.content.startswith(b"%PDF") and b"/Count 3" in response.content  # report, curves, subgroups
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/pdf"
+    assert response.content.startswith(b"%PDF")
+    assert b"/Count 3" in response.content
     assert f"(Site validation {validation.pk} of model v5)".encode() in response.content  # the PDF's title
     event = AuditEvent.objects.get(action=AuditEvent.Action.EXPORT)
-    assert event.details["what"] == "site_validation_pdf" and event.actor == auditor
+    assert event.details["what"] == "site_validation_pdf"
+    assert event.actor == auditor
     page = admin_client.get(f"/site-validation/{validation.pk}/").content.decode()
-    assert 'id="site-pdf"' in page and 'id="site-subgroups"' in page and "Acme" in page
+    assert 'id="site-pdf"' in page
+    assert 'id="site-subgroups"' in page
+    assert "Acme" in page
 
 
 def test_a_running_validation_has_no_pdf(validation, admin_client):

@@ -42,15 +42,18 @@ def test_a_write_that_fails_half_way_answers_507_and_leaves_nothing(api, setting
     response = api.post(
         "/api/v1/batches", {"files": [named("a.jpeg", XRAYS[0].read_bytes()), named("b.jpeg", XRAYS[1].read_bytes())]}
     )
-    assert response.status_code == 507 and "could not store" in response.json()["error"]
-    assert not Study.objects.exists() and not Batch.objects.exists()
+    assert response.status_code == 507
+    assert "could not store" in response.json()["error"]
+    assert not Study.objects.exists()
+    assert not Batch.objects.exists()
     assert stored_files(settings.MEDIA_ROOT) == []  # neither the partial file nor the first, complete one
 
 
 def test_the_answer_is_in_the_callers_language(api, disk_full_after_first_file):
     files = [named("a.jpeg", XRAYS[0].read_bytes()), named("b.jpeg", XRAYS[1].read_bytes())]
     response = api.post("/api/v1/batches", {"files": files}, HTTP_ACCEPT_LANGUAGE="es")
-    assert response.status_code == 507 and "No se conservó nada" in response.json()["error"]
+    assert response.status_code == 507
+    assert "No se conservó nada" in response.json()["error"]
 
 
 def test_the_upload_page_says_so_too(submitter, settings, disk_full_after_first_file):
@@ -59,7 +62,8 @@ def test_the_upload_page_says_so_too(submitter, settings, disk_full_after_first_
         {"files": [named("a.jpeg", XRAYS[0].read_bytes()), named("b.jpeg", XRAYS[1].read_bytes())]},
         HTTP_ACCEPT="application/json",
     )
-    assert response.status_code == 507 and "Nothing was kept" in response.json()["error"]
+    assert response.status_code == 507
+    assert "Nothing was kept" in response.json()["error"]
 
 
 def test_a_truncated_file_already_in_place_is_replaced_not_trusted(submitter, settings, publish):
@@ -109,7 +113,8 @@ def test_a_failure_among_many_files_stored_on_threads_leaves_nothing(submitter, 
     with pytest.raises(storage.StorageUnavailable):
         submit(submitter, Batch.Source.API, files)
     assert 25 <= len(calls) < 40, "storing stops starting new writes once one has failed"
-    assert not Study.objects.exists() and not Batch.objects.exists()
+    assert not Study.objects.exists()
+    assert not Batch.objects.exists()
     assert stored_files(settings.MEDIA_ROOT) == []
 
 
@@ -175,7 +180,8 @@ def test_a_folder_that_cannot_be_synced_fails_the_submission_and_leaves_nothing(
     files = [(f"{i}.jpeg", io.BytesIO(XRAYS[i].read_bytes())) for i in range(2)]
     with pytest.raises(storage.StorageUnavailable):
         submit(submitter, Batch.Source.API, files)
-    assert not Study.objects.exists() and not Batch.objects.exists()
+    assert not Study.objects.exists()
+    assert not Batch.objects.exists()
     assert stored_files(settings.MEDIA_ROOT) == []
 
 

@@ -36,14 +36,16 @@ def xray():
 def test_it_accepts_a_single_file_and_stores_it_content_addressed(submitter, xray, settings):
     outcome = submit(submitter, Batch.Source.API, files(("chest.jpeg", xray)), limits=LIMITS)
     study = outcome.studies[0]
-    assert study.format == "jpeg" and study.size_bytes == len(xray) and study.original_name == "chest.jpeg"
+    assert study.format == "jpeg"
+    assert study.size_bytes == len(xray)
+    assert study.original_name == "chest.jpeg"
     assert study.sha256 == hashlib.sha256(xray).hexdigest()
     assert study.file.name == storage_path(study.sha256, "jpeg")
     assert (settings.MEDIA_ROOT / study.file.name).read_bytes() == xray
 
 
 @pytest.mark.parametrize(
-    "name, data, error",
+    ("name", "data", "error"),
     [
         ("empty.jpg", b"", "empty"),
         ("notes.jpg", b"this is a text file renamed to .jpg\n" * 20, "Not a JPEG, PNG or DICOM"),
@@ -53,7 +55,9 @@ def test_it_accepts_a_single_file_and_stores_it_content_addressed(submitter, xra
 def test_it_refuses_bad_files_without_a_study_row_and_keeps_the_rest(submitter, xray, name, data, error):
     outcome = submit(submitter, Batch.Source.API, files((name, data), ("good.jpeg", xray)), limits=LIMITS)
     assert [s.original_name for s in outcome.studies] == ["good.jpeg"]
-    assert len(outcome.refusals) == 1 and outcome.refusals[0].name == name and error in outcome.refusals[0].error
+    assert len(outcome.refusals) == 1
+    assert outcome.refusals[0].name == name
+    assert error in outcome.refusals[0].error
     assert Study.objects.count() == 1
     assert outcome.batch.upload_report == [{"file": name, "error": outcome.refusals[0].error}]
 
@@ -62,7 +66,8 @@ def test_it_stores_nothing_when_every_file_is_refused(submitter):
     with pytest.raises(NothingAccepted) as caught:
         submit(submitter, Batch.Source.API, files(("a.jpg", b""), ("b.png", b"hello")), limits=LIMITS)
     assert len(caught.value.refusals) == 2
-    assert Batch.objects.count() == 0 and Study.objects.count() == 0
+    assert Batch.objects.count() == 0
+    assert Study.objects.count() == 0
 
 
 def test_it_expands_a_zip_and_refuses_unsafe_member_paths(submitter, xray, settings):
@@ -74,7 +79,8 @@ def test_it_expands_a_zip_and_refuses_unsafe_member_paths(submitter, xray, setti
     assert sorted(r.name for r in outcome.refusals) == ["upload.zip/../escape.jpeg", "upload.zip//etc/absolute.jpeg"]
     assert all("Unsafe path" in r.error for r in outcome.refusals)
     written = [p for p in settings.MEDIA_ROOT.rglob("*") if p.is_file()]
-    assert len(written) == 1 and written[0].is_relative_to(settings.MEDIA_ROOT)
+    assert len(written) == 1
+    assert written[0].is_relative_to(settings.MEDIA_ROOT)
 
 
 def test_it_refuses_a_zip_bomb_by_ratio(submitter, xray):
@@ -103,7 +109,8 @@ def test_it_refuses_files_past_the_batch_limit(submitter):
     )
     outcome = submit(submitter, Batch.Source.API, files(*[(p.name, p.read_bytes()) for p in XRAYS[:5]]), limits=limits)
     assert len(outcome.studies) == 3
-    assert len(outcome.refusals) == 2 and all("Batch limit of 3" in r.error for r in outcome.refusals)
+    assert len(outcome.refusals) == 2
+    assert all("Batch limit of 3" in r.error for r in outcome.refusals)
 
 
 def test_it_refuses_nested_and_damaged_archives(submitter, xray):
@@ -129,10 +136,12 @@ def test_a_file_scored_in_an_earlier_batch_links_to_that_result(submitter, other
     first = submit(submitter, Batch.Source.API, files(("a.jpeg", xray)), limits=LIMITS).studies[0]
     Study.objects.filter(pk=first.pk).update(status=Study.Status.DONE)
     mine = submit(submitter, Batch.Source.API, files(("mine-again.jpeg", xray)), limits=LIMITS).studies[0]
-    assert mine.status == Study.Status.DONE and mine.duplicate_of_id == first.pk
+    assert mine.status == Study.Status.DONE
+    assert mine.duplicate_of_id == first.pk
     assert f"study {first.pk}" in mine.status_message
     second = submit(other_submitter, Batch.Source.API, files(("again.jpeg", xray)), limits=LIMITS).studies[0]
-    assert second.status == Study.Status.DONE and second.duplicate_of_id == first.pk
+    assert second.status == Study.Status.DONE
+    assert second.duplicate_of_id == first.pk
 
 
 def test_another_users_study_is_never_named_to_a_submitter(submitter, other_submitter, xray):
@@ -140,16 +149,19 @@ def test_another_users_study_is_never_named_to_a_submitter(submitter, other_subm
     first = submit(submitter, Batch.Source.API, files(("a.jpeg", xray)), limits=LIMITS).studies[0]
     Study.objects.filter(pk=first.pk).update(status=Study.Status.DONE)
     second = submit(other_submitter, Batch.Source.API, files(("again.jpeg", xray)), limits=LIMITS).studies[0]
-    assert str(first.pk) not in second.status_message and str(first.batch_id) not in second.status_message
+    assert str(first.pk) not in second.status_message
+    assert str(first.batch_id) not in second.status_message
     assert "already scored" in second.status_message
     body = token_client(other_submitter).get(f"/api/v1/studies/{second.pk}").json()
-    assert body["duplicate_of"] is None and body["note"] == second.status_message
+    assert body["duplicate_of"] is None
+    assert body["note"] == second.status_message
 
 
 def test_a_file_still_waiting_elsewhere_is_scored_again(submitter, xray):
     submit(submitter, Batch.Source.API, files(("a.jpeg", xray)), limits=LIMITS)
     second = submit(submitter, Batch.Source.API, files(("a.jpeg", xray)), limits=LIMITS).studies[0]
-    assert second.status == Study.Status.RECEIVED and second.duplicate_of is None
+    assert second.status == Study.Status.RECEIVED
+    assert second.duplicate_of is None
 
 
 def test_it_accepts_png_and_full_resolution_jpeg(submitter):

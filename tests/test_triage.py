@@ -32,7 +32,9 @@ def test_worklist_puts_the_highest_score_first_and_unscored_in_their_own_tab(rad
     assert worklist_ids(client) == [studies["high"].pk, studies["mid"].pk, studies["low"].pk]
     assert worklist_ids(client, tab="unscored") == [studies["failed"].pk]
     counts = client.get("/worklist/").context["counts"]
-    assert counts["to-review"] == 3 and counts["unscored"] == 1 and counts["reviewed"] == 0
+    assert counts["to-review"] == 3
+    assert counts["unscored"] == 1
+    assert counts["reviewed"] == 0
 
 
 def test_worklist_filters_by_label_and_batch(radiologist, submitter, studies):
@@ -50,9 +52,12 @@ def test_reviewing_saves_and_moves_to_the_next_study(radiologist, studies):
         f"/studies/{studies['high'].pk}/",
         {"agrees_with_model": "yes", "finding": "pneumonia", "comment": "RLL consolidation", "needs_second_read": ""},
     )
-    assert response.status_code == 302 and response["Location"] == f"/studies/{studies['mid'].pk}/"
+    assert response.status_code == 302
+    assert response["Location"] == f"/studies/{studies['mid'].pk}/"
     review = Review.objects.get()
-    assert review.reviewer == radiologist and review.agrees_with_model is True and review.finding == "pneumonia"
+    assert review.reviewer == radiologist
+    assert review.agrees_with_model is True
+    assert review.finding == "pneumonia"
     assert review.result == studies["high"].results.get()
     studies["high"].refresh_from_db()
     assert studies["high"].review_status == Study.ReviewStatus.REVIEWED
@@ -81,19 +86,23 @@ def test_reviews_are_append_only_and_the_latest_sets_the_status(radiologist, stu
 
 def test_an_invalid_review_is_not_saved(radiologist, studies):
     response = logged_in(radiologist).post(f"/studies/{studies['mid'].pk}/", {"finding": "made-up"})
-    assert response.status_code == 200 and Review.objects.count() == 0
+    assert response.status_code == 200
+    assert Review.objects.count() == 0
 
 
 def test_viewing_a_study_is_audited_and_shows_the_result(radiologist, studies):
     response = logged_in(radiologist).get(f"/studies/{studies['high'].pk}/")
     assert response.status_code == 200
-    assert b"0.950" in response.content and b"v-test" in response.content and b"not a diagnosis" in response.content
+    assert b"0.950" in response.content
+    assert b"v-test" in response.content
+    assert b"not a diagnosis" in response.content
     assert AuditEvent.objects.filter(action="study_viewed", object_id=str(studies["high"].pk)).count() == 1
 
 
 def test_the_image_is_served_only_through_the_permission_check(radiologist, other_submitter, studies, settings):
     response = logged_in(radiologist).get(f"/studies/{studies['high'].pk}/image.png")
-    assert response.status_code == 200 and response["Content-Type"] == "image/png"
+    assert response.status_code == 200
+    assert response["Content-Type"] == "image/png"
     assert b"".join(response.streaming_content).startswith(b"\x89PNG")
     assert logged_in(other_submitter).get(f"/studies/{studies['high'].pk}/image.png").status_code == 404
     assert Client().get(f"/studies/{studies['high'].pk}/image.png").status_code == 302
@@ -112,12 +121,11 @@ def test_worklist_export_is_csv_with_intended_use(radiologist, studies):
     first, rest = text.split("\n", 1)
     assert first.startswith("# Decision support for triage, not a diagnosis")
     rows = list(csv.DictReader(io.StringIO(rest)))
-    assert len(rows) == 1 and rows[0]["study"] == str(studies["high"].pk)
-    assert (
-        rows[0]["probability"] == "0.950000"
-        and rows[0]["review_finding"] == "pneumonia"
-        and rows[0]["reviewer"] == "rita"
-    )
+    assert len(rows) == 1
+    assert rows[0]["study"] == str(studies["high"].pk)
+    assert rows[0]["probability"] == "0.950000"
+    assert rows[0]["review_finding"] == "pneumonia"
+    assert rows[0]["reviewer"] == "rita"
     assert AuditEvent.objects.filter(action="export", actor=radiologist).exists()
 
 
@@ -131,9 +139,12 @@ def test_the_heatmap_is_on_by_default_only_above_the_threshold(radiologist, stud
     client = logged_in(radiologist)
     above = client.get(f"/studies/{studies['high'].pk}/").content.decode()
     below = client.get(f"/studies/{studies['low'].pk}/").content.decode()
-    assert 'id="heatmap-toggle" checked' in above and 'id="heatmap"' in above
-    assert 'id="heatmap-toggle">' in below and 'id="heatmap"' in below  # there, but off until asked for
-    assert "off until you turn it on" in below and "off until you turn it on" not in above
+    assert 'id="heatmap-toggle" checked' in above
+    assert 'id="heatmap"' in above
+    assert 'id="heatmap-toggle">' in below
+    assert 'id="heatmap"' in below
+    assert "off until you turn it on" in below
+    assert "off until you turn it on" not in above
 
 
 def test_exports_never_hand_a_spreadsheet_a_formula(radiologist, submitter, admin_client):
@@ -148,4 +159,5 @@ def test_exports_never_hand_a_spreadsheet_a_formula(radiologist, submitter, admi
     ):
         text = b"".join(response.streaming_content).decode()
         row = next(csv.DictReader(io.StringIO(text.split("\n", 1)[1])))
-        assert row["file"] == '\'=HYPERLINK("http://evil.example","x")' and row["accession_number"] == "'=1+2"
+        assert row["file"] == '\'=HYPERLINK("http://evil.example","x")'
+        assert row["accession_number"] == "'=1+2"

@@ -13,8 +13,10 @@ def _tasks_registered():
 
 def test_reliability_settings():
     conf = app.conf
-    assert conf.task_acks_late is True and conf.worker_prefetch_multiplier == 1
-    assert conf.task_serializer == "json" and conf.accept_content == ["json"]
+    assert conf.task_acks_late is True
+    assert conf.worker_prefetch_multiplier == 1
+    assert conf.task_serializer == "json"
+    assert conf.accept_content == ["json"]
     assert conf.task_ignore_result is True
     assert conf.task_soft_time_limit < conf.task_time_limit
 

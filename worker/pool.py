@@ -33,7 +33,7 @@ class ProcessLock:
     def __init__(self):
         # Opened before the pool forks: every pool process inherits the descriptor.
         # Record locks belong to a process, not to a descriptor, so sharing it is how they exclude each other.
-        self._file = tempfile.TemporaryFile(prefix="pool-lock-")
+        self._file = tempfile.TemporaryFile(prefix="pool-lock-")  # noqa: SIM115 - open for the pool's life
         self._pid = os.getpid()
         self._threads = threading.Lock()
 

@@ -98,8 +98,9 @@ def measure(model_dir: Path, data: Path, sample: int = 400, seed: int = 0) -> di
 
     # Another patient's nearest training image: the same rows, one's own patient left out.
     manifest = {}
-    for row in csv.DictReader((Path(json.loads((model_dir / "card.json").read_text())["training"]["manifest"])).open()):
-        manifest[row["path"]] = _patient(row["path"], row["label"], row["patient"])
+    with Path(json.loads((model_dir / "card.json").read_text())["training"]["manifest"]).open() as rows:
+        for row in csv.DictReader(rows):
+            manifest[row["path"]] = _patient(row["path"], row["label"], row["patient"])
     patients = np.array([manifest[name] for name in known.names])
     other_patient = []
     for i in range(len(known)):

@@ -59,7 +59,7 @@ def false_rejections(gate: ChestXrayGate, name: str, paths: list[Path]) -> dict:
     images = np.stack([x for x, _ in loaded])
     colour = np.array([c for _, c in loaded])
     verdicts = run_batches(gate, images, colour)
-    rejected = [(p, v) for p, v in zip(paths, verdicts) if not v.accepted]
+    rejected = [(p, v) for p, v in zip(paths, verdicts, strict=False) if not v.accepted]
     k, n = len(rejected), len(paths)
     low, high = clopper_pearson(k, n)
     scores = np.array([v.score for v in verdicts])
@@ -94,7 +94,7 @@ def probes(gate: ChestXrayGate, folder: Path) -> dict:
     layers = layer_rejections(gate, images, colour)
     by_category: dict[str, dict[str, int]] = {}
     wrong = []
-    for row, verdict in zip(kept, verdicts):
+    for row, verdict in zip(kept, verdicts, strict=False):
         tally = by_category.setdefault(f"{row['category']} (expect {row['expected']})", {"n": 0, "accepted": 0})
         tally["n"] += 1
         tally["accepted"] += int(verdict.accepted)
@@ -103,15 +103,15 @@ def probes(gate: ChestXrayGate, folder: Path) -> dict:
                 f"{row['file']} [{row['category']}]: accepted={verdict.accepted} score={verdict.score:.2f} "
                 f"{verdict.reason or ''}"
             )
-    reject_rows = [(r, v) for r, v in zip(kept, verdicts) if r["expected"] == "reject"]
-    accept_rows = [(r, v) for r, v in zip(kept, verdicts) if r["expected"] == "accept"]
+    reject_rows = [(r, v) for r, v in zip(kept, verdicts, strict=False) if r["expected"] == "reject"]
+    accept_rows = [(r, v) for r, v in zip(kept, verdicts, strict=False) if r["expected"] == "accept"]
     return {
         "probes_to_reject": len(reject_rows) + len(decode_rejected),
         "probes_to_reject_accepted": sum(v.accepted for _, v in reject_rows),
         "probes_to_accept": len(accept_rows),
         "probes_to_accept_rejected": sum(not v.accepted for _, v in accept_rows),
         "probes_to_reject_accepted_without_colour_cue": sum(
-            v.accepted for r, v in zip(kept, grey_only) if r["expected"] == "reject"
+            v.accepted for r, v in zip(kept, grey_only, strict=False) if r["expected"] == "reject"
         ),
         "layers_rejecting_probes": {
             name: int(mask[[r["expected"] == "reject" for r in kept]].sum()) for name, mask in layers.items()
@@ -119,7 +119,7 @@ def probes(gate: ChestXrayGate, folder: Path) -> dict:
         "rejected_by_decode": decode_rejected,
         "by_category": by_category,
         "wrong": wrong,
-        "reasons": {r["file"]: v.reason for r, v in zip(kept, verdicts) if not v.accepted},
+        "reasons": {r["file"]: v.reason for r, v in zip(kept, verdicts, strict=False) if not v.accepted},
         "max_score_of_rejects": max((v.score for _, v in reject_rows), default=float("nan")),
     }
 

@@ -120,7 +120,7 @@ def sheet(image_path: Path, lungs: list, out: Path, scale: int = 640) -> Path:
         if step % 2 == 0:
             draw.text((f * w + 2, 2), f"{f:.1f}", fill=(255, 255, 0))
             draw.text((2, f * h + 2), f"{f:.1f}", fill=(255, 255, 0))
-    for box, colour in zip(lungs, [(255, 60, 60), (60, 255, 60)]):
+    for box, colour in zip(lungs, [(255, 60, 60), (60, 255, 60)], strict=False):
         x0, y0, x1, y1 = box
         draw.rectangle([x0 * w, y0 * h, x1 * w, y1 * h], outline=colour, width=3)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def sigmoid(z: np.ndarray) -> np.ndarray:
+def sigmoid(z: np.ndarray | float) -> np.ndarray:
     z = np.asarray(z, dtype=np.float64)
     return np.exp(-np.logaddexp(0.0, -z))
 
@@ -19,7 +19,7 @@ def calibrated_probability(logits: np.ndarray, temperature: float, bias: float =
     return sigmoid(np.asarray(logits, dtype=np.float64) / temperature + bias)
 
 
-def logit(p: np.ndarray) -> np.ndarray:
+def logit(p: np.ndarray | float) -> np.ndarray:
     p = np.clip(np.asarray(p, dtype=np.float64), 1e-12, 1 - 1e-12)
     return np.log(p) - np.log1p(-p)
 

@@ -74,7 +74,8 @@ DICOM_TRANSIENT_ATTRIBUTES = ("PatientBirthDate",)
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _JPEG_SIGNATURE = b"\xff\xd8\xff"
-_UNCOMPRESSED_SYNTAX = {
+# Keyed by pydicom's original_encoding, whose parts may be None (unknown): no entry then, a KeyError as for any other.
+_UNCOMPRESSED_SYNTAX: dict[tuple[bool | None, bool | None], pydicom.uid.UID] = {
     (True, True): pydicom.uid.ImplicitVRLittleEndian,
     (False, True): pydicom.uid.ExplicitVRLittleEndian,
     (False, False): pydicom.uid.ExplicitVRBigEndian,
@@ -225,7 +226,7 @@ def _decode_pillow(data: bytes, kind: str, target_size: int | None, max_pixels: 
         # process-wide; workers decode one file at a time per process.)
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            image = Image.open(io.BytesIO(data), formats=[kind.upper()])
+            image: Image.Image = Image.open(io.BytesIO(data), formats=[kind.upper()])
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise DecodeFailed(_bomb_reason(max_pixels)) from exc
         with image:

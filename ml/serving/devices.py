@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 
@@ -38,10 +39,8 @@ def prepare_devices(cpu_threads: int | None = None) -> str:
             threads = f", threads per kernel already set ({current or 'one per core'})"
     gpus = tf.config.list_physical_devices("GPU")
     for gpu in gpus:
-        try:
+        with contextlib.suppress(RuntimeError):  # TensorFlow already initialised this GPU in this process
             tf.config.experimental.set_memory_growth(gpu, True)
-        except RuntimeError:  # TensorFlow already initialised this GPU in this process
-            pass
     if not gpus:
         return f"CPU ({usable_cores()} cores{threads})"
     names = [tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name) for gpu in gpus]

@@ -19,6 +19,7 @@ a future Keras), so serving can never change a score by more than rounding.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 
@@ -115,7 +116,7 @@ def _fold(model):
     return copy, len(pairs) + sum(count for _, count in nested.values())
 
 
-def _foldable_pairs(model) -> dict[str, object]:
+def _foldable_pairs(model) -> dict[str, Any]:  # keras layers
     """{convolution name: the BatchNormalization that is its only consumer}, for linear convolutions."""
     import keras
 

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,11 +143,9 @@ def colourfulness_of_file(source: bytes | str | os.PathLike) -> float:
 
 
 def _rgb_array(image) -> np.ndarray | None:
-    try:
-        from PIL import Image
-    except ImportError:  # pragma: no cover - Pillow is a runtime dependency
-        Image = None
-    if Image is not None and isinstance(image, Image.Image):
+    from PIL import Image  # a runtime dependency of decoding
+
+    if isinstance(image, Image.Image):
         if image.mode in ("RGB", "RGBA", "RGBX"):
             return np.asarray(image)
         if image.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV"):
@@ -261,7 +260,7 @@ class ChestXrayGate:
         self.version = card["version"]
         self._classes = list(card["head"]["classes"])
         self._chest_index = self._classes.index(CHEST)
-        self._forward = None
+        self._forward: Callable | None = None
 
     @classmethod
     def load(cls, gate_dir: str | os.PathLike | None = None, *, fold: bool = True) -> ChestXrayGate:
@@ -308,9 +307,10 @@ class ChestXrayGate:
             return np.zeros(0), np.zeros((0, len(self._classes))), np.zeros((0, width), np.float32)
         if self._forward is None:
             self._forward = _compile_forward(self._feature_model, self._params)
+        forward = self._forward
         import tensorflow as tf
 
-        distance, probabilities, features = self._forward(tf.convert_to_tensor(images[..., None].astype(np.float32)))
+        distance, probabilities, features = forward(tf.convert_to_tensor(images[..., None].astype(np.float32)))
         return distance.numpy().astype(np.float64), probabilities.numpy().astype(np.float64), features.numpy()
 
     def scores(self, images: np.ndarray, *, colourfulness: np.ndarray | None = None) -> dict[str, np.ndarray]:

@@ -208,7 +208,8 @@ def salient_box(heatmap: np.ndarray, fraction: float = SALIENT_FRACTION) -> tupl
     # Which hot region holds the peak is decided on a 56x56 copy (a flood fill at 224 px cost 5 ms a
     # study); its cells, grown by one, then select the 224 px pixels the box is measured on.
     coarse = upsample(heatmap, 56, 56)
-    seed = np.unravel_index(int(coarse.argmax()), coarse.shape)
+    row, column = np.unravel_index(int(coarse.argmax()), coarse.shape)
+    seed = (int(row), int(column))
     focus = _grow(_connected(coarse >= fraction * float(coarse.max()), seed))
     ys, xs = np.nonzero((fine >= fraction * peak) & np.kron(focus, np.ones((4, 4), dtype=bool)))
     return (xs.min() / 224, ys.min() / 224, (xs.max() + 1) / 224, (ys.max() + 1) / 224)

@@ -196,10 +196,10 @@ def score(
         colours = np.array([p.colourfulness for p in prepared], dtype=np.float64)
         gating = _gate_pool().submit(gate.scores, images, colourfulness=colours)
     explained = explainer.explain(images)
-    if gating is not None:
+    if gate is not None and gating is not None:
         scores = gating.result()
         for i, verdict in enumerate(gate.verdicts(scores)):
-            if not verdict.accepted:
+            if verdict.reason is not None:  # exactly the refused ones (``GateVerdict``)
                 outcomes[i] = Rejected(verdict.reason, verdict.score)
         if population_check is not None:
             adult = population_check.adult_probability(scores["features"])
@@ -220,7 +220,7 @@ def score(
         )
     # One stage: the gate's network runs beside the model's.
     _add(timings, "gate + model + heatmap", started)
-    return outcomes  # type: ignore[return-value]  (every slot is filled above)
+    return outcomes  # type: ignore[return-value]  # every slot is filled above
 
 
 def _population_fields(adult: float, check: PopulationCheck | None) -> tuple[float | None, float | None, str]:

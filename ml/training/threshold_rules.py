@@ -16,7 +16,7 @@ scores, so they commute with the card's calibration.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -42,7 +42,7 @@ def _pooled(y: np.ndarray, clean: np.ndarray, perturbed: dict, names, target: fl
 def candidate_points(y: np.ndarray, clean: np.ndarray, perturbed: dict) -> dict[str, float]:
     """The per-condition 97 %-sensitivity thresholds the quantile rules summarise (recorded in cards)."""
     points = _mild_points(y, clean, perturbed)
-    return dict(zip(["clean", *perturb.MILD], (float(p) for p in points)))
+    return dict(zip(["clean", *perturb.MILD], (float(p) for p in points), strict=False))
 
 
 RULES: dict[str, tuple[str, Rule]] = {

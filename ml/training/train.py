@@ -102,12 +102,9 @@ def make_train_step(
                 viral_weight * tf.nn.sigmoid_cross_entropy_with_logits(viral_target, out["viral"])
             )
             viral_loss /= tf.maximum(tf.reduce_sum(viral_weight), 1e-6)
-            if config.task == "viral":
-                loss = viral_loss
-            else:
-                loss = pneumonia_loss + config.viral_loss_weight * viral_loss
+            loss = viral_loss if config.task == "viral" else pneumonia_loss + config.viral_loss_weight * viral_loss
         gradients = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=False))
         return loss
 
     return step
@@ -170,7 +167,9 @@ def fit(
         for index, start in enumerate(range(0, len(order), config.batch_size)):
             batch = order[start : start + config.batch_size]
             if copies:
-                inputs = np.stack([copies[c][i] for i, c in zip(batch, copy_of[batch])]).astype(np.float32)
+                inputs = np.stack([copies[c][i] for i, c in zip(batch, copy_of[batch], strict=False)]).astype(
+                    np.float32
+                )
             else:
                 inputs = train_images[batch]
             losses.append(float(step(tf.constant(inputs), tf.constant(y[batch]), tf.constant(viral[batch]))))

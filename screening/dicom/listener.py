@@ -14,6 +14,7 @@ among the associations (only accepted associations count against
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import sys
@@ -317,20 +318,14 @@ class _BoundedReads:
 
     def _acknowledge(self) -> None:
         if self._quickack:
-            try:
+            with contextlib.suppress(OSError):  # the connection closed meanwhile
                 self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
-            except OSError:  # the connection closed meanwhile
-                pass
 
     def _settimeout(self, seconds: float) -> None:
-        try:
+        with contextlib.suppress(OSError):  # closed meanwhile
             self._sock.settimeout(seconds)
-        except OSError:  # closed meanwhile
-            pass
 
     def _hang_up(self, data: bytearray) -> bytearray:
-        try:
+        with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
         return data

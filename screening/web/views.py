@@ -242,7 +242,7 @@ def study_image(request, study_id: int):
     try:
         path = previews.preview_file(study)
     except (UnscorableInput, OSError):
-        raise Http404(_("This study has no displayable image."))
+        raise Http404(_("This study has no displayable image.")) from None
     response = FileResponse(path.open("rb"), content_type="image/png")
     response["Cache-Control"] = "private, max-age=3600"
     return response

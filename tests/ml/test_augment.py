@@ -30,7 +30,8 @@ def _warp(**kwargs) -> np.ndarray:
 
 def test_zoom_in_only_magnifies_when_zoom_out_is_off():
     width, height = _extent(_warp(max_zoom=0.0, max_zoom_in=0.3))
-    assert (width >= 16).all() and (height >= 16).all()
+    assert (width >= 16).all()
+    assert (height >= 16).all()
     assert width.max() >= 19  # some images were magnified by well over 10 %
     np.testing.assert_array_equal(width, height)  # no stretch asked for: the square stays square
 
@@ -38,7 +39,8 @@ def test_zoom_in_only_magnifies_when_zoom_out_is_off():
 def test_stretch_changes_the_aspect_ratio_but_not_without_it():
     width, height = _extent(_warp(max_zoom=0.0, max_stretch=0.3))
     assert (width != height).mean() > 0.5
-    assert (width > height).any() and (width < height).any()  # both directions
+    assert (width > height).any()
+    assert (width < height).any()
     plain_width, plain_height = _extent(_warp(max_zoom=0.0))
     np.testing.assert_array_equal(plain_width, 16)
     np.testing.assert_array_equal(plain_height, 16)
@@ -52,4 +54,5 @@ def test_augment_batch_keeps_shape_and_dtype_with_the_geometric_options(max_stre
 
     images = (_box_image(8)[..., 0] * 255).astype(np.uint8)
     out = augment_batch(tf.constant(images), 1.0, max_zoom_in=0.25, max_stretch=max_stretch).numpy()
-    assert out.dtype == np.uint8 and out.shape == images.shape
+    assert out.dtype == np.uint8
+    assert out.shape == images.shape

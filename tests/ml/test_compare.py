@@ -27,7 +27,8 @@ def test_ensemble_of_two_noisy_candidates_ranks_better_than_either():
     assert roc_auc(y, combined["clean"]["pneumonia"]) > max(
         roc_auc(y, a["scores"]["clean"]["pneumonia"]), roc_auc(y, b["scores"]["clean"]["pneumonia"])
     )
-    assert temperature > 0 and 0 < threshold < 1
+    assert temperature > 0
+    assert 0 < threshold < 1
 
 
 def test_summary_row_renders_in_the_table():
@@ -49,7 +50,8 @@ def test_summary_row_renders_in_the_table():
     assert row["stress_min_specificity_all_condition"] == worst
     assert row["stress_min_specificity_all"] == row["stress"][worst]["specificity"]
     table = markdown_table([row])
-    assert table.count("\n") == 3 and "| fake |" in table
+    assert table.count("\n") == 3
+    assert "| fake |" in table
     header, rule, line = table.splitlines()
     assert header.count("|") == rule.count("|") == line.count("|")
     assert f"/ {row['stress_min_specificity_all']:.3f} ({worst})" in line

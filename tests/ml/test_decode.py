@@ -109,7 +109,7 @@ def test_sniff_format_refuses_other_content(head):
 
 def test_expected_csv_matches_the_generator(tmp_path):
     written = corpus.write_corpus(tmp_path)
-    assert EXPECTED == written
+    assert written == EXPECTED
     for row in EXPECTED:
         if row["file"] not in ("oversize.jpeg",):
             assert (BAD / row["file"]).is_file(), f"{row['file']} missing: run tests/fixtures/make_bad_corpus.py"
@@ -139,7 +139,8 @@ def test_corpus_file_ends_as_expected(row, big_files):
         assert (caught.value.status, caught.value.reason) == (expected, row["reason"])
     elif expected == "DONE":
         decoded = decode(path)
-        assert decoded.pixels.ndim == 2 and decoded.pixels.dtype == np.uint8
+        assert decoded.pixels.ndim == 2
+        assert decoded.pixels.dtype == np.uint8
     else:
         assert expected == "DONE_same_as_plain"
         difference = np.abs(model_input(path) - model_input(BAD / row["same_as"])).mean()
@@ -223,7 +224,8 @@ def test_tabulated_grey_is_the_per_pixel_grey_exactly(plain, build):
     ds = build(plain)
     pixels = decode(dcm(ds)).pixels
     np.testing.assert_array_equal(pixels, _per_pixel(ds))
-    assert pixels.min() < 10 and pixels.max() > 245  # the image's own range was stretched, not the type's
+    assert pixels.min() < 10
+    assert pixels.max() > 245
 
 
 def test_modality_lut_sequence_is_applied_pixel_by_pixel(plain):
@@ -303,7 +305,8 @@ def test_rejection_reasons_never_quote_patient_identity(plain):
     with pytest.raises(InputRejected) as caught:
         decode(dcm(ds))
     assert caught.value.reason == "This is an MR image; the service screens chest radiographs (CR/DX) only."
-    assert "Synthetic" not in str(caught.value) and "SYNTH" not in str(caught.value)
+    assert "Synthetic" not in str(caught.value)
+    assert "SYNTH" not in str(caught.value)
 
 
 def test_missing_modality_and_view_are_left_to_the_image_gate(plain):
@@ -414,7 +417,8 @@ def test_draft_mode_moves_the_shipped_models_probability_by_under_a_hundredth(de
     full = squash_to_input(decode(detector_sized_jpeg).pixels)
     draft = squash_to_input(decode(detector_sized_jpeg, target_size=224).pixels)
     a, b = shipped_screener.predict(np.stack([full, draft]))
-    assert abs(a.probability - b.probability) < 0.01 and a.label == b.label
+    assert abs(a.probability - b.probability) < 0.01
+    assert a.label == b.label
 
 
 def test_draft_mode_never_goes_below_the_target_size():
@@ -477,4 +481,5 @@ def test_damaged_files_never_raise_anything_else(file):
             decoded = decode(bytes(damaged[:cut]))
         except UnscorableInput:
             continue
-        assert decoded.pixels.ndim == 2 and decoded.pixels.dtype == np.uint8
+        assert decoded.pixels.ndim == 2
+        assert decoded.pixels.dtype == np.uint8

@@ -9,9 +9,11 @@ def test_the_device_line_names_what_tensorflow_sees():
     gpus = tf.config.list_physical_devices("GPU")
     line = prepare_devices()
     if gpus:
-        assert line.startswith("GPU (") and all(tf.config.experimental.get_memory_growth(g) for g in gpus)
+        assert line.startswith("GPU (")
+        assert all(tf.config.experimental.get_memory_growth(g) for g in gpus)
     else:
-        assert line.startswith("CPU (") and "cores" in line
+        assert line.startswith("CPU (")
+        assert "cores" in line
 
 
 def test_usable_cores_works_where_the_os_has_no_cpu_affinity(monkeypatch):

@@ -28,7 +28,9 @@ def test_a_changed_source_or_file_makes_it_stale(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     (tmp_path / "weights.bin").write_bytes(b"not the weights")
     reasons = export_browser.stale_reasons(tmp_path)
-    assert len(reasons) == 2 and "model" in reasons[0] and "weights.bin" in reasons[1]
+    assert len(reasons) == 2
+    assert "model" in reasons[0]
+    assert "weights.bin" in reasons[1]
     assert export_browser.main(["--check", "--out", str(tmp_path)]) == 1
 
 
@@ -127,7 +129,8 @@ def test_batch_norm_is_folded_into_the_convolution_before_it():
     model = _tiny(keras)
     graph = export_graph(model, "out", writer := WeightWriter())
     ops = [node["op"] for node in graph["nodes"]]
-    assert "batchnorm" not in ops and ops.count("relu") == 2
+    assert "batchnorm" not in ops
+    assert ops.count("relu") == 2
     assert [node["folded"] for node in graph["nodes"] if "folded" in node] == ["c_bn", "d_bn"]
     x = np.random.default_rng(1).integers(0, 256, (3, 16, 16)).astype(np.float32)
     expected = np.asarray(model(x, training=False)["out"])
@@ -146,5 +149,6 @@ def test_weights_are_aligned_little_endian_and_typed():
     first = writer.add(np.arange(3, dtype=np.float32))
     second = writer.add(np.array([1.5, 2.5]), "float64")
     assert first == {"offset": 0, "shape": [3], "dtype": "float32"}
-    assert second["offset"] == 16 and second["dtype"] == "float64"
+    assert second["offset"] == 16
+    assert second["dtype"] == "float64"
     np.testing.assert_array_equal(export_browser.tensor(writer.getvalue(), second), [1.5, 2.5])

@@ -18,7 +18,8 @@ ADULT_FILMS = sorted((FIXTURES / "adult").glob("*.jpeg"))
 @pytest.fixture(scope="module")
 def shipped():
     known = TrainingFingerprints.load(current_model_dir())
-    assert known is not None and len(known) == 5216
+    assert known is not None
+    assert len(known) == 5216
     return known
 
 

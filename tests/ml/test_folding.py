@@ -166,7 +166,8 @@ def test_the_shipped_networks_are_served_folded_with_the_same_answers(part):
         original = gates.build_feature_model(resolution=int(served.card["resolution"]))
         original.load_weights(str(gates.DEFAULT_GATE_DIR / gates.BACKBONE_FILE))
         images = images[..., None].astype(np.float32)
-    assert _norms(original) == 27 and _norms(network) == 0
+    assert _norms(original) == 27
+    assert _norms(network) == 0
     if part == "model":  # the first convolution reads the grey image itself, not three scaled copies
         assert (original.get_layer("conv1").kernel.shape[2], network.get_layer("conv1").kernel.shape[2]) == (3, 1)
     for a, b in zip(

@@ -74,7 +74,11 @@ def test_the_shipped_gate_loads_with_its_card(gate):
 def test_fixture_chest_xrays_are_accepted(gate):
     images, colour = batch(CHEST_FILES)
     verdicts = gate.check(images, colourfulness=colour)
-    rejected = [(path.name, v.reason, round(v.score, 2)) for path, v in zip(CHEST_FILES, verdicts) if not v.accepted]
+    rejected = [
+        (path.name, v.reason, round(v.score, 2))
+        for path, v in zip(CHEST_FILES, verdicts, strict=False)
+        if not v.accepted
+    ]
     assert rejected == []
     assert all(v.reason is None and v.score >= 0 for v in verdicts)
 
@@ -103,7 +107,7 @@ def test_non_chest_images_are_rejected_with_a_reason(gate):
     names = list(PROBES)
     images, colour = batch([PROBES[name]() for name in names])
     verdicts = gate.check(images, colourfulness=colour)
-    accepted = [name for name, v in zip(names, verdicts) if v.accepted]
+    accepted = [name for name, v in zip(names, verdicts, strict=False) if v.accepted]
     assert accepted == []
     for verdict in verdicts:
         assert verdict.reason

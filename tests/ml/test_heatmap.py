@@ -21,7 +21,8 @@ def hot_spot(row: int, col: int, size: int = 7) -> np.ndarray:
 
 def test_salient_box_follows_the_hot_spot():
     x0, y0, x1, y1 = salient_box(hot_spot(1, 5))
-    assert 0.5 < x0 < x1 <= 1.0 and 0 <= y0 < y1 < 0.5
+    assert 0.5 < x0 < x1 <= 1.0
+    assert 0 <= y0 < y1 < 0.5
     assert salient_box(np.zeros((7, 7), dtype=np.float32)) is None
 
 
@@ -34,15 +35,19 @@ def test_mass_inside_a_box():
 
 def test_upsample_keeps_range_and_size():
     fine = upsample(hot_spot(3, 3), 100, 60)
-    assert fine.shape == (60, 100) and fine.min() >= 0 and fine.max() <= 1
+    assert fine.shape == (60, 100)
+    assert fine.min() >= 0
+    assert fine.max() <= 1
 
 
 def test_overlay_has_the_original_aspect_ratio_and_transparency():
     png = overlay_png(hot_spot(2, 2), 2000, 1000, box=(0.1, 0.1, 0.5, 0.5))
     image = Image.open(io.BytesIO(png))
-    assert image.mode == "RGBA" and image.size == (256, 128)
+    assert image.mode == "RGBA"
+    assert image.size == (256, 128)
     alpha = np.asarray(image)[..., 3]
-    assert alpha.max() > 150 and alpha[-1, -1] < alpha.max()  # hot where the map is, clear elsewhere
+    assert alpha.max() > 150
+    assert alpha[-1, -1] < alpha.max()
     assert tuple(np.asarray(image)[int(0.1 * 128), int(0.3 * 256)][:3]) == (255, 255, 0)  # the box outline
 
 
@@ -65,7 +70,7 @@ def test_explaining_gives_the_same_scores_as_predicting(explainer):
     plain = [p.probability for p in explainer.screener.predict(images)]
     explained = explainer.explain(images)
     assert np.allclose(plain, [e.prediction.probability for e in explained], atol=1e-5)
-    assert all(e.heatmap.ndim == 2 and 0 <= e.heatmap.min() and e.heatmap.max() <= 1 for e in explained)
+    assert all(e.heatmap.ndim == 2 and e.heatmap.min() >= 0 and e.heatmap.max() <= 1 for e in explained)
 
 
 def test_the_map_changes_with_the_input(explainer):
@@ -144,7 +149,8 @@ def test_the_salient_box_frames_the_hottest_focus_not_every_hot_spot():
     heatmap[6, 11] = 0.9
     x0, y0, x1, y1 = salient_box(heatmap)
     assert x1 < 0.5, "the box reaches past the midline to the weaker focus"
-    assert x0 < 2.5 / 14 < x1 and y0 < 6.5 / 14 < y1
+    assert x0 < 2.5 / 14 < x1
+    assert y0 < 6.5 / 14 < y1
 
 
 def test_lung_weighting_keeps_what_is_inside_and_reports_what_is_not():
@@ -157,9 +163,11 @@ def test_lung_weighting_keeps_what_is_inside_and_reports_what_is_not():
     lung[3:12, 1:6] = 1.0
     weighted, outside = lung_weighted(cam, lung)
     assert outside == pytest.approx(0.5)
-    assert weighted[7, 3] == 1.0 and weighted[1, 7] == 0.0
+    assert weighted[7, 3] == 1.0
+    assert weighted[1, 7] == 0.0
     empty, nothing = lung_weighted(np.zeros((14, 14), dtype=np.float32), lung)
-    assert not empty.any() and nothing == 0.0
+    assert not empty.any()
+    assert nothing == 0.0
 
 
 def test_the_shipped_map_stays_on_the_hand_drawn_lungs_and_says_what_it_left_out(explainer):

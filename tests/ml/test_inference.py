@@ -23,7 +23,8 @@ def test_predict_on_fixtures_gives_probabilities_and_labels(screener, fixture_im
         assert isinstance(prediction, Prediction)
         assert 0.0 <= prediction.probability <= 1.0
         assert prediction.label == ("PNEUMONIA" if prediction.probability >= screener.threshold else "NORMAL")
-        assert isinstance(prediction.viral_probability, float) and 0.0 <= prediction.viral_probability <= 1.0
+        assert isinstance(prediction.viral_probability, float)
+        assert 0.0 <= prediction.viral_probability <= 1.0
 
 
 def test_predict_applies_the_card_temperature(screener, fixture_images):

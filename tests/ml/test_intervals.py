@@ -22,7 +22,8 @@ def test_clopper_pearson_refuses_impossible_counts_and_is_undefined_without_tria
 
 def test_a_perfect_auc_on_a_small_sample_keeps_its_width():
     low, high = auc_score_interval(1.0, 20, 20)
-    assert high == 1.0 and 0.85 < low < 0.90
+    assert high == 1.0
+    assert 0.85 < low < 0.90
     assert auc_score_interval(1.0, 150, 150)[0] > low  # more cases, a tighter bound
 
 
@@ -54,4 +55,5 @@ def test_the_sensitivity_threshold_is_the_highest_whose_exact_bound_reaches_the_
     assert clopper_pearson(caught, 100)[0] >= 0.90 > clopper_pearson(caught - 1, 100)[0]
     assert threshold == pytest.approx(np.sort(p[y])[::-1][caught - 1])
     assert sensitivity_threshold(y, p, 0.99) is None  # 100 of 100 bounds at 0.964
-    assert pneumonia_needed(0.99) == 368 and clopper_pearson(368, 368)[0] >= 0.99 > clopper_pearson(367, 367)[0]
+    assert pneumonia_needed(0.99) == 368
+    assert clopper_pearson(368, 368)[0] >= 0.99 > clopper_pearson(367, 367)[0]

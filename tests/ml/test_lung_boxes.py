@@ -31,8 +31,10 @@ def test_every_image_has_two_plausible_lungs_image_left_first(document):
     for entry in document["images"]:
         left, right = lung_boxes.lungs_of(entry)
         for x0, y0, x1, y1 in (left, right):
-            assert 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1
-            assert 0.1 <= x1 - x0 <= 0.5 and 0.2 <= y1 - y0 <= 1, entry["path"]
+            assert 0 <= x0 < x1 <= 1
+            assert 0 <= y0 < y1 <= 1
+            assert 0.1 <= x1 - x0 <= 0.5, entry["path"]
+            assert 0.2 <= y1 - y0 <= 1, entry["path"]
         assert (left[0] + left[2]) / 2 < 0.5 < (right[0] + right[2]) / 2, entry["path"]
         assert left[2] <= right[0] + 0.02, f"{entry['path']}: the lungs overlap"
 
@@ -40,7 +42,10 @@ def test_every_image_has_two_plausible_lungs_image_left_first(document):
 def test_cell_coverage_and_centre_rule():
     lungs = [(0.1, 0.2, 0.4, 0.8), (0.6, 0.2, 0.9, 0.8)]
     grid = coverage(lungs, 14)
-    assert grid.shape == (14, 14) and grid[7, 3] == 1.0 and grid[7, 7] == 0.0 and grid[0, 0] == 0.0
+    assert grid.shape == (14, 14)
+    assert grid[7, 3] == 1.0
+    assert grid[7, 7] == 0.0
+    assert grid[0, 0] == 0.0
     assert centre_inside((0.2, 0.3, 0.3, 0.5), lungs)
     assert not centre_inside((0.2, 0.3, 0.8, 0.5), lungs)  # a box across both lungs centres on the mediastinum
     assert not centre_inside(None, lungs)
@@ -61,4 +66,5 @@ def test_the_fitted_head_finds_a_synthetic_lung_from_features_and_position():
     features[..., 0] += 4.0 * truth  # one channel lights up on lung, on a large offset and scale
     w, b = fit_head(design(features[:30], True), truth[:30].reshape(-1))
     p = lung_probability(features[30:], w, b, True)
-    assert p[truth[30:] == 1].mean() > 0.8 and p[truth[30:] == 0].mean() < 0.2
+    assert p[truth[30:] == 1].mean() > 0.8
+    assert p[truth[30:] == 0].mean() < 0.2

@@ -17,7 +17,8 @@ def mobilenet():
 def test_mobilenet_takes_uint8_images_and_returns_two_logits(mobilenet, fixture_images):
     out = mobilenet(fixture_images[:3], training=False)
     assert set(out) == {"pneumonia", "viral"}
-    assert out["pneumonia"].shape == (3,) and out["viral"].shape == (3,)
+    assert out["pneumonia"].shape == (3,)
+    assert out["viral"].shape == (3,)
     assert mobilenet.inputs[0].dtype == "uint8"
 
 
@@ -27,7 +28,8 @@ def test_scaling_to_minus_one_one_is_inside_the_model(mobilenet):
     scaled = keras.Model(mobilenet.inputs, mobilenet.get_layer("grey_to_rgb").output)
     out = np.asarray(scaled(np.array([[[0, 255]] * 2], np.uint8).repeat(112, 1).repeat(112, 2)))
     assert out.shape[-1] == 3
-    assert out.min() == pytest.approx(-1.0) and out.max() == pytest.approx(1.0)
+    assert out.min() == pytest.approx(-1.0)
+    assert out.max() == pytest.approx(1.0)
 
 
 def test_feature_map_for_grad_cam_is_reachable_by_name(mobilenet, fixture_images):

@@ -27,7 +27,8 @@ def test_threads_change_nothing_but_the_speed(sources):
     for a, b, source in zip(one, four, sources, strict=True):
         assert type(a) is type(b), source
         if isinstance(a, pipeline.PreparedImage):
-            assert np.array_equal(a.pixels, b.pixels) and (a.width, a.height, a.format) == (b.width, b.height, b.format)
+            assert np.array_equal(a.pixels, b.pixels)
+            assert (a.width, a.height, a.format) == (b.width, b.height, b.format)
             assert a.attributes == b.attributes
             assert np.array_equal(a.pixels, pipeline.prepare(source).pixels)
 
@@ -44,7 +45,8 @@ def test_failures_come_back_in_their_place(sources):
 def test_timings_add_up_per_stage(sources):
     timings: dict[str, float] = {}
     pipeline.prepare_many(sources, threads=2, timings=timings)
-    assert set(timings) >= {"decode", "preprocess"} and all(v > 0 for v in timings.values())
+    assert set(timings) >= {"decode", "preprocess"}
+    assert all(v > 0 for v in timings.values())
 
 
 def test_a_chunk_with_rejected_images_scores_the_rest_as_if_alone(

@@ -45,7 +45,9 @@ def test_fixture_children_are_not_flagged(check, gate):
     probability = check.adult_probability(s["features"])
     assert probability.shape == (len(images),)
     assert np.all((probability >= 0) & (probability <= 1))
-    assert not check.flag(s["features"]).any(), dict(zip([p.name for p in CHILD_FILES], probability.round(3)))
+    assert not check.flag(s["features"]).any(), dict(
+        zip([p.name for p in CHILD_FILES], probability.round(3), strict=False)
+    )
 
 
 def test_gate_features_come_from_the_same_pass_as_its_verdicts(gate):
@@ -90,7 +92,7 @@ def test_card_records_its_measurements():
 
 
 @pytest.mark.parametrize(
-    "path, label, expected",
+    ("path", "label", "expected"),
     [
         ("train/NORMAL/IM-0115-0001.jpeg", "NORMAL", "normal IM-"),
         ("train/NORMAL/NORMAL2-IM-0587-0001-0002.jpeg", "NORMAL", "normal NORMAL2-"),

@@ -20,7 +20,8 @@ def test_real_files_of_any_size_become_224_uint8(path):
     with Image.open(path) as image:
         original_size = image.size
     array = load_input(path)
-    assert array.shape == (INPUT_SIZE, INPUT_SIZE) and array.dtype == np.uint8
+    assert array.shape == (INPUT_SIZE, INPUT_SIZE)
+    assert array.dtype == np.uint8
     assert array.std() > 10  # an X-ray, not a blank image
     if path.parent.name == "originals":
         assert min(original_size) > INPUT_SIZE  # the originals really are larger than the input
@@ -32,7 +33,8 @@ def test_squash_ignores_aspect_ratio_instead_of_cropping():
     out = squash_to_input(wide)
     assert out.shape == (224, 224)
     # Squashing keeps the white third as the left third; a centre crop would lose it.
-    assert out[:, :70].mean() > 250 and out[:, 80:].mean() < 5
+    assert out[:, :70].mean() > 250
+    assert out[:, 80:].mean() < 5
 
 
 def test_rgb_file_scores_like_its_grey_version(tmp_path):

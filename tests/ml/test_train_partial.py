@@ -31,7 +31,8 @@ def test_cached_activations_match_the_bottom_and_augmented_copies_differ(tiny_mo
     assert clean.dtype == np.float16
     np.testing.assert_allclose(clean, np.asarray(bottom(small_images, training=False)), rtol=2e-3, atol=2e-3)
     augmented = activations(bottom, small_images, {"max_zoom_in": 0.25, "max_stretch": 0.35}, seed=1)
-    assert augmented.shape == clean.shape and not np.allclose(augmented, clean)
+    assert augmented.shape == clean.shape
+    assert not np.allclose(augmented, clean)
 
 
 def test_training_the_top_on_cached_copies_moves_only_the_top_and_keeps_the_best_epoch(
@@ -54,7 +55,7 @@ def test_training_the_top_on_cached_copies_moves_only_the_top_and_keeps_the_best
     config = TrainConfig(epochs=3, patience=3, batch_size=4, learning_rate=3e-3)
     history = fit(top, copies, y, viral, copies[0].astype(np.float32), y, viral, config, augment=False, forward=forward)
     assert len(history) == 3
-    for old, new in zip(bottom_before, bottom.get_weights()):
+    for old, new in zip(bottom_before, bottom.get_weights(), strict=False):
         np.testing.assert_array_equal(old, new)
     best = max(history, key=lambda h: (h["val_auc"], -h["val_loss"]))
     restored = batched_logits(forward, copies[0].astype(np.float32))["pneumonia"]

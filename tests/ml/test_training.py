@@ -10,7 +10,7 @@ from ml.training.train import TrainConfig, class_weights, fit, make_train_step, 
 
 def test_targets_mark_normal_images_as_having_no_subtype(fixture_records):
     y, viral = targets(fixture_records)
-    for record, target, v in zip(fixture_records, y, viral):
+    for record, target, v in zip(fixture_records, y, viral, strict=False):
         assert target == (record.label == "PNEUMONIA")
         assert v == {"normal": -1.0, "bacteria": 0.0, "virus": 1.0}[record.subtype]
 
@@ -46,7 +46,8 @@ def test_augmented_step_runs_and_keeps_uint8_input(tiny_model, fixture_records, 
     from ml.training.augment import augment_batch
 
     out = augment_batch(small_images).numpy()
-    assert out.dtype == np.uint8 and out.shape == small_images.shape
+    assert out.dtype == np.uint8
+    assert out.shape == small_images.shape
     assert not np.array_equal(out, small_images)
     y, viral = targets(fixture_records)
     step = make_train_step(tiny_model, keras.optimizers.Adam(1e-3), class_weights(y), (1.0, 1.0), TrainConfig())
@@ -89,7 +90,8 @@ def test_viral_specialist_trains_only_the_viral_head(tiny_model, fixture_records
 
     chosen = [i for i, r in enumerate(fixture_records) if r in pneumonia_only(fixture_records)]
     y, viral = targets([fixture_records[i] for i in chosen])
-    assert y.min() == 1.0 and set(viral) == {0.0, 1.0}
+    assert y.min() == 1.0
+    assert set(viral) == {0.0, 1.0}
     before = [w.copy() for w in tiny_model.get_layer("pneumonia_logit").get_weights()]
     viral_before = [w.copy() for w in tiny_model.get_layer("viral_logit").get_weights()]
     step = make_train_step(
@@ -102,10 +104,11 @@ def test_viral_specialist_trains_only_the_viral_head(tiny_model, fixture_records
     )
     for _ in range(3):
         step(small_images[chosen], y, viral)
-    for old, new in zip(before, tiny_model.get_layer("pneumonia_logit").get_weights()):
+    for old, new in zip(before, tiny_model.get_layer("pneumonia_logit").get_weights(), strict=False):
         np.testing.assert_array_equal(old, new)
     assert any(
-        not np.array_equal(o, n) for o, n in zip(viral_before, tiny_model.get_layer("viral_logit").get_weights())
+        not np.array_equal(o, n)
+        for o, n in zip(viral_before, tiny_model.get_layer("viral_logit").get_weights(), strict=False)
     )
 
 
