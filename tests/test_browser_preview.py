@@ -238,12 +238,18 @@ def test_the_js_pixel_statistics_are_the_gates(browser):
     page.close()
 
 
-def test_the_page_offers_no_preview_when_the_served_model_is_not_the_exported_one(db, settings):
-    from ml.serving.inference import MODELS_ROOT
+def test_the_page_offers_no_preview_when_the_served_model_is_not_the_exported_one(db, settings, tmp_path):
+    import json
+    import shutil
+
+    from ml.serving.inference import current_model_dir
     from screening.web.browser_preview import page_config
 
     assert page_config()["enabled"] is True
-    settings.SCREENING_MODEL_DIR = str(MODELS_ROOT / "v1")
+    other = shutil.copytree(current_model_dir(), tmp_path / "v6")  # the same network, another card: another model
+    card = json.loads((other / "card.json").read_text())
+    (other / "card.json").write_text(json.dumps({**card, "version": "v6", "threshold": 0.5}))
+    settings.SCREENING_MODEL_DIR = str(other)
     assert page_config() == {"enabled": False}
 
 
