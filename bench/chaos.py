@@ -15,7 +15,9 @@ worker killed (SIGKILL, pool included) and restarted; Redis restarted with its
 queues empty, restarted with its append-only file (queues kept), and frozen
 (SIGSTOP) for 20 s; PostgreSQL stopped for 20 s and for 120 s, and frozen
 (SIGSTOP) for 20 s; a submission killed after its rows committed but before
-its messages were sent (its broker a socket that never answers).
+its messages were sent (its broker a socket that never answers); the media
+disk full while a batch is scored and another is submitted (as root, the
+media folder is a tmpfs of its own, filled to the last byte).
 Needs PostgreSQL's server binaries (initdb, pg_ctl), redis-server and, as root,
 the ``postgres`` account. Not a test: prints a table, asserts nothing.
 
@@ -151,6 +153,38 @@ class Worker:
             self.process.stop()
 
 
+class Media:
+    """The media folder; as root, a tmpfs of its own, so that it can be filled without touching the host's disk."""
+
+    def __init__(self, folder: Path, megabytes: int):
+        self.folder, self.filler = folder, folder / "chaos-filler"
+        folder.mkdir()
+        self.mounted = os.geteuid() == 0
+        if self.mounted:
+            subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={megabytes}m", "tmpfs", str(folder)], check=True)
+
+    def fill(self) -> None:
+        """Take every free byte (a reservation, then single bytes until the disk refuses)."""
+        stats = os.statvfs(self.folder)
+        with self.filler.open("wb", buffering=0) as handle:  # unbuffered: nothing left to flush on close
+            os.posix_fallocate(handle.fileno(), 0, max(stats.f_bavail * stats.f_frsize - 4096, 1))
+            handle.seek(0, os.SEEK_END)
+            with contextlib.suppress(OSError):
+                while True:
+                    handle.write(b"\0" * 512)
+
+    def free(self) -> None:
+        self.filler.unlink(missing_ok=True)
+
+    def leftovers(self) -> list[Path]:
+        """Partial writes left behind: the store's temporary files (``.part``), which no failure may leave."""
+        return [p for p in self.folder.rglob("*") if p.is_file() and p.suffix == ".part"]
+
+    def unmount(self) -> None:
+        if self.mounted:
+            subprocess.run(["umount", "-l", str(self.folder)], check=False)
+
+
 class Silent:
     """A TCP port that accepts connections and never answers: a broker that hangs."""
 
@@ -172,6 +206,7 @@ FAULTS = (
     "pg-long",
     "pg-stop",
     "lost-publish",
+    "disk-full",
 )
 
 
@@ -235,6 +270,7 @@ def main() -> None:
     parser.add_argument("--short-outage", type=int, default=20)
     parser.add_argument("--long-outage", type=int, default=120)
     parser.add_argument("--originals", default=str(ROOT.parent / "shared" / "data" / "originals"))
+    parser.add_argument("--media-megabytes", type=int, default=4096, help="size of the media tmpfs (as root)")
     parser.add_argument(
         "faults", nargs="*", default=list(FAULTS), help=f"which faults, in order (default: all of {FAULTS})"
     )
@@ -244,6 +280,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="chaos-"))
     cluster, redis = Cluster(work), Redis(work)
+    media = Media(work / "media", args.media_megabytes)
     cluster.start()
     redis.start()
     env = {
@@ -254,7 +291,7 @@ def main() -> None:
         DJANGO_SECRET_KEY="chaos-run-only",
         DATABASE_URL=f"postgres://postgres@127.0.0.1:{PG_PORT}/postgres",
         CELERY_BROKER_URL=f"redis://127.0.0.1:{REDIS_PORT}/0",
-        MEDIA_ROOT=str(work / "media"),
+        MEDIA_ROOT=str(media.folder),
         SCREENING_VAR_DIR=str(work / "var"),
         PYTHONUNBUFFERED="1",
     )
@@ -314,6 +351,37 @@ def main() -> None:
             process.wait()
             measure("submission killed between commit and publish", newest_batch(), time.monotonic())
 
+        def disk_full() -> None:
+            """The media disk fills while a batch is scored; a submission meanwhile must be refused whole."""
+            name = "media disk full during a batch and an upload"
+            if not media.mounted:
+                print(f"{name:44} skipped: needs root for its own tmpfs", flush=True)
+                return
+            batch = submit(env, make_files(work / "disk-full", Path(args.originals), args.studies, "disk-full"))
+            wait_for(lambda: counts(batch).get("RUNNING", 0) > 0, 300, 0.05)
+            late = make_files(work / "disk-full-late", Path(args.originals), 20, "disk-full-late")
+            before = newest_batch()
+            media.fill()
+            refused = subprocess.run(
+                [sys.executable, "manage.py", "submit_folder", str(late), "--user", "submitter"],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+            )
+            rows_kept = newest_batch() != before and sum(counts(newest_batch()).values()) > 0
+            partial = media.leftovers()
+            media.free()
+            measure(name, batch, time.monotonic())
+            said = (refused.stderr or refused.stdout).strip().splitlines() or [""]
+            print(
+                f"{'':44} the submission during it: exit {refused.returncode}, "
+                f"{'rows kept' if rows_kept else 'no rows'}, {len(partial)} partial files: {said[-1][:120]}",
+                flush=True,
+            )
+            again = submit(env, late)  # the same files once there is room: accepted and scored
+            wait_for(lambda: counts(again).get("DONE", 0) == 20, 300)
+
         def outage(seconds: int):
             def pause() -> None:
                 cluster.stop()
@@ -363,6 +431,9 @@ def main() -> None:
             if tag == "lost-publish":
                 lost_publish()
                 continue
+            if tag == "disk-full":
+                disk_full()
+                continue
             name, break_it, fix_it, when = faults[tag]
             if tag == "redis-aof" and not redis.persistent:
                 redis.stop()
@@ -373,6 +444,7 @@ def main() -> None:
         redis.stop()
         with contextlib.suppress(subprocess.CalledProcessError):
             cluster.stop()
+        media.unmount()
     print()
     print(f"| fault ({args.studies} studies) | lost | duplicated | seconds from recovery to all DONE |")
     print("|---|---|---|---|")
