@@ -164,6 +164,29 @@ def test_a_malformed_database_timeout_stops_start_up_naming_the_variable(name, r
 
 
 @pytest.mark.e2e
+@pytest.mark.parametrize(
+    ("name", "instead"),
+    [
+        ("SCREENING_DEAD_WORKER_SECONDS", "SCREENING_PROCESS_HEARTBEAT_SECONDS"),
+        ("SCREENING_STUCK_RUNNING_SECONDS", "CELERY_TASK_TIME_LIMIT"),
+        ("SCREENING_STUCK_QUEUED_SECONDS", "CELERY_BROKER_VISIBILITY_TIMEOUT"),
+    ],
+)
+def test_a_retired_recovery_timer_stops_start_up_saying_what_sets_it_now(name, instead):
+    """Derived from the setting they follow since recovery is one lease; an operator who tuned one must hear it."""
+    done = start_up(**{name: "30"})
+    assert done.returncode != 0
+    assert f"{name} is no longer a setting" in done.stderr
+    assert instead in done.stderr
+
+
+def test_the_recovery_timers_follow_the_settings_they_derive_from(settings):
+    assert settings.SCREENING_DEAD_WORKER_SECONDS == 4 * settings.SCREENING_PROCESS_HEARTBEAT_SECONDS
+    assert settings.SCREENING_STUCK_RUNNING_SECONDS > settings.CELERY_TASK_TIME_LIMIT
+    assert settings.SCREENING_STUCK_QUEUED_SECONDS > settings.CELERY_BROKER_VISIBILITY_TIMEOUT
+
+
+@pytest.mark.e2e
 def test_a_postgresql_database_gets_the_timeouts_and_keeps_the_urls_own_options():
     done = start_up(
         "import json",

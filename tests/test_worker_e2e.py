@@ -88,8 +88,6 @@ def test_killing_the_worker_mid_batch_loses_no_study(submitter, redis_broker, se
         CELERY_TASK_SOFT_TIME_LIMIT="20",
         CELERY_TASK_TIME_LIMIT="25",
         CELERY_BROKER_VISIBILITY_TIMEOUT="40",
-        SCREENING_STUCK_RUNNING_SECONDS="30",
-        SCREENING_STUCK_QUEUED_SECONDS="45",
         SCREENING_SWEEP_INTERVAL_SECONDS="5",
     )
     outcome = submit(submitter, Batch.Source.API, [(n, io.BytesIO(d)) for n, d in distinct_xrays(40)])

@@ -73,6 +73,13 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return items
 
 
+def refuse_retired(retired: dict[str, str]) -> None:
+    """Stop start-up when a setting that no longer exists is set: an operator who tuned it must learn it is ignored."""
+    for name, instead in retired.items():
+        if os.environ.get(name) is not None:
+            raise ImproperlyConfigured(f"{name} is no longer a setting: {instead}; unset it")
+
+
 def env_secret(name: str) -> str | None:
     """``NAME`` itself, or the stripped contents of the file that ``NAME_FILE`` names."""
     value = env_str(name)

@@ -17,7 +17,7 @@ from django.core.exceptions import ImproperlyConfigured
 from ml.serving.devices import usable_cores
 from screening.dicom.nodes import InvalidNode, ae_title, parse_callers, parse_destinations
 from webapp.database import POSTGRESQL, postgres_options
-from webapp.env import env_bool, env_float, env_int, env_list, env_secret, env_str
+from webapp.env import env_bool, env_float, env_int, env_list, env_secret, env_str, refuse_retired
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("SCREENING_VAR_DIR", str(BASE_DIR / "var")))
@@ -301,8 +301,6 @@ CELERY_WORKER_CONCURRENCY = env_int("CELERY_WORKER_CONCURRENCY", min(4, usable_c
 # that took 11-16 s on a busy 2-core host (issue 26), and Celery's default of 4 s killed every
 # replacement of a killed pool process, so scoring stopped for good.
 CELERY_WORKER_PROC_ALIVE_TIMEOUT = env_float("CELERY_WORKER_PROC_ALIVE_TIMEOUT", 120.0, minimum=10.0, maximum=3600.0)
-# The sweep re-enqueues studies whose message is presumed lost: RUNNING for
-# longer than a task may run, or waiting longer than a redelivery takes.
 # Bearer token a Prometheus scraper sends to /metrics (staff sessions need none); unset: staff only.
 METRICS_TOKEN = env_secret("METRICS_TOKEN")
 # Bearer token that shows /readyz's checks to a caller that is not a logged-in staff member; unset: staff only.
@@ -310,19 +308,22 @@ HEALTH_DETAILS_TOKEN = env_secret("HEALTH_DETAILS_TOKEN")
 # How often beat asks a worker to record a heartbeat; readiness fails after 3 missed ones.
 SCREENING_HEARTBEAT_SECONDS = env_int("SCREENING_HEARTBEAT_SECONDS", 30, minimum=5)
 SCREENING_SWEEP_INTERVAL_SECONDS = env_int("SCREENING_SWEEP_INTERVAL_SECONDS", 10, minimum=2)
-# Each worker process writes a heartbeat this often; a claim whose process has been silent
-# for SCREENING_DEAD_WORKER_SECONDS is handed back to the queue by the next sweep.
+# Recovery, in one sentence: an unfinished study is either held by a named worker process, whose
+# heartbeat is its lease on the study, or waiting in the broker; every SCREENING_SWEEP_INTERVAL_SECONDS
+# beat's sweep re-sends what a silent holder held (the lease lapses after four missed heartbeats), what
+# the broker lost (not redelivered within its visibility timeout, or Redis came back empty) and what
+# ran longer than a task may, and a study interrupted SCREENING_MAX_ATTEMPTS times ends FAILED.
 SCREENING_PROCESS_HEARTBEAT_SECONDS = env_int("SCREENING_PROCESS_HEARTBEAT_SECONDS", 5, minimum=1)
-SCREENING_DEAD_WORKER_SECONDS = env_int(
-    "SCREENING_DEAD_WORKER_SECONDS",
-    4 * SCREENING_PROCESS_HEARTBEAT_SECONDS,
-    minimum=2 * SCREENING_PROCESS_HEARTBEAT_SECONDS,
-)
-SCREENING_STUCK_RUNNING_SECONDS = env_int(
-    "SCREENING_STUCK_RUNNING_SECONDS", CELERY_TASK_TIME_LIMIT + 30, minimum=CELERY_TASK_TIME_LIMIT
-)
-SCREENING_STUCK_QUEUED_SECONDS = env_int(
-    "SCREENING_STUCK_QUEUED_SECONDS", CELERY_BROKER_VISIBILITY_TIMEOUT + 60, minimum=10
+# Derived, not settings: each follows from the setting it names.
+SCREENING_DEAD_WORKER_SECONDS = 4 * SCREENING_PROCESS_HEARTBEAT_SECONDS
+SCREENING_STUCK_RUNNING_SECONDS = CELERY_TASK_TIME_LIMIT + 30
+SCREENING_STUCK_QUEUED_SECONDS = CELERY_BROKER_VISIBILITY_TIMEOUT + 60
+refuse_retired(
+    {
+        "SCREENING_DEAD_WORKER_SECONDS": "a lease lapses after four SCREENING_PROCESS_HEARTBEAT_SECONDS",
+        "SCREENING_STUCK_RUNNING_SECONDS": "a claim times out 30 s after CELERY_TASK_TIME_LIMIT",
+        "SCREENING_STUCK_QUEUED_SECONDS": "a lost message is re-sent 60 s after CELERY_BROKER_VISIBILITY_TIMEOUT",
+    }
 )
 # Housekeeping (beat, ``screening.intake.housekeeping``) this often: stored files that no study refers to
 # and older than the grace period are removed (a crash mid-upload leaves them); and, when
