@@ -96,6 +96,13 @@ class ModelLabel(models.TextChoices):
     PNEUMONIA = "PNEUMONIA", _("Pneumonia")
 
 
+class Priority(models.TextChoices):
+    """How soon a study must be scored: urgent work overtakes routine work already queued (``screening.queue``)."""
+
+    URGENT = "urgent", _("Urgent")
+    ROUTINE = "routine", _("Routine")
+
+
 class ReviewStatus(models.TextChoices):
     UNREVIEWED = "unreviewed", _("Not reviewed")
     REVIEWED = "reviewed", _("Reviewed")
@@ -122,6 +129,7 @@ class Study(TimeStamped):
 
     Status = StudyStatus
     ReviewStatus = ReviewStatus
+    Priority = Priority
     Population = Population
     DeclaredPopulation = DeclaredPopulation
 
@@ -140,6 +148,9 @@ class Study(TimeStamped):
     size_bytes = models.PositiveBigIntegerField(verbose_name=_("size (bytes)"))
     format = models.CharField(max_length=8, choices=Format.choices, verbose_name=_("format"))
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.RECEIVED, verbose_name=_("status"))
+    priority = models.CharField(
+        max_length=8, choices=Priority.choices, default=Priority.ROUTINE, verbose_name=_("priority")
+    )
     status_message = models.TextField(
         blank=True, help_text=_("Why the study failed or was rejected."), verbose_name=_("status message")
     )

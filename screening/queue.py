@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from screening import liveness
 from screening.models import Study, WorkerHeartbeat
+from worker.app import ROUTINE_QUEUE, URGENT_QUEUE  # the Celery app's queues: urgent consumed first
 
 log = logging.getLogger(__name__)
 
@@ -69,16 +70,16 @@ def _publish_rollback_unsafe(study_ids: list[int]) -> None:
     re-send. Trying each chunk in turn made an upload during a broker outage
     wait out the retries once per chunk.
     """
-    chunks = chunked(study_ids, settings.SCREENING_CHUNK_SIZE)
+    chunks = _chunks_by_priority(study_ids)
     publisher = liveness.process_name()
     waiting = Q(status=Study.Status.RECEIVED) | Q(status=Study.Status.QUEUED, claimed_by="")
     mark_queued(Study.objects.filter(waiting, pk__in=study_ids), holder=publisher)
     unsent: list[int] = []
-    for sent, chunk in enumerate(chunks):
+    for sent, (queue, chunk) in enumerate(chunks):
         try:
-            send_score_task(chunk)
+            send_score_task(chunk, queue)
         except Exception:  # broker unreachable: the sweep re-sends; never fail the upload
-            unsent = [pk for rest in chunks[sent:] for pk in rest]
+            unsent = [pk for _, rest in chunks[sent:] for pk in rest]
             log.exception("could not publish scoring tasks for %d studies; the sweep will retry", len(unsent))
             Study.objects.filter(pk__in=unsent, status=Study.Status.QUEUED).update(
                 status=Study.Status.RECEIVED, claimed_by=""
@@ -88,6 +89,17 @@ def _publish_rollback_unsafe(study_ids: list[int]) -> None:
     Study.objects.filter(pk__in=study_ids, status=Study.Status.QUEUED, claimed_by=publisher).exclude(
         pk__in=unsent
     ).update(claimed_by="")
+
+
+def _chunks_by_priority(study_ids: list[int]) -> list[tuple[str, list[int]]]:
+    """(queue, chunk) pairs: urgent studies first, each priority in chunks of ``SCREENING_CHUNK_SIZE``."""
+    urgent = set(Study.objects.filter(pk__in=study_ids, priority=Study.Priority.URGENT).values_list("pk", flat=True))
+    ordered = [pk for pk in study_ids if pk in urgent], [pk for pk in study_ids if pk not in urgent]
+    return [
+        (queue, chunk)
+        for queue, ids in zip((URGENT_QUEUE, ROUTINE_QUEUE), ordered, strict=True)
+        for chunk in chunked(ids, settings.SCREENING_CHUNK_SIZE)
+    ]
 
 
 def enqueue_deliveries_on_commit(delivery_ids: Sequence[int]) -> None:
@@ -115,9 +127,9 @@ def send_delivery_task(delivery_id: int) -> None:
     current_app.send_task(SEND_DELIVERY_TASK, args=[delivery_id])
 
 
-def send_score_task(chunk: list[int]) -> None:
+def send_score_task(chunk: list[int], queue: str = ROUTINE_QUEUE) -> None:
     """The one call that puts a scoring message on the broker (through the process's Celery app, ``worker.app``)."""
-    current_app.send_task(SCORE_STUDIES_TASK, args=[chunk])
+    current_app.send_task(SCORE_STUDIES_TASK, args=[chunk], queue=queue)
 
 
 def note_reserved(study_ids: Sequence[int], holder: str) -> None:

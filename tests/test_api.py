@@ -8,6 +8,7 @@ import pytest
 from django.test import Client
 
 from screening.models import Batch, Result, Study
+from screening.queue import ROUTINE_QUEUE
 from tests.conftest import XRAYS, named, token_client
 
 
@@ -43,7 +44,7 @@ def test_submit_one_study_answers_202_with_ids(api, django_capture_on_commit_cal
     study = Study.objects.get(pk=body["studies"][0]["id"])
     assert body["batch"] == study.batch_id
     assert study.status == Study.Status.QUEUED
-    no_broker.assert_called_once_with([study.pk])
+    no_broker.assert_called_once_with([study.pk], ROUTINE_QUEUE)
 
 
 def test_submit_study_refuses_several_files(api):

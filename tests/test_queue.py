@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from screening import liveness
 from screening.models import Batch, Study
-from screening.queue import chunked, enqueue_studies_on_commit, release_unfinished, requeue_stuck_studies
+from screening.queue import ROUTINE_QUEUE, chunked, enqueue_studies_on_commit, release_unfinished, requeue_stuck_studies
 
 
 def make_studies(user, n, status=Study.Status.RECEIVED, **fields):
@@ -52,8 +52,10 @@ def test_task_arguments_survive_a_json_round_trip(submitter, publish, django_cap
     studies = make_studies(submitter, 3)
     with django_capture_on_commit_callbacks(execute=True):
         enqueue_studies_on_commit([s.pk for s in studies])
-    args = [*publish.call_args.args]  # what send_score_task hands Celery as the task's args
+    chunk, queue = publish.call_args.args
+    args = [chunk]  # what send_score_task hands Celery as the task's args
     assert json.loads(json.dumps(args)) == args == [[s.pk for s in studies]]
+    assert queue == ROUTINE_QUEUE
 
 
 def test_a_rolled_back_transaction_sends_nothing(submitter, publish, django_capture_on_commit_callbacks):
@@ -92,7 +94,7 @@ def test_every_study_is_queued_before_the_first_message_goes_out(
     settings.SCREENING_CHUNK_SIZE = 2
     studies = make_studies(submitter, 5)
     seen = []
-    publish.side_effect = lambda chunk: seen.append(set(Study.objects.values_list("status", flat=True)))
+    publish.side_effect = lambda chunk, queue: seen.append(set(Study.objects.values_list("status", flat=True)))
     with django_capture_on_commit_callbacks(execute=True):
         enqueue_studies_on_commit([s.pk for s in studies])
     assert seen == [{Study.Status.QUEUED}] * 3
@@ -108,7 +110,7 @@ def test_studies_name_their_publisher_until_every_message_is_out(
     settings.SCREENING_CHUNK_SIZE = 2
     studies = make_studies(submitter, 3)
     seen = []
-    publish.side_effect = lambda chunk: seen.append(set(Study.objects.values_list("claimed_by", flat=True)))
+    publish.side_effect = lambda chunk, queue: seen.append(set(Study.objects.values_list("claimed_by", flat=True)))
     with django_capture_on_commit_callbacks(execute=True):
         enqueue_studies_on_commit([s.pk for s in studies])
     assert seen == [{liveness.process_name()}] * 2
@@ -182,7 +184,7 @@ def test_release_unfinished_requeues_or_fails_by_attempts(
     assert again.status == Study.Status.QUEUED
     assert spent.status == Study.Status.FAILED
     assert spent.status_message == "Took too long."
-    assert publish.call_args.args == ([again.pk],)
+    assert publish.call_args.args == ([again.pk], ROUTINE_QUEUE)
 
 
 @pytest.mark.django_db(transaction=True)

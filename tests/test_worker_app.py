@@ -23,6 +23,7 @@ def test_reliability_settings():
 
 def test_only_redis_gets_a_visibility_timeout_and_socket_timeouts(settings):
     assert _transport_options("redis://127.0.0.1:6379/0") == {
+        "queue_order_strategy": "priority",
         "visibility_timeout": settings.CELERY_BROKER_VISIBILITY_TIMEOUT,
         "socket_timeout": settings.CELERY_BROKER_SOCKET_TIMEOUT,
         "socket_connect_timeout": settings.CELERY_BROKER_SOCKET_TIMEOUT,

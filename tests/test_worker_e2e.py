@@ -116,6 +116,30 @@ def test_killing_the_worker_mid_batch_loses_no_study(submitter, redis_broker, se
     assert Result.objects.filter(study__batch=outcome.batch).count() == 40
 
 
+@pytest.mark.django_db(transaction=True)
+def test_an_urgent_study_overtakes_a_routine_backlog(submitter, redis_broker, settings, tmp_path):
+    """Urgent work goes to its own queue, which the worker takes first: it is not scored after the backlog."""
+    settings.SCREENING_CHUNK_SIZE = 2
+    films = distinct_xrays(123)
+    worker = WorkerProcess(
+        postgres_worker_env(settings, SCREENING_CHUNK_SIZE="2"), tmp_path / "worker.log", concurrency=1
+    ).start()
+    try:
+        warm = submit(submitter, Batch.Source.API, [(n, io.BytesIO(d)) for n, d in films[:2]])
+        wait_until(lambda: finished(warm.batch.pk), timeout=240, describe=worker.log)
+        routine = submit(submitter, Batch.Source.API, [(n, io.BytesIO(d)) for n, d in films[2:122]])
+        urgent = submit(
+            submitter, Batch.Source.API, [(n, io.BytesIO(d)) for n, d in films[122:]], priority=Study.Priority.URGENT
+        )
+        wait_until(lambda: finished(urgent.batch.pk), timeout=240, interval=0.1, describe=worker.log)
+        waiting = Study.objects.filter(batch=routine.batch, status__in=Study.UNFINISHED).count()
+        wait_until(lambda: finished(routine.batch.pk), timeout=300, describe=worker.log)
+    finally:
+        worker.stop()
+    assert waiting > 0, "the urgent study was scored only after the whole routine backlog"
+    assert Study.objects.get(batch=urgent.batch).status == Study.Status.DONE
+
+
 def pool_processes(worker: WorkerProcess) -> list[int]:
     """The pids of the worker's pool processes: its main process's children (Linux ``/proc``)."""
     children = []

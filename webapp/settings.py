@@ -243,6 +243,9 @@ DICOM_AE_TITLE = _dicom(ae_title, "DICOM_AE_TITLE", env_str("DICOM_AE_TITLE", "P
 DICOM_PORT = env_int("DICOM_PORT", 11112, minimum=1, maximum=65535)
 DICOM_BIND = env_str("DICOM_BIND", "127.0.0.1")
 DICOM_ALLOWED_CALLERS = _dicom(parse_callers, "DICOM_ALLOWED_CALLERS", env_list("DICOM_ALLOWED_CALLERS", []))
+# Callers whose studies are urgent (the emergency department's modality, say), written as for
+# DICOM_ALLOWED_CALLERS; their studies are scored before routine work already queued.
+DICOM_URGENT_CALLERS = _dicom(parse_callers, "DICOM_URGENT_CALLERS", env_list("DICOM_URGENT_CALLERS", []))
 # The account that received batches belong to (created by the listener when missing, with no password).
 DICOM_RECEIVER_USER = env_str("DICOM_RECEIVER_USER", "dicom-receiver")
 # Results of DICOM studies (an SR and a heatmap secondary capture) are sent to each of these: AE@host:port.

@@ -18,6 +18,14 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
 
 from django.conf import settings  # noqa: E402
 from django.db.models.signals import post_migrate  # noqa: E402
+from kombu import Queue  # noqa: E402
+
+# Scoring messages go to one queue per priority (``screening.queue`` publishes). Workers consume the
+# urgent one first: over Redis, kombu's "priority" queue order, so an urgent message is taken before
+# any routine one; the embedded SQL broker alternates between the two, so urgent work waits for one
+# routine chunk at most. Everything else (deliveries, beat's tasks) stays on Celery's default queue.
+URGENT_QUEUE = "urgent"
+ROUTINE_QUEUE = "celery"
 
 
 def _transport_options(broker_url: str) -> dict:
@@ -25,6 +33,8 @@ def _transport_options(broker_url: str) -> dict:
     # transport passes its options to create_engine, which refuses unknown ones.
     if broker_url.startswith(("redis://", "rediss://", "redis+socket://")):
         return {
+            # BRPOP names the queues in the order the worker lists them (task_queues: urgent first).
+            "queue_order_strategy": "priority",
             "visibility_timeout": settings.CELERY_BROKER_VISIBILITY_TIMEOUT,
             "socket_timeout": settings.CELERY_BROKER_SOCKET_TIMEOUT,
             "socket_connect_timeout": settings.CELERY_BROKER_SOCKET_TIMEOUT,
@@ -64,6 +74,9 @@ def _reliability_settings() -> dict:
         "task_soft_time_limit": settings.CELERY_TASK_SOFT_TIME_LIMIT,
         "task_time_limit": settings.CELERY_TASK_TIME_LIMIT,
         "broker_transport_options": _transport_options(settings.CELERY_BROKER_URL),
+        # Urgent scoring first (``screening.queue``); the routine queue is Celery's default one.
+        "task_queues": (Queue(URGENT_QUEUE), Queue(ROUTINE_QUEUE)),
+        "task_default_queue": ROUTINE_QUEUE,
         "broker_connection_retry_on_startup": True,
         # A web request that enqueues must not hang for long when the broker is
         # down: the studies stay RECEIVED and the sweep re-sends them.
@@ -124,7 +137,8 @@ def prepare_sql_broker(broker_url: str | None = None) -> bool:
     from kombu import Connection, Queue
 
     with Connection(url, transport_options=_transport_options(url)) as connection:
-        Queue(app.conf.task_default_queue, channel=connection.default_channel).declare()
+        for queue in app.conf.task_queues:
+            Queue(queue.name, channel=connection.default_channel).declare()
     return True
 
 

@@ -102,6 +102,7 @@ def study_json(study: Study) -> dict:
         "format": study.format,
         "sha256": study.sha256,
         "status": study.status,
+        "priority": study.priority,
         "error": reasons.status_message(study.status_message)
         if study.status in (Study.Status.FAILED, Study.Status.REJECTED)
         else None,
@@ -138,15 +139,24 @@ def _uploaded(request, field: str):
 
 
 def _submit(request, files) -> JsonResponse:
-    """Submit ``files``; the optional form fields ``population`` and ``age`` declare who the patients are."""
+    """Submit ``files``; optional form fields: ``population`` and ``age`` (who the patients are), ``priority``."""
     if not access.can_submit(request.user):
         return _error(403, "forbidden", _("Your account may not submit studies."))
     try:
         declaration = Declaration.parse(request.POST.get("population"), request.POST.get("age"))
     except InvalidDeclaration as exc:
         return _error(400, "invalid_declaration", reasons.status_message(str(exc)))
+    priority = request.POST.get("priority") or Study.Priority.ROUTINE
+    if priority not in Study.Priority.values:
+        return _error(
+            400,
+            "invalid_priority",
+            _("Priority must be one of: %(choices)s.") % {"choices": ", ".join(Study.Priority.values)},
+        )
     try:
-        outcome = submit(request.user, Batch.Source.API, ((f.name, f) for f in files), declaration=declaration)
+        outcome = submit(
+            request.user, Batch.Source.API, ((f.name, f) for f in files), declaration=declaration, priority=priority
+        )
     except NothingAccepted as exc:
         refused = reasons.upload_items([r.as_dict() for r in exc.refusals])
         return _error(400, "nothing_accepted", _("No file could be accepted."), refused=refused)

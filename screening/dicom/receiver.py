@@ -34,6 +34,7 @@ from pynetdicom.sop_class import (
 )
 
 from screening import audit
+from screening.dicom.nodes import caller_allowed
 from screening.intake import storage
 from screening.intake.acceptance import Incoming, Limits, Refusal, expand
 from screening.intake.submission import storage_path
@@ -146,6 +147,8 @@ class Inbox:
         self._waiting: list[int] = []
         self._oldest: float | None = None
         self._limits = Limits.from_settings()
+        urgent = calling_ae and caller_allowed(settings.DICOM_URGENT_CALLERS, calling_ae, peer)
+        self.priority = Study.Priority.URGENT if urgent else Study.Priority.ROUTINE
 
     def receive(self, data: bytes, sop_instance_uid: str = "") -> Answer:
         """Store and record one instance (``data``: the dataset with its file meta); the answer for the sender."""
@@ -195,6 +198,7 @@ class Inbox:
                     size_bytes=incoming.size,
                     format=incoming.format,
                     file=path,
+                    priority=self.priority,
                 )
                 study.record_dicom_header({keyword: header.get(keyword) for keyword in _HEADER_KEYWORDS})
                 study.save()

@@ -136,8 +136,12 @@ def submit(
     limits: Limits | None = None,
     declaration: Declaration | None = None,
     kind: str = Batch.Kind.CLINICAL,
+    priority: str = Study.Priority.ROUTINE,
 ) -> SubmissionOutcome:
     """Accept what can be accepted from ``files`` as one new batch.
+
+    ``priority`` (``Study.Priority``) is every study's: urgent studies are scored before routine work
+    already queued.
 
     ``kind`` is VALIDATION only for a site validation's labelled films (``screening.governance.site_validation``).
 
@@ -149,7 +153,7 @@ def submit(
     declaration = declaration or Declaration()
     written: list[str] = []
     try:
-        return _submit(user, source, files, name, limits, declaration, kind, written)
+        return _submit(user, source, files, name, limits, declaration, kind, priority, written)
     except BaseException:
         # Nothing of a failed submission stays behind: its rows roll back, and
         # so do the files it wrote (files it reused belong to earlier studies).
@@ -157,15 +161,15 @@ def submit(
         raise
 
 
-def _submit(user, source, files, name, limits, declaration, kind, written) -> SubmissionOutcome:
+def _submit(user, source, files, name, limits, declaration, kind, priority, written) -> SubmissionOutcome:
     storer = _Storer(written)
     try:
-        return _submit_stored_by(storer, user, source, files, name, limits, declaration, kind)
+        return _submit_stored_by(storer, user, source, files, name, limits, declaration, kind, priority)
     finally:
         storer.close()
 
 
-def _submit_stored_by(storer, user, source, files, name, limits, declaration, kind) -> SubmissionOutcome:
+def _submit_stored_by(storer, user, source, files, name, limits, declaration, kind, priority) -> SubmissionOutcome:
     with transaction.atomic():
         batch = Batch.objects.create(submitted_by=user, source=source, name=name[:255], kind=kind)
         outcome = SubmissionOutcome(batch=batch)
@@ -188,7 +192,7 @@ def _submit_stored_by(storer, user, source, files, name, limits, declaration, ki
                 outcome.refusals.append(Refusal(item.name, _quota_message()))
                 continue
             first_name_by_sha[item.sha256] = item.name
-            outcome.studies.append(_new_study(batch, item, declaration, storer))
+            outcome.studies.append(_new_study(batch, item, declaration, storer, priority))
             if quota is not None:
                 quota -= item.size
         storer.finish()
@@ -239,7 +243,7 @@ def _quota_message() -> str:
     )
 
 
-def _new_study(batch: Batch, item: Incoming, declaration: Declaration, storer: _Storer) -> Study:
+def _new_study(batch: Batch, item: Incoming, declaration: Declaration, storer: _Storer, priority: str) -> Study:
     """An unsaved study with its file being stored (content-addressed, so storing twice is harmless)."""
     study = Study(
         batch=batch,
@@ -247,6 +251,7 @@ def _new_study(batch: Batch, item: Incoming, declaration: Declaration, storer: _
         sha256=item.sha256,
         size_bytes=item.size,
         format=item.format,
+        priority=priority,
         **declaration.as_fields(),
     )
     study.file.name = storer.store(item)

@@ -2,7 +2,7 @@ from django import forms
 from django.utils.translation import gettext_lazy as _
 
 from screening import reasons
-from screening.models import DeclaredPopulation
+from screening.models import DeclaredPopulation, Priority
 from screening.population import Declaration, InvalidDeclaration
 
 
@@ -46,9 +46,17 @@ class UploadForm(forms.Form):
         max_length=16,
         help_text=_("Optional: the patients' age, when one age holds for the whole batch."),
     )
+    priority = forms.ChoiceField(
+        label=_("Priority"),
+        choices=Priority.choices,
+        initial=Priority.ROUTINE,
+        required=False,  # clients that predate it send none: routine
+        help_text=_("Urgent studies are scored before routine work already waiting."),
+    )
 
     def clean(self):
         cleaned = super().clean()
+        cleaned["priority"] = cleaned.get("priority") or Priority.ROUTINE
         try:
             cleaned["declaration"] = Declaration.parse(cleaned.get("population"), cleaned.get("age"))
         except InvalidDeclaration as exc:

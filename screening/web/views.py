@@ -63,6 +63,7 @@ def batch_new(request):
                     Batch.Source.WEB,
                     ((f.name, f) for f in files),
                     declaration=form.cleaned_data["declaration"],
+                    priority=form.cleaned_data["priority"],
                 )
             except StorageUnavailable as exc:
                 if _wants_json(request):

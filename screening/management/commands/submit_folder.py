@@ -30,6 +30,12 @@ class Command(BaseCommand):
         parser.add_argument("directory")
         parser.add_argument("--user", default="submitter", help="Submitting account (default: submitter).")
         parser.add_argument("--wait", action="store_true", help="Wait until every study is finished.")
+        parser.add_argument(
+            "--priority",
+            choices=Study.Priority.values,
+            default=Study.Priority.ROUTINE,
+            help="urgent: scored before routine work already queued (default: routine).",
+        )
         parser.add_argument("--json", action="store_true", dest="as_json", help="One JSON line per file.")
         parser.add_argument("--timeout", type=float, default=3600, help="Seconds to wait at most (default 3600).")
         parser.add_argument(
@@ -53,7 +59,14 @@ class Command(BaseCommand):
         if not access.can_submit(account):
             raise CommandError(f"User {user!r} may not submit studies (add them to the Submitter group).")
         try:
-            outcome = submit(account, Batch.Source.CLI, folder_sources(root), name=root.name, declaration=declaration)
+            outcome = submit(
+                account,
+                Batch.Source.CLI,
+                folder_sources(root),
+                name=root.name,
+                declaration=declaration,
+                priority=options["priority"],
+            )
         except NothingAccepted as exc:
             self._report_refusals(exc.refusals, as_json)
             raise CommandError("No file could be accepted.") from None

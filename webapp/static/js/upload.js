@@ -51,7 +51,7 @@
     event.preventDefault();
     const data = new FormData();
     data.append("csrfmiddlewaretoken", form.querySelector("[name=csrfmiddlewaretoken]").value);
-    ["population", "age"].forEach(function (name) {
+    ["population", "age", "priority"].forEach(function (name) {
       const field = form.querySelector("[name=" + name + "]");
       if (field && field.value) { data.append(name, field.value); }
     });
