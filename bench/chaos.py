@@ -243,15 +243,19 @@ def counts(batch_id: int) -> dict[str, int]:
     return by_status
 
 
-def submit(env: dict[str, str], folder: Path) -> int:
-    out = subprocess.run(
+def submit_folder(env: dict[str, str], folder: Path, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(
         [sys.executable, "manage.py", "submit_folder", str(folder), "--user", "submitter"],
         cwd=ROOT,
         env=env,
-        check=True,
+        check=check,
         capture_output=True,
         text=True,
-    ).stdout
+    )
+
+
+def submit(env: dict[str, str], folder: Path) -> int:
+    out = submit_folder(env, folder).stdout
     return int(out.split("Batch ", 1)[1].split(":", 1)[0])
 
 
@@ -362,13 +366,7 @@ def main() -> None:
             late = make_files(work / "disk-full-late", Path(args.originals), 20, "disk-full-late")
             before = newest_batch()
             media.fill()
-            refused = subprocess.run(
-                [sys.executable, "manage.py", "submit_folder", str(late), "--user", "submitter"],
-                cwd=ROOT,
-                env=env,
-                capture_output=True,
-                text=True,
-            )
+            refused = submit_folder(env, late, check=False)
             rows_kept = newest_batch() != before and sum(counts(newest_batch()).values()) > 0
             partial = media.leftovers()
             media.free()

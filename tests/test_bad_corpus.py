@@ -20,11 +20,9 @@ CORPUS = Path(__file__).parent / "fixtures" / "bad"
 ROWS = [row for row in csv.DictReader((CORPUS / "EXPECTED.csv").open()) if (CORPUS / row["file"]).exists()]
 
 
-@pytest.fixture(scope="module")
-def screener():
-    from worker.loaded_models import get_screener
-
-    return get_screener()
+@pytest.fixture
+def screener(served_explainer):
+    return served_explainer
 
 
 @pytest.fixture

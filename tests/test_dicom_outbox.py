@@ -26,11 +26,9 @@ from tests.conftest import XRAYS, token_client
 from worker.scoring import score_chunk
 
 
-@pytest.fixture(scope="session")
-def screener():
-    from worker.loaded_models import get_screener
-
-    return get_screener()
+@pytest.fixture
+def screener(served_explainer):
+    return served_explainer
 
 
 class Pacs:

@@ -30,18 +30,14 @@ def dicom_with(**attributes) -> bytes:
     return buffer.getvalue()
 
 
-@pytest.fixture(scope="module")
-def screener():
-    from worker.loaded_models import get_screener
-
-    return get_screener()
+@pytest.fixture
+def screener(served_explainer):
+    return served_explainer
 
 
-@pytest.fixture(scope="module")
-def gate():
-    from worker.loaded_models import get_gate
-
-    return get_gate()
+@pytest.fixture
+def gate(served_gate):
+    return served_gate
 
 
 def scored(user, screener, gate, files, **submit_options):

@@ -14,11 +14,9 @@ from tests.conftest import ORIGINALS, XRAYS
 from worker.scoring import claim, score_chunk
 
 
-@pytest.fixture(scope="session")
-def screener():
-    from worker.loaded_models import get_screener
-
-    return get_screener()
+@pytest.fixture
+def screener(served_explainer):
+    return served_explainer
 
 
 @pytest.fixture(autouse=True)

@@ -67,7 +67,7 @@ def test_a_cold_shutdown_lets_the_running_chunk_finish_first(settings):
 
 
 def test_the_sql_broker_is_prepared_before_anyone_uses_it(tmp_path):
-    """Tables and the default queue row exist up front, so two processes never race to insert that row."""
+    """Tables and the queues' rows exist up front, so two processes never race to insert one."""
     import sqlite3
 
     from worker.app import prepare_sql_broker
@@ -76,7 +76,7 @@ def test_the_sql_broker_is_prepared_before_anyone_uses_it(tmp_path):
     assert prepare_sql_broker(f"sqla+sqlite:///{path}") is True
     assert prepare_sql_broker(f"sqla+sqlite:///{path}") is True  # idempotent: migrate runs it every time
     rows = sqlite3.connect(path).execute("select name from kombu_queue").fetchall()
-    assert rows == [(app.conf.task_default_queue,)]
+    assert sorted(rows) == sorted((queue.name,) for queue in app.conf.task_queues)  # urgent and routine
 
 
 def test_other_brokers_are_left_alone():

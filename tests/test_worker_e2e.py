@@ -219,9 +219,9 @@ def embedded_setup(var, **overrides: str):
 def test_embedded_defaults_run_end_to_end_without_any_server(tmp_path):
     """SQLite + Celery's SQLAlchemy broker, exactly as `make run` uses them."""
     env, manage = embedded_setup(tmp_path / "var")
-    # migrate prepared the broker, so the worker and the first upload never race to create its queue row
+    # migrate prepared the broker, so the worker and the first upload never race to create a queue row
     queues = sqlite3.connect(tmp_path / "var" / "broker.sqlite3").execute("select name from kombu_queue").fetchall()
-    assert queues == [("celery",)]
+    assert sorted(queues) == [("celery",), ("urgent",)]
     worker = WorkerProcess(env, tmp_path / "worker.log").start()
     try:
         done = manage(
