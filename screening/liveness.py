@@ -31,6 +31,27 @@ def process_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"[:128]
 
 
+def gone_here(names) -> list[str]:
+    """Those of ``names`` (``host:pid``) that are processes of this host and no longer exist.
+
+    Certain, unlike a silent heartbeat: the kernel says the pid is gone. A pid
+    reused by a new process counts as alive, so a claim is never taken from a
+    live holder; it then waits for the lease, as a claim of another host does.
+    """
+    prefix = f"{socket.gethostname()}:"
+    gone = []
+    for name in names:
+        if not name.startswith(prefix):
+            continue
+        try:
+            os.kill(int(name.rsplit(":", 1)[1]), 0)
+        except ProcessLookupError:
+            gone.append(name)
+        except (ValueError, PermissionError):
+            continue  # not a pid, or a process of another user: alive as far as we can tell
+    return gone
+
+
 def warm_processes(now=None, host: str | None = None):
     """Heartbeats of pool processes that are warm and alive (on ``host``, when given)."""
     now = now or timezone.now()

@@ -5,6 +5,7 @@ timeout), 6 minutes after a Redis restart (the 300-s QUEUED timeout), and
 database retries used up within 9 s of a 20-s outage.
 """
 
+import os
 import threading
 import time
 from datetime import timedelta
@@ -157,6 +158,35 @@ def test_a_retry_in_another_pool_process_takes_back_what_the_earlier_attempt_cla
     assert claim(ids, "host:b") == []  # held by a live process: not b's to take
     assert [s.pk for s in claim(ids, "host:b", reclaim_from=["host:a"])] == ids
     assert set(Study.objects.filter(pk__in=ids).values_list("claimed_by", "attempts")) == {("host:b", 2)}
+
+
+def test_a_redelivered_chunk_takes_over_what_a_killed_pool_process_of_this_host_held(submitter, settings):
+    """The kernel says the holder is gone: its studies are taken at once, not after the lease lapses."""
+    import socket
+    import subprocess
+
+    from worker.scoring import claim
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid that no longer exists
+    host = socket.gethostname()
+    dead, alive = f"{host}:{gone.pid}", f"{host}:{os.getpid()}"
+    taken = make_studies(submitter, 2, status=Study.Status.RUNNING, claimed_by=dead, attempts=1)
+    kept = make_studies(submitter, 1, status=Study.Status.RUNNING, claimed_by=alive, attempts=1)
+    elsewhere = make_studies(submitter, 1, status=Study.Status.RUNNING, claimed_by="other-host:1", attempts=1)
+    worn = make_studies(
+        submitter, 1, status=Study.Status.RUNNING, claimed_by=dead, attempts=settings.SCREENING_MAX_ATTEMPTS
+    )
+    ids = [s.pk for s in taken + kept + elsewhere + worn]
+
+    assert sorted(s.pk for s in claim(ids, "host:new")) == sorted(s.pk for s in taken)
+    assert set(Study.objects.filter(pk__in=[s.pk for s in taken]).values_list("claimed_by", "attempts")) == {
+        ("host:new", 2)
+    }
+    # A live holder, another host's (only its lease can tell) and a study that killed its process too often stay.
+    assert Study.objects.get(pk=kept[0].pk).claimed_by == alive
+    assert Study.objects.get(pk=elsewhere[0].pk).claimed_by == "other-host:1"
+    assert Study.objects.get(pk=worn[0].pk).claimed_by == dead
 
 
 def test_the_scoring_retry_names_every_process_that_ran_an_attempt(silent_database, monkeypatch):

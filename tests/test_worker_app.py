@@ -14,6 +14,7 @@ def _tasks_registered():
 def test_reliability_settings():
     conf = app.conf
     assert conf.task_acks_late is True
+    assert conf.task_reject_on_worker_lost is True  # a killed pool process's message goes back to the queue
     assert conf.worker_prefetch_multiplier == 1
     assert conf.task_serializer == "json"
     assert conf.accept_content == ["json"]

@@ -70,6 +70,12 @@ def _reliability_settings() -> dict:
         "accept_content": ["json"],
         "task_ignore_result": True,
         "task_acks_late": True,
+        # A pool process killed after its main process reserved the message but before it claimed the
+        # studies: without this the message is acknowledged as failed and the studies, held by the live
+        # main process (``note_reserved``), wait for the stuck-QUEUED sweep (301 s in a chaos run).
+        # Requeued instead, the replacement takes them at once. No loop: a claim counts an attempt, and a
+        # redelivered chunk claims nothing another process holds.
+        "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
         "task_soft_time_limit": settings.CELERY_TASK_SOFT_TIME_LIMIT,
         "task_time_limit": settings.CELERY_TASK_TIME_LIMIT,

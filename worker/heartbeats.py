@@ -9,7 +9,6 @@ for death.
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import threading
 
@@ -18,7 +17,7 @@ from django.db import DatabaseError, close_old_connections
 from django.utils import timezone
 
 from screening import counters
-from screening.liveness import process_name
+from screening.liveness import gone_here, process_name
 from screening.models import WorkerHeartbeat
 
 log = logging.getLogger(__name__)
@@ -42,16 +41,9 @@ def mark_warm() -> None:
 def cool_dead_local_processes() -> int:
     """Mark warm heartbeats of this host's processes that no longer exist as not warm; how many."""
     host = socket.gethostname()
-    dead = []
-    for hostname in WorkerHeartbeat.objects.filter(warm=True, hostname__startswith=f"{host}:").values_list(
-        "hostname", flat=True
-    ):
-        try:
-            os.kill(int(hostname.rsplit(":", 1)[1]), 0)
-        except ProcessLookupError:
-            dead.append(hostname)
-        except (ValueError, PermissionError):
-            continue  # not a pid, or a process of another user: alive as far as we can tell
+    dead = gone_here(
+        WorkerHeartbeat.objects.filter(warm=True, hostname__startswith=f"{host}:").values_list("hostname", flat=True)
+    )
     if dead:
         log.warning("pool processes gone: %s", ", ".join(dead))
         WorkerHeartbeat.objects.filter(hostname__in=dead).update(warm=False)

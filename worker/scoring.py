@@ -27,6 +27,7 @@ from ml.serving.fingerprint import fingerprint
 from ml.serving.gate import ChestXrayGate
 from ml.serving.heatmap import ExplainingScreener
 from ml.serving.population_check import PopulationCheck
+from screening import liveness
 from screening.dicom import outbox
 from screening.models import DICOM_COLUMNS, Batch, Result, SiteSetting, Study
 from screening.population import validated_range
@@ -65,12 +66,19 @@ def claim(study_ids: Sequence[int], claimant: str = "", reclaim_from: Sequence[s
     alone does it. A process also takes back studies it claimed itself and
     could not hand back (a retry after the database went away mid-chunk), and
     those that the processes in ``reclaim_from`` claimed for earlier attempts
-    of the same chunk: the retry may run in another pool process.
+    of the same chunk: the retry may run in another pool process. And it takes
+    studies whose holder was a process of this host that no longer exists (a
+    killed pool process whose message came back): the kernel says so at once,
+    where the lease would make them wait for the sweep.
     """
     waiting = Q(status__in=[Study.Status.RECEIVED, Study.Status.QUEUED])
     holders = [name for name in (claimant, *reclaim_from) if name]
     if holders:
         waiting |= Q(status=Study.Status.RUNNING, claimed_by__in=holders)
+    held = Study.objects.filter(pk__in=list(study_ids), status=Study.Status.RUNNING).exclude(claimed_by="")
+    dead = liveness.gone_here(set(held.values_list("claimed_by", flat=True)))
+    if dead:  # not a study that already killed its process too often: the sweep fails that one
+        waiting |= Q(status=Study.Status.RUNNING, claimed_by__in=dead, attempts__lt=settings.SCREENING_MAX_ATTEMPTS)
     with transaction.atomic():
         rows = list(
             Study.objects.select_for_update().filter(waiting, pk__in=list(study_ids)).values_list("pk", flat=True)
