@@ -24,6 +24,7 @@ import threading
 from celery.signals import task_received
 from celery.worker import state
 from django.db import close_old_connections
+from kombu.exceptions import ChannelError
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +73,21 @@ def _stalled() -> None:
 
 
 def queue_length(app, queues) -> int:
-    """Messages waiting in ``queues`` (names), asked on a connection of its own."""
+    """Messages waiting in ``queues`` (names), asked on a connection of its own.
+
+    Redis keeps no empty list: a queue with nothing in it (the urgent one, most
+    of the time) is "not found" to a passive declare, and counts as 0. Raising
+    there would blind the watchdog for as long as any of its queues is empty.
+    """
+    waiting = 0
     with app.connection_for_read() as connection:
         channel = connection.default_channel
-        return sum(channel.queue_declare(queue=name, passive=True).message_count for name in queues)
+        for name in queues:
+            try:
+                waiting += channel.queue_declare(queue=name, passive=True).message_count
+            except ChannelError:  # no such queue: nothing waits in it
+                continue
+    return waiting
 
 
 def start(consumer, *, interval: float, pool_ready, stop: threading.Event | None = None) -> threading.Thread:
