@@ -71,18 +71,21 @@ def claim(study_ids: Sequence[int], claimant: str = "", reclaim_from: Sequence[s
     killed pool process whose message came back): the kernel says so at once,
     where the lease would make them wait for the sweep.
     """
+    ids = list(study_ids)
     waiting = Q(status__in=[Study.Status.RECEIVED, Study.Status.QUEUED])
     holders = [name for name in (claimant, *reclaim_from) if name]
     if holders:
         waiting |= Q(status=Study.Status.RUNNING, claimed_by__in=holders)
-    held = Study.objects.filter(pk__in=list(study_ids), status=Study.Status.RUNNING).exclude(claimed_by="")
-    dead = liveness.gone_here(set(held.values_list("claimed_by", flat=True)))
-    if dead:  # not a study that already killed its process too often: the sweep fails that one
-        waiting |= Q(status=Study.Status.RUNNING, claimed_by__in=dead, attempts__lt=settings.SCREENING_MAX_ATTEMPTS)
     with transaction.atomic():
-        rows = list(
-            Study.objects.select_for_update().filter(waiting, pk__in=list(study_ids)).values_list("pk", flat=True)
-        )
+        rows = list(Study.objects.select_for_update().filter(waiting, pk__in=ids).values_list("pk", flat=True))
+        if len(rows) < len(set(ids)):  # some are held: by a process that is gone? (not on the usual path)
+            held = Study.objects.filter(pk__in=ids, status=Study.Status.RUNNING).exclude(claimed_by="")
+            dead = liveness.gone_here(set(held.values_list("claimed_by", flat=True)))
+            if dead:  # not a study that already killed its process too often: the sweep fails that one
+                waiting |= Q(
+                    status=Study.Status.RUNNING, claimed_by__in=dead, attempts__lt=settings.SCREENING_MAX_ATTEMPTS
+                )
+                rows = list(Study.objects.select_for_update().filter(waiting, pk__in=ids).values_list("pk", flat=True))
         if not rows:
             return []
         Study.objects.filter(waiting, pk__in=rows).update(
