@@ -332,13 +332,7 @@ def main() -> None:
             before = terminal(counts(batch))
             wait_for(lambda: before == args.studies or terminal(counts(batch)) > before, 900, 0.1)
             resumed = time.monotonic() - back
-            wait_for(
-                lambda: (
-                    counts(batch).get("DONE", 0) + counts(batch).get("FAILED", 0) + counts(batch).get("REJECTED", 0)
-                    == args.studies
-                ),
-                900,
-            )
+            wait_for(lambda: terminal(counts(batch)) == args.studies, 900)
             seconds = time.monotonic() - back
             final = counts(batch)
             lost = args.studies - final.get("DONE", 0)

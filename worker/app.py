@@ -140,7 +140,7 @@ def prepare_sql_broker(broker_url: str | None = None) -> bool:
     url = broker_url or settings.CELERY_BROKER_URL
     if not url.startswith("sqla+"):
         return False
-    from kombu import Connection, Queue
+    from kombu import Connection
 
     with Connection(url, transport_options=_transport_options(url)) as connection:
         for queue in app.conf.task_queues:

@@ -93,7 +93,8 @@ def queue_length(app, queues) -> int:
 def start(consumer, *, interval: float, pool_ready, stop: threading.Event | None = None) -> threading.Thread:
     """Watch ``consumer`` every ``interval`` seconds from a daemon thread until ``stop``."""
     stop = stop or threading.Event()
-    queues = [queue.name for queue in consumer.task_consumer.queues] if consumer.task_consumer else ["celery"]
+    declared = consumer.task_consumer.queues if consumer.task_consumer else consumer.app.conf.task_queues
+    queues = [queue.name for queue in declared]
     watchdog = ConsumerWatchdog(consumer, waiting=lambda: queue_length(consumer.app, queues), pool_ready=pool_ready)
 
     def run() -> None:
